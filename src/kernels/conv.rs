@@ -1,0 +1,363 @@
+//! 2-d convolution in NCHW via im2col + GEMM, with an im2col-free path for
+//! pointwise (1×1, stride 1, no padding) convolutions.
+//!
+//! Weights are PyTorch OIHW: `w[co][ci][kh][kw]`. The column matrix has one
+//! row per (ci, kh, kw) and one column per output pixel, so `y_n = W · cols_n`
+//! lands directly in NCHW. The serial functions here take caller scratch and
+//! never allocate; `kernels::par` runs the same pieces across the batch.
+
+use super::Float;
+use super::gemm::{MatMut, MatRef, gemm};
+use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
+
+/// Shape of one conv2d call. Stride and padding apply to both axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Images in the batch (N).
+    pub batch: usize,
+    /// Input channels (C_in).
+    pub in_channels: usize,
+    /// Input height.
+    pub in_h: usize,
+    /// Input width.
+    pub in_w: usize,
+    /// Output channels (C_out).
+    pub out_channels: usize,
+    /// Kernel height.
+    pub kernel_h: usize,
+    /// Kernel width.
+    pub kernel_w: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding (both axes).
+    pub padding: usize,
+}
+
+impl Conv2dShape {
+    /// A square-kernel shape.
+    pub fn new(
+        batch: usize,
+        in_channels: usize,
+        in_hw: (usize, usize),
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        Self {
+            batch,
+            in_channels,
+            in_h: in_hw.0,
+            in_w: in_hw.1,
+            out_channels,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            padding,
+        }
+    }
+
+    /// Checks the shape and derives the output size: `floor((W − k + 2p)/s) + 1`.
+    pub fn validate(&self) -> Result<ConvDims> {
+        check_nonzero("conv2d batch", self.batch)?;
+        check_nonzero("conv2d in_channels", self.in_channels)?;
+        check_nonzero("conv2d in_h", self.in_h)?;
+        check_nonzero("conv2d in_w", self.in_w)?;
+        check_nonzero("conv2d out_channels", self.out_channels)?;
+        check_nonzero("conv2d kernel_h", self.kernel_h)?;
+        check_nonzero("conv2d kernel_w", self.kernel_w)?;
+        check_nonzero("conv2d stride", self.stride)?;
+        let pad2 = self
+            .padding
+            .checked_mul(2)
+            .ok_or(Error::Overflow { what: "conv2d padding" })?;
+        let ph = self.in_h.checked_add(pad2).ok_or(Error::Overflow { what: "conv2d in_h" })?;
+        let pw = self.in_w.checked_add(pad2).ok_or(Error::Overflow { what: "conv2d in_w" })?;
+        if self.kernel_h > ph || self.kernel_w > pw {
+            return Err(Error::InvalidShape {
+                what: "conv2d",
+                reason: "kernel is larger than the padded input",
+            });
+        }
+        let out_h = (ph - self.kernel_h) / self.stride + 1;
+        let out_w = (pw - self.kernel_w) / self.stride + 1;
+        let col_rows = checked_product("conv2d columns", &[self.in_channels, self.kernel_h, self.kernel_w])?;
+        let out_hw = checked_product("conv2d output", &[out_h, out_w])?;
+        let in_hw = checked_product("conv2d input", &[self.in_h, self.in_w])?;
+        let in_len = checked_product("conv2d input", &[self.batch, self.in_channels, in_hw])?;
+        let out_len = checked_product("conv2d output", &[self.batch, self.out_channels, out_hw])?;
+        let weight_len = checked_product("conv2d weight", &[self.out_channels, col_rows])?;
+        let col_len = checked_product("conv2d columns", &[col_rows, out_hw])?;
+        let batched_col_len = checked_product("conv2d columns", &[col_len, self.batch])?;
+        Ok(ConvDims {
+            out_h,
+            out_w,
+            in_hw,
+            out_hw,
+            col_rows,
+            in_len,
+            out_len,
+            weight_len,
+            col_len,
+            batched_col_len,
+            pointwise: self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0,
+        })
+    }
+
+    /// Scratch elements needed by [`conv2d_forward`] (0 for pointwise convs).
+    pub fn forward_scratch_len(&self) -> Result<usize> {
+        let d = self.validate()?;
+        Ok(if d.pointwise { 0 } else { d.col_len })
+    }
+
+    /// Scratch elements needed by [`conv2d_backward`].
+    pub fn backward_scratch_len(&self) -> Result<usize> {
+        let d = self.validate()?;
+        if d.pointwise {
+            Ok(0)
+        } else {
+            d.col_len.checked_mul(2).ok_or(Error::Overflow { what: "conv2d scratch" })
+        }
+    }
+}
+
+/// Sizes derived from a validated [`Conv2dShape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDims {
+    /// Output height.
+    pub out_h: usize,
+    /// Output width.
+    pub out_w: usize,
+    /// Input pixels per channel.
+    pub in_hw: usize,
+    /// Output pixels per channel.
+    pub out_hw: usize,
+    /// Rows of the column matrix: C_in · k_h · k_w.
+    pub col_rows: usize,
+    /// Input length N·C_in·H·W.
+    pub in_len: usize,
+    /// Output length N·C_out·H_out·W_out.
+    pub out_len: usize,
+    /// Weight length C_out·C_in·k_h·k_w.
+    pub weight_len: usize,
+    /// One image's column matrix.
+    pub col_len: usize,
+    /// The whole batch's column matrix.
+    pub batched_col_len: usize,
+    /// 1×1, stride 1, no padding: no im2col needed.
+    pub pointwise: bool,
+}
+
+/// Writes one image's columns: `cols[row][col0 + o]` for output pixel `o`,
+/// rows `ld` apart. With `ld = out_hw` and `col0 = 0` this is the per-image
+/// layout; with `ld = N·out_hw` and `col0 = n·out_hw` the batched one.
+pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_img: &[T], cols: &mut [T], ld: usize, col0: usize) {
+    let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
+    for ci in 0..s.in_channels {
+        let plane = &x_img[ci * d.in_hw..(ci + 1) * d.in_hw];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = (ci * kh + ki) * kw + kj;
+                let dst = &mut cols[row * ld + col0..row * ld + col0 + d.out_hw];
+                im2col_row(s, d, plane, ki, kj, dst, st, pad);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn im2col_row<T: Float>(
+    s: &Conv2dShape,
+    d: &ConvDims,
+    plane: &[T],
+    ki: usize,
+    kj: usize,
+    dst: &mut [T],
+    st: usize,
+    pad: usize,
+) {
+    for oh in 0..d.out_h {
+        let out_row = &mut dst[oh * d.out_w..(oh + 1) * d.out_w];
+        // Input row = oh·s + ki − p, possibly in the padding.
+        let ih = oh * st + ki;
+        if ih < pad || ih - pad >= s.in_h {
+            out_row.fill(T::ZERO);
+            continue;
+        }
+        let src = &plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
+        for (ow, v) in out_row.iter_mut().enumerate() {
+            let iw = ow * st + kj;
+            *v = if iw < pad || iw - pad >= s.in_w { T::ZERO } else { src[iw - pad] };
+        }
+    }
+}
+
+/// Adds one image's columns back onto its input gradient (the adjoint of
+/// [`im2col`]).
+pub(crate) fn col2im_add<T: Float>(s: &Conv2dShape, d: &ConvDims, cols: &[T], ld: usize, col0: usize, dx_img: &mut [T]) {
+    let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
+    for ci in 0..s.in_channels {
+        let plane = &mut dx_img[ci * d.in_hw..(ci + 1) * d.in_hw];
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = (ci * kh + ki) * kw + kj;
+                let src = &cols[row * ld + col0..row * ld + col0 + d.out_hw];
+                for oh in 0..d.out_h {
+                    let ih = oh * st + ki;
+                    if ih < pad || ih - pad >= s.in_h {
+                        continue;
+                    }
+                    let dst = &mut plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
+                    let src_row = &src[oh * d.out_w..(oh + 1) * d.out_w];
+                    for (ow, &v) in src_row.iter().enumerate() {
+                        let iw = ow * st + kj;
+                        if iw >= pad && iw - pad < s.in_w {
+                            dst[iw - pad] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks all slice lengths of a conv call against its shape.
+pub(crate) fn check_conv_args<T>(
+    d: &ConvDims,
+    s: &Conv2dShape,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y_len: usize,
+) -> Result<()> {
+    check_len("conv2d input", d.in_len, x.len())?;
+    check_len("conv2d weight", d.weight_len, w.len())?;
+    if let Some(b) = bias {
+        check_len("conv2d bias", s.out_channels, b.len())?;
+    }
+    check_len("conv2d output", d.out_len, y_len)
+}
+
+/// Adds `bias[co]` to every pixel of output channel `co` of one image.
+pub(crate) fn add_bias<T: Float>(y_img: &mut [T], bias: &[T], out_hw: usize) {
+    for (plane, &b) in y_img.chunks_exact_mut(out_hw).zip(bias) {
+        for v in plane {
+            *v += b;
+        }
+    }
+}
+
+/// Forward for one image: `y_img = W · cols(x_img) (+ bias)`.
+pub(crate) fn forward_image<T: Float>(
+    s: &Conv2dShape,
+    d: &ConvDims,
+    x_img: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y_img: &mut [T],
+    cols: &mut [T],
+) -> Result<()> {
+    let wm = MatRef::row_major(w, s.out_channels, d.col_rows)?;
+    let ym = MatMut::row_major(y_img, s.out_channels, d.out_hw)?;
+    if d.pointwise {
+        gemm(ym, wm, MatRef::row_major(x_img, s.in_channels, d.in_hw)?, false)?;
+    } else {
+        im2col(s, d, x_img, cols, d.out_hw, 0);
+        gemm(ym, wm, MatRef::row_major(&cols[..d.col_len], d.col_rows, d.out_hw)?, false)?;
+    }
+    if let Some(b) = bias {
+        add_bias(y_img, b, d.out_hw);
+    }
+    Ok(())
+}
+
+/// Input gradient for one image: `dx_img = col2im(Wᵀ · dy_img)`.
+pub(crate) fn backward_data_image<T: Float>(
+    s: &Conv2dShape,
+    d: &ConvDims,
+    w: &[T],
+    dy_img: &[T],
+    dx_img: &mut [T],
+    dcols: &mut [T],
+) -> Result<()> {
+    let wt = MatRef::row_major(w, s.out_channels, d.col_rows)?.t();
+    let dym = MatRef::row_major(dy_img, s.out_channels, d.out_hw)?;
+    if d.pointwise {
+        gemm(MatMut::row_major(dx_img, s.in_channels, d.in_hw)?, wt, dym, false)
+    } else {
+        gemm(MatMut::row_major(&mut dcols[..d.col_len], d.col_rows, d.out_hw)?, wt, dym, false)?;
+        dx_img.fill(T::ZERO);
+        col2im_add(s, d, dcols, d.out_hw, 0, dx_img);
+        Ok(())
+    }
+}
+
+/// Conv2d forward over the batch, serially, on caller scratch of
+/// [`Conv2dShape::forward_scratch_len`] elements. No allocation.
+pub fn conv2d_forward<T: Float>(
+    s: &Conv2dShape,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y: &mut [T],
+    scratch: &mut [T],
+) -> Result<()> {
+    let d = s.validate()?;
+    check_conv_args(&d, s, x, w, bias, y.len())?;
+    check_len("conv2d forward scratch", s.forward_scratch_len()?, scratch.len())?;
+    let in_img = s.in_channels * d.in_hw;
+    let out_img = s.out_channels * d.out_hw;
+    for (x_img, y_img) in x.chunks_exact(in_img).zip(y.chunks_exact_mut(out_img)) {
+        forward_image(s, &d, x_img, w, bias, y_img, scratch)?;
+    }
+    Ok(())
+}
+
+/// Conv2d backward over the batch, serially. Writes `dx` (if given) and
+/// accumulates into `dw` and `db` (if given). Scratch:
+/// [`Conv2dShape::backward_scratch_len`] elements. No allocation.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward<T: Float>(
+    s: &Conv2dShape,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    mut dx: Option<&mut [T]>,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+    scratch: &mut [T],
+) -> Result<()> {
+    let d = s.validate()?;
+    check_conv_args(&d, s, x, w, None, dy.len())?;
+    if let Some(dx) = dx.as_deref() {
+        check_len("conv2d input gradient", d.in_len, dx.len())?;
+    }
+    check_len("conv2d weight gradient", d.weight_len, dw.len())?;
+    check_len("conv2d backward scratch", s.backward_scratch_len()?, scratch.len())?;
+    let in_img = s.in_channels * d.in_hw;
+    let out_img = s.out_channels * d.out_hw;
+    if let Some(db) = db {
+        check_len("conv2d bias gradient", s.out_channels, db.len())?;
+        for dy_img in dy.chunks_exact(out_img) {
+            for (g, plane) in db.iter_mut().zip(dy_img.chunks_exact(d.out_hw)) {
+                *g += plane.iter().copied().sum::<T>();
+            }
+        }
+    }
+    let (cols, dcols) = scratch.split_at_mut(scratch.len() / 2);
+    for (n, (x_img, dy_img)) in x.chunks_exact(in_img).zip(dy.chunks_exact(out_img)).enumerate() {
+        let dym = MatRef::row_major(dy_img, s.out_channels, d.out_hw)?;
+        let dwm = MatMut::row_major(&mut *dw, s.out_channels, d.col_rows)?;
+        if d.pointwise {
+            gemm(dwm, dym, MatRef::row_major(x_img, s.in_channels, d.in_hw)?.t(), true)?;
+        } else {
+            im2col(s, &d, x_img, cols, d.out_hw, 0);
+            gemm(dwm, dym, MatRef::row_major(&cols[..], d.col_rows, d.out_hw)?.t(), true)?;
+        }
+        if let Some(dx) = dx.as_deref_mut() {
+            backward_data_image(s, &d, w, dy_img, &mut dx[n * in_img..(n + 1) * in_img], dcols)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The scalar trait the kernels are generic over.
+//!
+//! Kernels run in `f32` for training and inference and in `f64` for the
+//! finite-difference tests, so the same code is both shipped and proven.
+//! Transcendentals come from `std` when it is there (the platform libm is
+//! faster) and from the `libm` crate in `no_std` builds.
+
+use core::fmt::Debug;
+use core::iter::Sum;
+use core::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// A real scalar: `f32` or `f64`.
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + Debug
+    + Default
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + Sum
+    + 'static
+{
+    /// 0.
+    const ZERO: Self;
+    /// 1.
+    const ONE: Self;
+    /// −∞.
+    const NEG_INFINITY: Self;
+    /// ln 2.
+    const LN_2: Self;
+    /// Nearest representable value.
+    fn from_f64(v: f64) -> Self;
+    /// Widening (or identity) conversion.
+    fn to_f64(self) -> f64;
+    /// Nearest representable value of an integer count.
+    fn from_usize(v: usize) -> Self {
+        Self::from_f64(v as f64)
+    }
+    /// e^self.
+    fn exp(self) -> Self;
+    /// Natural logarithm.
+    fn ln(self) -> Self;
+    /// ln(1 + self), accurate near 0.
+    fn ln_1p(self) -> Self;
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// |self|.
+    fn abs(self) -> Self;
+    /// Larger of the two (NaN-ignoring like `f32::max`).
+    fn max(self, other: Self) -> Self;
+    /// Smaller of the two.
+    fn min(self, other: Self) -> Self;
+    /// Neither infinite nor NaN.
+    fn is_finite(self) -> bool;
+    /// Not a number.
+    fn is_nan(self) -> bool;
+    /// self * a + b with one rounding. Only fast where FMA is enabled;
+    /// portable code uses `*` and `+`.
+    fn mul_add(self, a: Self, b: Self) -> Self;
+}
+
+macro_rules! impl_float {
+    ($t:ty, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $fma:path) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            const LN_2: Self = core::f64::consts::LN_2 as $t;
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                #[cfg(feature = "std")]
+                {
+                    <$t>::exp(self)
+                }
+                #[cfg(not(feature = "std"))]
+                {
+                    $exp(self)
+                }
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                #[cfg(feature = "std")]
+                {
+                    <$t>::ln(self)
+                }
+                #[cfg(not(feature = "std"))]
+                {
+                    $ln(self)
+                }
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                #[cfg(feature = "std")]
+                {
+                    <$t>::ln_1p(self)
+                }
+                #[cfg(not(feature = "std"))]
+                {
+                    $ln1p(self)
+                }
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                #[cfg(feature = "std")]
+                {
+                    <$t>::sqrt(self)
+                }
+                #[cfg(not(feature = "std"))]
+                {
+                    $sqrt(self)
+                }
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn max(self, other: Self) -> Self {
+                <$t>::max(self, other)
+            }
+            #[inline(always)]
+            fn min(self, other: Self) -> Self {
+                <$t>::min(self, other)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                #[cfg(feature = "std")]
+                {
+                    <$t>::mul_add(self, a, b)
+                }
+                #[cfg(not(feature = "std"))]
+                {
+                    $fma(self, a, b)
+                }
+            }
+        }
+    };
+}
+
+impl_float!(f32, libm::expf, libm::logf, libm::log1pf, libm::sqrtf, libm::fmaf);
+impl_float!(f64, libm::exp, libm::log, libm::log1p, libm::sqrt, libm::fma);

@@ -1,0 +1,108 @@
+//! Fully connected layer: `y = x · Wᵀ + b`, with `W` stored `[out, in]`
+//! exactly as PyTorch's `nn.Linear`.
+
+use super::Float;
+use super::gemm::{MatMut, MatRef, gemm};
+use crate::error::{Result, check_len, check_nonzero, checked_product};
+
+/// Shape of one linear call: `x` is `[batch, in_features]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    /// Rows of `x` (N).
+    pub batch: usize,
+    /// Input features.
+    pub in_features: usize,
+    /// Output features.
+    pub out_features: usize,
+}
+
+impl LinearShape {
+    /// A shape from its three sizes.
+    pub fn new(batch: usize, in_features: usize, out_features: usize) -> Self {
+        Self {
+            batch,
+            in_features,
+            out_features,
+        }
+    }
+
+    /// Checks the sizes; returns (input, output, weight) lengths.
+    pub fn validate(&self) -> Result<(usize, usize, usize)> {
+        check_nonzero("linear batch", self.batch)?;
+        check_nonzero("linear in_features", self.in_features)?;
+        check_nonzero("linear out_features", self.out_features)?;
+        Ok((
+            checked_product("linear input", &[self.batch, self.in_features])?,
+            checked_product("linear output", &[self.batch, self.out_features])?,
+            checked_product("linear weight", &[self.out_features, self.in_features])?,
+        ))
+    }
+
+    pub(crate) fn check(&self, x: usize, w: usize, b: Option<usize>, y: usize) -> Result<()> {
+        let (xl, yl, wl) = self.validate()?;
+        check_len("linear input", xl, x)?;
+        check_len("linear weight", wl, w)?;
+        if let Some(b) = b {
+            check_len("linear bias", self.out_features, b)?;
+        }
+        check_len("linear output", yl, y)
+    }
+}
+
+/// Adds `bias` to every row of `y` (`[rows, bias.len()]`).
+pub(crate) fn add_bias_rows<T: Float>(y: &mut [T], bias: &[T]) {
+    for row in y.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// Adds the column sums of `dy` (`[rows, db.len()]`) to `db`, rows in order.
+pub(crate) fn add_col_sums<T: Float>(dy: &[T], db: &mut [T]) {
+    for row in dy.chunks_exact(db.len()) {
+        for (g, &v) in db.iter_mut().zip(row) {
+            *g += v;
+        }
+    }
+}
+
+/// Forward: `y = x · Wᵀ (+ b)`.
+pub fn linear_forward<T: Float>(s: &LinearShape, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) -> Result<()> {
+    s.check(x.len(), w.len(), bias.map(<[T]>::len), y.len())?;
+    let xm = MatRef::row_major(x, s.batch, s.in_features)?;
+    let wt = MatRef::row_major(w, s.out_features, s.in_features)?.t();
+    gemm(MatMut::row_major(&mut *y, s.batch, s.out_features)?, xm, wt, false)?;
+    if let Some(b) = bias {
+        add_bias_rows(y, b);
+    }
+    Ok(())
+}
+
+/// Backward: writes `dx = dy · W` (if given), accumulates `dW += dyᵀ · x`
+/// and `db += Σ_rows dy` (if given).
+pub fn linear_backward<T: Float>(
+    s: &LinearShape,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+) -> Result<()> {
+    s.check(x.len(), w.len(), None, dy.len())?;
+    check_len("linear weight gradient", w.len(), dw.len())?;
+    let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
+    if let Some(dx) = dx {
+        check_len("linear input gradient", x.len(), dx.len())?;
+        let wm = MatRef::row_major(w, s.out_features, s.in_features)?;
+        gemm(MatMut::row_major(dx, s.batch, s.in_features)?, dym, wm, false)?;
+    }
+    let xm = MatRef::row_major(x, s.batch, s.in_features)?;
+    gemm(MatMut::row_major(dw, s.out_features, s.in_features)?, dym.t(), xm, true)?;
+    if let Some(db) = db {
+        check_len("linear bias gradient", s.out_features, db.len())?;
+        add_col_sums(dy, db);
+    }
+    Ok(())
+}

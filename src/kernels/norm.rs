@@ -1,0 +1,500 @@
+//! Batch norm (per channel over N·spatial) and layer norm (over channels at
+//! each location), in NCHW. A 1-d batch norm or a row-wise layer norm over a
+//! `[rows, C]` matrix is the same kernel with `spatial = 1`.
+//!
+//! Statistics are computed two-pass (mean, then squared deviations) in a
+//! fixed order, so results do not depend on threading.
+
+use super::Float;
+use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
+
+/// PyTorch's default epsilon for batch and layer norm.
+pub const NORM_EPS: f64 = 1e-5;
+/// PyTorch's default running-statistics momentum.
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// An NCHW activation seen as `[batch, channels, spatial]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormShape {
+    /// N.
+    pub batch: usize,
+    /// C.
+    pub channels: usize,
+    /// H·W (1 for `[N, C]` data).
+    pub spatial: usize,
+}
+
+impl NormShape {
+    /// A shape from its three sizes.
+    pub fn new(batch: usize, channels: usize, spatial: usize) -> Self {
+        Self {
+            batch,
+            channels,
+            spatial,
+        }
+    }
+
+    /// Checks the sizes and returns the element count.
+    pub fn validate(&self) -> Result<usize> {
+        check_nonzero("norm batch", self.batch)?;
+        check_nonzero("norm channels", self.channels)?;
+        check_nonzero("norm spatial", self.spatial)?;
+        checked_product("norm input", &[self.batch, self.channels, self.spatial])
+    }
+
+    /// Elements per channel for batch norm: N·spatial.
+    pub fn per_channel(&self) -> usize {
+        self.batch * self.spatial
+    }
+
+    /// Locations for layer norm: N·spatial.
+    pub fn locations(&self) -> usize {
+        self.batch * self.spatial
+    }
+}
+
+/// Batch-norm settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    /// Added to the variance before the square root.
+    pub eps: f64,
+    /// Running-statistics update rate (PyTorch convention: new = (1−m)·old + m·batch).
+    pub momentum: f64,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        Self {
+            eps: NORM_EPS,
+            momentum: BN_MOMENTUM,
+        }
+    }
+}
+
+fn check_eps(eps: f64) -> Result<()> {
+    if eps.is_finite() && eps > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter {
+            what: "norm eps",
+            reason: "must be finite and > 0",
+        })
+    }
+}
+
+/// Iterates over channel `c`'s planes: one `spatial` run per image.
+#[inline]
+pub(crate) fn channel_planes<'a, T>(s: &'a NormShape, x: &'a [T], c: usize) -> impl Iterator<Item = &'a [T]> + 'a {
+    (0..s.batch).map(move |n| {
+        let o = (n * s.channels + c) * s.spatial;
+        &x[o..o + s.spatial]
+    })
+}
+
+/// Mean and biased variance of channel `c` (two-pass, fixed order).
+pub(crate) fn channel_moments<T: Float>(s: &NormShape, x: &[T], c: usize) -> (T, T) {
+    let m = T::from_usize(s.per_channel());
+    let mean = channel_planes(s, x, c).map(|p| p.iter().copied().sum::<T>()).sum::<T>() / m;
+    let var = channel_planes(s, x, c)
+        .map(|p| p.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>())
+        .sum::<T>()
+        / m;
+    (mean, var)
+}
+
+/// `(Σ dy, Σ dy·x̂)` over channel `c`, with `x̂ = (x − mean)·invstd`.
+pub(crate) fn channel_grad_sums<T: Float>(s: &NormShape, x: &[T], dy: &[T], c: usize, mean: T, invstd: T) -> (T, T) {
+    let mut sdy = T::ZERO;
+    let mut sdyx = T::ZERO;
+    for (xp, dyp) in channel_planes(s, x, c).zip(channel_planes(s, dy, c)) {
+        for (&xv, &g) in xp.iter().zip(dyp) {
+            sdy += g;
+            sdyx += g * (xv - mean) * invstd;
+        }
+    }
+    (sdy, sdyx)
+}
+
+fn check_bn_params(s: &NormShape, x: usize, y: usize, params: &[(&'static str, usize)]) -> Result<()> {
+    let len = s.validate()?;
+    check_len("batch norm input", len, x)?;
+    check_len("batch norm output", len, y)?;
+    for &(what, l) in params {
+        check_len(what, s.channels, l)?;
+    }
+    Ok(())
+}
+
+/// Train-mode forward: normalises with batch statistics, writes
+/// `save_mean`/`save_invstd` for the backward pass, and updates the running
+/// statistics like PyTorch (unbiased variance for the running estimate).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train_forward<T: Float>(
+    s: &NormShape,
+    cfg: &BatchNormConfig,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &mut [T],
+    running_var: &mut [T],
+    y: &mut [T],
+    save_mean: &mut [T],
+    save_invstd: &mut [T],
+) -> Result<()> {
+    check_bn_params(
+        s,
+        x.len(),
+        y.len(),
+        &[
+            ("batch norm gamma", gamma.len()),
+            ("batch norm beta", beta.len()),
+            ("batch norm running_mean", running_mean.len()),
+            ("batch norm running_var", running_var.len()),
+            ("batch norm save_mean", save_mean.len()),
+            ("batch norm save_invstd", save_invstd.len()),
+        ],
+    )?;
+    check_eps(cfg.eps)?;
+    if s.per_channel() < 2 {
+        return Err(Error::InvalidShape {
+            what: "batch norm (train)",
+            reason: "needs more than one value per channel",
+        });
+    }
+    for c in 0..s.channels {
+        let (mean, var) = channel_moments(s, x, c);
+        let invstd = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
+        save_mean[c] = mean;
+        save_invstd[c] = invstd;
+        update_running(cfg, s.per_channel(), mean, var, &mut running_mean[c], &mut running_var[c]);
+    }
+    let img = s.channels * s.spatial;
+    for (x_img, y_img) in x.chunks_exact(img).zip(y.chunks_exact_mut(img)) {
+        for c in 0..s.channels {
+            let a = gamma[c] * save_invstd[c];
+            let b = beta[c] - save_mean[c] * a;
+            let r = c * s.spatial..(c + 1) * s.spatial;
+            for (yv, &xv) in y_img[r.clone()].iter_mut().zip(&x_img[r]) {
+                *yv = xv * a + b;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `running = (1 − m)·running + m·batch`, with the unbiased batch variance.
+pub(crate) fn update_running<T: Float>(cfg: &BatchNormConfig, count: usize, mean: T, var: T, rm: &mut T, rv: &mut T) {
+    let m = T::from_f64(cfg.momentum);
+    let unbiased = var * T::from_usize(count) / T::from_usize(count - 1);
+    *rm = (T::ONE - m) * *rm + m * mean;
+    *rv = (T::ONE - m) * *rv + m * unbiased;
+}
+
+/// Eval-mode forward: normalises with the running statistics.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_eval_forward<T: Float>(
+    s: &NormShape,
+    eps: f64,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &[T],
+    running_var: &[T],
+    y: &mut [T],
+) -> Result<()> {
+    check_bn_params(
+        s,
+        x.len(),
+        y.len(),
+        &[
+            ("batch norm gamma", gamma.len()),
+            ("batch norm beta", beta.len()),
+            ("batch norm running_mean", running_mean.len()),
+            ("batch norm running_var", running_var.len()),
+        ],
+    )?;
+    check_eps(eps)?;
+    let img = s.channels * s.spatial;
+    for (x_img, y_img) in x.chunks_exact(img).zip(y.chunks_exact_mut(img)) {
+        for c in 0..s.channels {
+            let a = gamma[c] / (running_var[c] + T::from_f64(eps)).sqrt();
+            let b = beta[c] - running_mean[c] * a;
+            let r = c * s.spatial..(c + 1) * s.spatial;
+            for (yv, &xv) in y_img[r.clone()].iter_mut().zip(&x_img[r]) {
+                *yv = xv * a + b;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per-channel coefficients of the train-mode input gradient:
+/// `dx = k1·dy + k2·x + k3` with `k1 = γ·invstd`, `k2 = −k1·Σdy·x̂·invstd/M`,
+/// `k3 = −k1·Σdy/M − k2·mean`.
+pub(crate) fn bn_train_dx_coeffs<T: Float>(gamma: T, mean: T, invstd: T, sdy: T, sdyx: T, m: usize) -> (T, T, T) {
+    let mf = T::from_usize(m);
+    let k1 = gamma * invstd;
+    let k2 = -k1 * sdyx * invstd / mf;
+    let k3 = -k1 * sdy / mf - k2 * mean;
+    (k1, k2, k3)
+}
+
+/// Train-mode backward: writes `dx` and accumulates `dgamma`, `dbeta`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train_backward<T: Float>(
+    s: &NormShape,
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    save_mean: &[T],
+    save_invstd: &[T],
+    dx: &mut [T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) -> Result<()> {
+    check_bn_params(
+        s,
+        x.len(),
+        dx.len(),
+        &[
+            ("batch norm gamma", gamma.len()),
+            ("batch norm save_mean", save_mean.len()),
+            ("batch norm save_invstd", save_invstd.len()),
+            ("batch norm gamma gradient", dgamma.len()),
+            ("batch norm beta gradient", dbeta.len()),
+        ],
+    )?;
+    check_len("batch norm output gradient", x.len(), dy.len())?;
+    let img = s.channels * s.spatial;
+    for c in 0..s.channels {
+        let (sdy, sdyx) = channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
+        dbeta[c] += sdy;
+        dgamma[c] += sdyx;
+        let (k1, k2, k3) = bn_train_dx_coeffs(gamma[c], save_mean[c], save_invstd[c], sdy, sdyx, s.per_channel());
+        for n in 0..s.batch {
+            let r = n * img + c * s.spatial..n * img + (c + 1) * s.spatial;
+            for ((d, &g), &xv) in dx[r.clone()].iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
+                *d = k1 * g + k2 * xv + k3;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Eval-mode backward (running statistics are constants): writes `dx` and
+/// accumulates `dgamma`, `dbeta`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_eval_backward<T: Float>(
+    s: &NormShape,
+    eps: f64,
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    running_mean: &[T],
+    running_var: &[T],
+    dx: &mut [T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) -> Result<()> {
+    check_bn_params(
+        s,
+        x.len(),
+        dx.len(),
+        &[
+            ("batch norm gamma", gamma.len()),
+            ("batch norm running_mean", running_mean.len()),
+            ("batch norm running_var", running_var.len()),
+            ("batch norm gamma gradient", dgamma.len()),
+            ("batch norm beta gradient", dbeta.len()),
+        ],
+    )?;
+    check_len("batch norm output gradient", x.len(), dy.len())?;
+    check_eps(eps)?;
+    let img = s.channels * s.spatial;
+    for c in 0..s.channels {
+        let invstd = T::ONE / (running_var[c] + T::from_f64(eps)).sqrt();
+        let (sdy, sdyx) = channel_grad_sums(s, x, dy, c, running_mean[c], invstd);
+        dbeta[c] += sdy;
+        dgamma[c] += sdyx;
+        let k = gamma[c] * invstd;
+        for n in 0..s.batch {
+            let r = n * img + c * s.spatial..n * img + (c + 1) * s.spatial;
+            for (d, &g) in dx[r.clone()].iter_mut().zip(&dy[r]) {
+                *d = k * g;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Layer norm over the channels at each location of one image, writing
+/// `y`, and per-location `mean`/`rstd` (`spatial` each).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_norm_image<T: Float>(
+    s: &NormShape,
+    eps: T,
+    x_img: &[T],
+    gamma: &[T],
+    beta: &[T],
+    y_img: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+) {
+    let sp = s.spatial;
+    let cf = T::from_usize(s.channels);
+    for p in 0..sp {
+        let mut sum = T::ZERO;
+        for c in 0..s.channels {
+            sum += x_img[c * sp + p];
+        }
+        let mu = sum / cf;
+        let mut sq = T::ZERO;
+        for c in 0..s.channels {
+            let d = x_img[c * sp + p] - mu;
+            sq += d * d;
+        }
+        let r = T::ONE / (sq / cf + eps).sqrt();
+        mean[p] = mu;
+        rstd[p] = r;
+        for c in 0..s.channels {
+            y_img[c * sp + p] = (x_img[c * sp + p] - mu) * r * gamma[c] + beta[c];
+        }
+    }
+}
+
+/// Input gradient of layer norm for one image.
+pub(crate) fn layer_norm_backward_image<T: Float>(
+    s: &NormShape,
+    x_img: &[T],
+    dy_img: &[T],
+    gamma: &[T],
+    mean: &[T],
+    rstd: &[T],
+    dx_img: &mut [T],
+) {
+    let sp = s.spatial;
+    let cf = T::from_usize(s.channels);
+    for p in 0..sp {
+        let (mu, r) = (mean[p], rstd[p]);
+        let mut s1 = T::ZERO;
+        let mut s2 = T::ZERO;
+        for c in 0..s.channels {
+            let g = dy_img[c * sp + p] * gamma[c];
+            s1 += g;
+            s2 += g * (x_img[c * sp + p] - mu) * r;
+        }
+        let (m1, m2) = (s1 / cf, s2 / cf);
+        for c in 0..s.channels {
+            let xh = (x_img[c * sp + p] - mu) * r;
+            let g = dy_img[c * sp + p] * gamma[c];
+            dx_img[c * sp + p] = r * (g - m1 - xh * m2);
+        }
+    }
+}
+
+/// `(Σ dy, Σ dy·x̂)` over every location, for channel `c` of layer norm.
+pub(crate) fn layer_norm_param_sums<T: Float>(s: &NormShape, x: &[T], dy: &[T], mean: &[T], rstd: &[T], c: usize) -> (T, T) {
+    let mut sdy = T::ZERO;
+    let mut sdyx = T::ZERO;
+    for n in 0..s.batch {
+        let o = (n * s.channels + c) * s.spatial;
+        let stats = n * s.spatial;
+        for p in 0..s.spatial {
+            let g = dy[o + p];
+            sdy += g;
+            sdyx += g * (x[o + p] - mean[stats + p]) * rstd[stats + p];
+        }
+    }
+    (sdy, sdyx)
+}
+
+fn check_ln(s: &NormShape, lens: &[(&'static str, usize, bool)]) -> Result<()> {
+    let len = s.validate()?;
+    for &(what, l, per_channel) in lens {
+        let expected = if per_channel { s.channels } else { len };
+        check_len(what, expected, l)?;
+    }
+    Ok(())
+}
+
+/// Layer norm over channels at each location: writes `y` and the
+/// per-location `mean`, `rstd` (`batch·spatial` each) for the backward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_forward<T: Float>(
+    s: &NormShape,
+    eps: f64,
+    x: &[T],
+    gamma: &[T],
+    beta: &[T],
+    y: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+) -> Result<()> {
+    check_ln(
+        s,
+        &[
+            ("layer norm input", x.len(), false),
+            ("layer norm output", y.len(), false),
+            ("layer norm gamma", gamma.len(), true),
+            ("layer norm beta", beta.len(), true),
+        ],
+    )?;
+    check_len("layer norm mean", s.locations(), mean.len())?;
+    check_len("layer norm rstd", s.locations(), rstd.len())?;
+    check_eps(eps)?;
+    let img = s.channels * s.spatial;
+    let e = T::from_f64(eps);
+    for (((x_img, y_img), m), r) in x
+        .chunks_exact(img)
+        .zip(y.chunks_exact_mut(img))
+        .zip(mean.chunks_exact_mut(s.spatial))
+        .zip(rstd.chunks_exact_mut(s.spatial))
+    {
+        layer_norm_image(s, e, x_img, gamma, beta, y_img, m, r);
+    }
+    Ok(())
+}
+
+/// Layer norm backward: writes `dx`, accumulates `dgamma` and `dbeta`.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_backward<T: Float>(
+    s: &NormShape,
+    x: &[T],
+    dy: &[T],
+    gamma: &[T],
+    mean: &[T],
+    rstd: &[T],
+    dx: &mut [T],
+    dgamma: &mut [T],
+    dbeta: &mut [T],
+) -> Result<()> {
+    check_ln(
+        s,
+        &[
+            ("layer norm input", x.len(), false),
+            ("layer norm output gradient", dy.len(), false),
+            ("layer norm input gradient", dx.len(), false),
+            ("layer norm gamma", gamma.len(), true),
+            ("layer norm gamma gradient", dgamma.len(), true),
+            ("layer norm beta gradient", dbeta.len(), true),
+        ],
+    )?;
+    check_len("layer norm mean", s.locations(), mean.len())?;
+    check_len("layer norm rstd", s.locations(), rstd.len())?;
+    let img = s.channels * s.spatial;
+    for (n, ((x_img, dy_img), dx_img)) in x
+        .chunks_exact(img)
+        .zip(dy.chunks_exact(img))
+        .zip(dx.chunks_exact_mut(img))
+        .enumerate()
+    {
+        let st = n * s.spatial..(n + 1) * s.spatial;
+        layer_norm_backward_image(s, x_img, dy_img, gamma, &mean[st.clone()], &rstd[st], dx_img);
+    }
+    for c in 0..s.channels {
+        let (sdy, sdyx) = layer_norm_param_sums(s, x, dy, mean, rstd, c);
+        dbeta[c] += sdy;
+        dgamma[c] += sdyx;
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! # infomax
+//!
+//! Deep InfoMax (Hjelm et al., ICLR 2019) for multicore CPUs, with an
+//! inference path that runs without `std` or a heap.
+//!
+//! The crate is layered so that imports only point downward:
+//! - [`kernels`]: `no_std`, allocation-free numeric kernels, each a
+//!   forward/backward pair over plain slices (conv2d, linear, batch and
+//!   layer norm, activations, pooling, losses, GEMM).
+//! - [`kernels::par`] (feature `train`): the same kernels spread over the
+//!   batch with rayon, bitwise identical for any thread count.
+//!
+//! Features: `std` (default) and `train` (default; rayon and the `gemm`
+//! crate). `cargo build --no-default-features` builds the `no_std` core.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod kernels;
+
+pub use error::{Error, Result};
