@@ -26,7 +26,13 @@ pub struct MatRef<'a, T> {
 }
 
 /// Highest offset touched by a `rows × cols` view with strides `rs`, `cs`.
-fn last_offset(what: &'static str, rows: usize, cols: usize, rs: usize, cs: usize) -> Result<usize> {
+fn last_offset(
+    what: &'static str,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+) -> Result<usize> {
     let r = (rows - 1).checked_mul(rs).ok_or(Error::Overflow { what })?;
     let c = (cols - 1).checked_mul(cs).ok_or(Error::Overflow { what })?;
     r.checked_add(c).ok_or(Error::Overflow { what })
@@ -55,9 +61,9 @@ impl<'a, T: Copy> MatRef<'a, T> {
 
     /// A dense row-major view; the slice must hold exactly `rows * cols`.
     pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
-        let len = rows
-            .checked_mul(cols)
-            .ok_or(Error::Overflow { what: "matrix view" })?;
+        let len = rows.checked_mul(cols).ok_or(Error::Overflow {
+            what: "matrix view",
+        })?;
         crate::error::check_len("matrix view", len, data.len())?;
         Self::new(data, rows, cols, cols, 1)
     }
@@ -152,9 +158,9 @@ impl<'a, T: Copy> MatMut<'a, T> {
 
     /// A dense row-major view; the slice must hold exactly `rows * cols`.
     pub fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self> {
-        let len = rows
-            .checked_mul(cols)
-            .ok_or(Error::Overflow { what: "matrix view" })?;
+        let len = rows.checked_mul(cols).ok_or(Error::Overflow {
+            what: "matrix view",
+        })?;
         crate::error::check_len("mutable matrix view", len, data.len())?;
         Self::new(data, rows, cols, cols, 1)
     }
@@ -195,7 +201,12 @@ impl Backend {
 }
 
 /// `C = A·B` (or `C += A·B` when `accumulate`), with the default backend.
-pub fn gemm<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
+pub fn gemm<T: Float>(
+    c: MatMut<'_, T>,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+) -> Result<()> {
     gemm_with(Backend::default_for_build(), c, a, b, accumulate)
 }
 
@@ -301,7 +312,12 @@ fn blocked<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accum
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
-fn blocked_avx2_fma<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
+fn blocked_avx2_fma<T: Float>(
+    c: MatMut<'_, T>,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+) {
     blocked_impl::<T, true>(c, a, b, accumulate);
 }
 
@@ -330,7 +346,11 @@ fn blocked_impl<T: Float, const FMA: bool>(
                 for p in 0..kc {
                     for r in 0..MR {
                         let i = pi * MR + r;
-                        dst[p * MR + r] = if i < mc { a.at(ic + i, p0 + p) } else { T::ZERO };
+                        dst[p * MR + r] = if i < mc {
+                            a.at(ic + i, p0 + p)
+                        } else {
+                            T::ZERO
+                        };
                     }
                 }
             }
@@ -343,7 +363,11 @@ fn blocked_impl<T: Float, const FMA: bool>(
                         row.copy_from_slice(&b.data[start..start + NR]);
                     } else {
                         for (jj, v) in row.iter_mut().enumerate() {
-                            *v = if jj < nr { b.at(p0 + p, j0 + jj) } else { T::ZERO };
+                            *v = if jj < nr {
+                                b.at(p0 + p, j0 + jj)
+                            } else {
+                                T::ZERO
+                            };
                         }
                     }
                 }

@@ -56,11 +56,20 @@ impl RowsShape {
 /// `log Σ eˣ` of one row, shifted by its maximum. An all −∞ row gives −∞.
 #[inline]
 pub fn log_sum_exp<T: Float>(row: &[T]) -> T {
+    let (m, l) = max_and_log_sum(row);
+    m + l
+}
+
+/// `(m, log Σ e^{x − m})` with `m` the row maximum. Keeping the two apart
+/// lets callers form `x − lse` as `(x − m) − l`, which stays exact to a few
+/// ulps of the *result* even when `x` and `lse` are both ~1e4.
+#[inline]
+fn max_and_log_sum<T: Float>(row: &[T]) -> (T, T) {
     let m = row.iter().copied().fold(T::NEG_INFINITY, T::max);
     if !m.is_finite() {
-        return m;
+        return (m, T::ZERO);
     }
-    m + row.iter().map(|&v| (v - m).exp()).sum::<T>().ln()
+    (m, row.iter().map(|&v| (v - m).exp()).sum::<T>().ln())
 }
 
 /// Row-wise log-sum-exp: `y[r] = log Σ_c e^{x[r,c]}`.
@@ -74,13 +83,24 @@ pub fn log_sum_exp_forward<T: Float>(s: &RowsShape, x: &[T], y: &mut [T]) -> Res
 }
 
 /// `dx[r,c] = dy[r] · e^{x[r,c] − y[r]}` (the softmax), from the forward output.
-pub fn log_sum_exp_backward<T: Float>(s: &RowsShape, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
+pub fn log_sum_exp_backward<T: Float>(
+    s: &RowsShape,
+    x: &[T],
+    y: &[T],
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<()> {
     let n = s.validate()?;
     check_len("log-sum-exp input", n, x.len())?;
     check_len("log-sum-exp output", s.rows, y.len())?;
     check_len("log-sum-exp output gradient", s.rows, dy.len())?;
     check_len("log-sum-exp input gradient", n, dx.len())?;
-    for (((dr, xr), &yv), &g) in dx.chunks_exact_mut(s.cols).zip(x.chunks_exact(s.cols)).zip(y).zip(dy) {
+    for (((dr, xr), &yv), &g) in dx
+        .chunks_exact_mut(s.cols)
+        .zip(x.chunks_exact(s.cols))
+        .zip(y)
+        .zip(dy)
+    {
         for (d, &xv) in dr.iter_mut().zip(xr) {
             *d = g * (xv - yv).exp();
         }
@@ -94,21 +114,30 @@ pub fn log_softmax_forward<T: Float>(s: &RowsShape, x: &[T], y: &mut [T]) -> Res
     check_len("log-softmax input", n, x.len())?;
     check_len("log-softmax output", n, y.len())?;
     for (yr, xr) in y.chunks_exact_mut(s.cols).zip(x.chunks_exact(s.cols)) {
-        let l = log_sum_exp(xr);
+        let (m, l) = max_and_log_sum(xr);
         for (yv, &xv) in yr.iter_mut().zip(xr) {
-            *yv = xv - l;
+            *yv = (xv - m) - l;
         }
     }
     Ok(())
 }
 
 /// `dx = dy − softmax · Σ dy`, from the forward output.
-pub fn log_softmax_backward<T: Float>(s: &RowsShape, y: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
+pub fn log_softmax_backward<T: Float>(
+    s: &RowsShape,
+    y: &[T],
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<()> {
     let n = s.validate()?;
     check_len("log-softmax output", n, y.len())?;
     check_len("log-softmax output gradient", n, dy.len())?;
     check_len("log-softmax input gradient", n, dx.len())?;
-    for ((dr, yr), gr) in dx.chunks_exact_mut(s.cols).zip(y.chunks_exact(s.cols)).zip(dy.chunks_exact(s.cols)) {
+    for ((dr, yr), gr) in dx
+        .chunks_exact_mut(s.cols)
+        .zip(y.chunks_exact(s.cols))
+        .zip(dy.chunks_exact(s.cols))
+    {
         let total = gr.iter().copied().sum::<T>();
         for ((d, &yv), &g) in dr.iter_mut().zip(yr).zip(gr) {
             *d = g - yv.exp() * total;
@@ -138,7 +167,10 @@ pub fn cross_entropy_forward<T: Float>(s: &RowsShape, logits: &[T], labels: &[us
     let total = logits
         .chunks_exact(s.cols)
         .zip(labels)
-        .map(|(row, &l)| log_sum_exp(row) - row[l])
+        .map(|(row, &l)| {
+            let (m, ls) = max_and_log_sum(row);
+            (m - row[l]) + ls
+        })
         .sum::<T>();
     Ok(total / T::from_usize(s.rows))
 }
@@ -157,11 +189,15 @@ pub fn cross_entropy_backward<T: Float>(
     check_len("cross-entropy logits gradient", n, dlogits.len())?;
     check_labels(s, labels)?;
     let scale = dloss / T::from_usize(s.rows);
-    for ((dr, xr), &l) in dlogits.chunks_exact_mut(s.cols).zip(logits.chunks_exact(s.cols)).zip(labels) {
-        let lse = log_sum_exp(xr);
+    for ((dr, xr), &l) in dlogits
+        .chunks_exact_mut(s.cols)
+        .zip(logits.chunks_exact(s.cols))
+        .zip(labels)
+    {
+        let (m, ls) = max_and_log_sum(xr);
         for (c, (d, &xv)) in dr.iter_mut().zip(xr).enumerate() {
             let onehot = if c == l { T::ONE } else { T::ZERO };
-            *d = scale * ((xv - lse).exp() - onehot);
+            *d = scale * (((xv - m) - ls).exp() - onehot);
         }
     }
     Ok(())

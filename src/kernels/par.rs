@@ -22,20 +22,34 @@ pub const GEMM_BLOCKS: usize = 4;
 /// `C (+)= A·B` for a dense row-major `c` of `a.rows() × b.cols()`, cut into
 /// [`GEMM_BLOCKS`] blocks along its longer side. Cutting the longer side
 /// re-packs the smaller operand, which keeps packing traffic low.
-pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
+pub fn par_gemm<T: Float>(
+    c: &mut [T],
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+) -> Result<()> {
     let (m, n) = (a.rows(), b.cols());
-    let len = m.checked_mul(n).ok_or(Error::Overflow { what: "gemm output" })?;
+    let len = m.checked_mul(n).ok_or(Error::Overflow {
+        what: "gemm output",
+    })?;
     check_len("gemm output", len, c.len())?;
     if m == 0 || n == 0 {
         return Ok(());
     }
     if m >= n {
         let rows = m.div_ceil(GEMM_BLOCKS);
-        c.par_chunks_mut(rows * n).enumerate().try_for_each(|(i, chunk)| {
-            let r0 = i * rows;
-            let r1 = (r0 + rows).min(m);
-            gemm(MatMut::row_major(chunk, r1 - r0, n)?, a.row_range(r0, r1)?, b, accumulate)
-        })
+        c.par_chunks_mut(rows * n)
+            .enumerate()
+            .try_for_each(|(i, chunk)| {
+                let r0 = i * rows;
+                let r1 = (r0 + rows).min(m);
+                gemm(
+                    MatMut::row_major(chunk, r1 - r0, n)?,
+                    a.row_range(r0, r1)?,
+                    b,
+                    accumulate,
+                )
+            })
     } else {
         let cols = n.div_ceil(GEMM_BLOCKS);
         let blocks = n.div_ceil(cols);
@@ -45,7 +59,12 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
                 let c0 = j * cols;
                 let c1 = (c0 + cols).min(n);
                 let mut part = alloc_zeroed(m * (c1 - c0));
-                gemm(MatMut::row_major(&mut part, m, c1 - c0)?, a, b.col_range(c0, c1)?, false)?;
+                gemm(
+                    MatMut::row_major(&mut part, m, c1 - c0)?,
+                    a,
+                    b.col_range(c0, c1)?,
+                    false,
+                )?;
                 Ok(part)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -104,7 +123,12 @@ pub fn conv2d_forward_par<T: Float>(
         .enumerate()
         .try_for_each(|(n, y_img)| {
             let cn = MatRef::new(&cols[n * d.out_hw..], d.col_rows, d.out_hw, ld, 1)?;
-            gemm(MatMut::row_major(&mut *y_img, s.out_channels, d.out_hw)?, wm, cn, false)?;
+            gemm(
+                MatMut::row_major(&mut *y_img, s.out_channels, d.out_hw)?,
+                wm,
+                cn,
+                false,
+            )?;
             if let Some(b) = bias {
                 conv::add_bias(y_img, b, d.out_hw);
             }
@@ -156,14 +180,22 @@ pub fn conv2d_backward_par<T: Float>(
             .zip(dy.par_chunks(out_img))
             .try_for_each_init(
                 || alloc_zeroed::<T>(scratch),
-                |dcols, (dx_img, dy_img)| conv::backward_data_image(s, &d, w, dy_img, dx_img, dcols),
+                |dcols, (dx_img, dy_img)| {
+                    conv::backward_data_image(s, &d, w, dy_img, dx_img, dcols)
+                },
             )?;
     }
     Ok(())
 }
 
 /// Linear forward in parallel: `y = x·Wᵀ (+ b)`.
-pub fn linear_forward_par<T: Float>(s: &LinearShape, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) -> Result<()> {
+pub fn linear_forward_par<T: Float>(
+    s: &LinearShape,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y: &mut [T],
+) -> Result<()> {
     s.check(x.len(), w.len(), bias.map(<[T]>::len), y.len())?;
     let xm = MatRef::row_major(x, s.batch, s.in_features)?;
     let wt = MatRef::row_major(w, s.out_features, s.in_features)?.t();
@@ -190,9 +222,19 @@ pub fn linear_backward_par<T: Float>(
     let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
     if let Some(dx) = dx {
         check_len("linear input gradient", x.len(), dx.len())?;
-        par_gemm(dx, dym, MatRef::row_major(w, s.out_features, s.in_features)?, false)?;
+        par_gemm(
+            dx,
+            dym,
+            MatRef::row_major(w, s.out_features, s.in_features)?,
+            false,
+        )?;
     }
-    par_gemm(dw, dym.t(), MatRef::row_major(x, s.batch, s.in_features)?, true)?;
+    par_gemm(
+        dw,
+        dym.t(),
+        MatRef::row_major(x, s.batch, s.in_features)?,
+        true,
+    )?;
     if let Some(db) = db {
         check_len("linear bias gradient", s.out_features, db.len())?;
         let of = s.out_features;
@@ -252,7 +294,14 @@ pub fn batch_norm_train_forward_par<T: Float>(
     for (c, &(mean, var)) in moments.iter().enumerate() {
         save_mean[c] = mean;
         save_invstd[c] = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
-        norm::update_running(cfg, s.per_channel(), mean, var, &mut running_mean[c], &mut running_var[c]);
+        norm::update_running(
+            cfg,
+            s.per_channel(),
+            mean,
+            var,
+            &mut running_mean[c],
+            &mut running_var[c],
+        );
     }
     let (sm, si) = (&*save_mean, &*save_invstd);
     let img = s.channels * s.spatial;
@@ -310,7 +359,14 @@ pub fn batch_norm_train_backward_par<T: Float>(
         .map(|(c, &(sdy, sdyx, _))| {
             dbeta[c] += sdy;
             dgamma[c] += sdyx;
-            norm::bn_train_dx_coeffs(gamma[c], save_mean[c], save_invstd[c], sdy, sdyx, s.per_channel())
+            norm::bn_train_dx_coeffs(
+                gamma[c],
+                save_mean[c],
+                save_invstd[c],
+                sdy,
+                sdyx,
+                s.per_channel(),
+            )
         })
         .collect();
     let img = s.channels * s.spatial;
@@ -320,7 +376,11 @@ pub fn batch_norm_train_backward_par<T: Float>(
         .for_each(|((dx_img, dy_img), x_img)| {
             for (c, &(k1, k2, k3)) in coeffs.iter().enumerate() {
                 let r = c * s.spatial..(c + 1) * s.spatial;
-                for ((d, &g), &xv) in dx_img[r.clone()].iter_mut().zip(&dy_img[r.clone()]).zip(&x_img[r]) {
+                for ((d, &g), &xv) in dx_img[r.clone()]
+                    .iter_mut()
+                    .zip(&dy_img[r.clone()])
+                    .zip(&x_img[r])
+                {
                     *d = k1 * g + k2 * xv + k3;
                 }
             }
@@ -359,7 +419,9 @@ pub fn layer_norm_forward_par<T: Float>(
         .zip(x.par_chunks(img))
         .zip(mean.par_chunks_mut(s.spatial))
         .zip(rstd.par_chunks_mut(s.spatial))
-        .for_each(|(((y_img, x_img), m), r)| norm::layer_norm_image(s, e, x_img, gamma, beta, y_img, m, r));
+        .for_each(|(((y_img, x_img), m), r)| {
+            norm::layer_norm_image(s, e, x_img, gamma, beta, y_img, m, r)
+        });
     Ok(())
 }
 

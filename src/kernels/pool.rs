@@ -49,7 +49,9 @@ impl MaxPoolShape {
         }
         let plane = checked_product("max pool input", &[self.in_h, self.in_w])?;
         if u32::try_from(plane).is_err() {
-            return Err(Error::Overflow { what: "max pool plane" });
+            return Err(Error::Overflow {
+                what: "max pool plane",
+            });
         }
         let oh = (self.in_h - self.kernel) / self.stride + 1;
         let ow = (self.in_w - self.kernel) / self.stride + 1;
@@ -64,7 +66,12 @@ impl MaxPoolShape {
 
 /// Forward: `y` gets each window's maximum and `argmax` its index within the
 /// input plane (first maximum on ties).
-pub fn max_pool_forward<T: Float>(s: &MaxPoolShape, x: &[T], y: &mut [T], argmax: &mut [u32]) -> Result<()> {
+pub fn max_pool_forward<T: Float>(
+    s: &MaxPoolShape,
+    x: &[T],
+    y: &mut [T],
+    argmax: &mut [u32],
+) -> Result<()> {
     let (oh, ow, il, ol) = s.validate()?;
     check_len("max pool input", il, x.len())?;
     check_len("max pool output", ol, y.len())?;
@@ -99,7 +106,12 @@ pub fn max_pool_forward<T: Float>(s: &MaxPoolShape, x: &[T], y: &mut [T], argmax
 }
 
 /// Backward: `dx` is zeroed, then each `dy` is added at its window's argmax.
-pub fn max_pool_backward<T: Float>(s: &MaxPoolShape, argmax: &[u32], dy: &[T], dx: &mut [T]) -> Result<()> {
+pub fn max_pool_backward<T: Float>(
+    s: &MaxPoolShape,
+    argmax: &[u32],
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<()> {
     let (oh, ow, il, ol) = s.validate()?;
     check_len("max pool output gradient", ol, dy.len())?;
     check_len("max pool argmax", ol, argmax.len())?;

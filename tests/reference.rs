@@ -1,0 +1,286 @@
+//! Every fast f32 kernel (serial and parallel) against a naive direct-loop
+//! reference computed in f64 from the same inputs: within 1e-5 relative
+//! (|got − want| ≤ 1e-5·max(|want|, 1)), on proptest shapes.
+
+mod common;
+
+use common::*;
+use infomax::kernels::{self as k, par};
+use proptest::prelude::*;
+
+const TOL: f64 = 1e-5;
+
+fn cfg(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
+}
+
+prop_compose! {
+    fn conv_shape()(batch in 1usize..=4, cin in 1usize..=8, cout in 1usize..=8,
+                    h in 1usize..=9, w in 1usize..=9, kh in 1usize..=5, kw in 1usize..=5,
+                    stride in 1usize..=3, padding in 0usize..=2) -> k::Conv2dShape {
+        k::Conv2dShape { batch, in_channels: cin, in_h: h, in_w: w, out_channels: cout,
+                         kernel_h: kh, kernel_w: kw, stride, padding }
+    }
+}
+
+fn naive_gemm(m: usize, kk: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut c = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..kk).map(|p| a[i * kk + p] * b[p * n + j]).sum();
+        }
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(cfg(64))]
+
+    #[test]
+    fn gemm_backends_match_naive(m in 1usize..=70, kk in 0usize..=300, n in 1usize..=40,
+                                 ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(), seed in any::<u64>()) {
+        let mut rng = Rng(seed);
+        let a = rng.vec_f32(m * kk);
+        let b = rng.vec_f32(kk * n);
+        let c0 = rng.vec_f32(m * n);
+        let mut want = naive_gemm(m, kk, n, &to_f64(&a), &to_f64(&b));
+        if acc {
+            for (w, &c) in want.iter_mut().zip(&c0) { *w += c as f64; }
+        }
+        // Store A and/or B transposed to exercise strided views.
+        let a_t: Vec<f32> = (0..kk * m).map(|i| a[(i % m) * kk + i / m]).collect();
+        let b_t: Vec<f32> = (0..n * kk).map(|i| b[(i % kk) * n + i / kk]).collect();
+        let av = if ta { k::MatRef::row_major(&a_t, kk, m).unwrap().t() } else { k::MatRef::row_major(&a, m, kk).unwrap() };
+        let bv = if tb { k::MatRef::row_major(&b_t, n, kk).unwrap().t() } else { k::MatRef::row_major(&b, kk, n).unwrap() };
+        let backends = [k::Backend::Blocked, k::Backend::GemmCrate];
+        for be in backends {
+            let mut c = c0.clone();
+            k::gemm_with(be, k::MatMut::row_major(&mut c, m, n).unwrap(), av, bv, acc).unwrap();
+            assert_close_f32(&format!("gemm {be:?}"), &c, &want, TOL);
+            // Column-major output too.
+            let mut cc: Vec<f32> = (0..m * n).map(|i| c0[(i % m) * n + i / m]).collect();
+            k::gemm_with(be, k::MatMut::new(&mut cc, m, n, 1, m).unwrap(), av, bv, acc).unwrap();
+            let back: Vec<f32> = (0..m * n).map(|i| cc[(i % n) * m + i / n]).collect();
+            assert_close_f32(&format!("gemm {be:?} col-major"), &back, &want, TOL);
+        }
+        let mut c = c0.clone();
+        par::par_gemm(&mut c, av, bv, acc).unwrap();
+        assert_close_f32("par_gemm", &c, &want, TOL);
+    }
+
+    #[test]
+    fn conv2d_matches_naive(s in conv_shape(), bias in any::<bool>(), seed in any::<u64>()) {
+        let d = match s.validate() { Ok(d) => d, Err(_) => return Ok(()) };
+        let mut rng = Rng(seed);
+        let x = rng.vec_f32(d.in_len);
+        let w = rng.vec_f32(d.weight_len);
+        let b = rng.vec_f32(s.out_channels);
+        let dy = rng.vec_f32(d.out_len);
+        let bo = bias.then_some(&b[..]);
+        let b64 = to_f64(&b);
+        let want_y = conv2d_ref(&s, &to_f64(&x), &to_f64(&w), bias.then_some(&b64[..]));
+        let (wdx, wdw, wdb) = conv2d_backward_ref(&s, &to_f64(&x), &to_f64(&w), &to_f64(&dy));
+
+        let mut y = vec![0f32; d.out_len];
+        let mut scratch = vec![0f32; s.forward_scratch_len().unwrap()];
+        k::conv2d_forward(&s, &x, &w, bo, &mut y, &mut scratch).unwrap();
+        assert_close_f32("conv y", &y, &want_y, TOL);
+        let mut dx = vec![0f32; d.in_len];
+        let mut dw = vec![0f32; d.weight_len];
+        let mut db = vec![0f32; s.out_channels];
+        let mut scratch = vec![0f32; s.backward_scratch_len().unwrap()];
+        k::conv2d_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db), &mut scratch).unwrap();
+        assert_close_f32("conv dx", &dx, &wdx, TOL);
+        assert_close_f32("conv dw", &dw, &wdw, TOL);
+        assert_close_f32("conv db", &db, &wdb, TOL);
+
+        let mut cols = vec![0f32; d.batched_col_len];
+        let mut py = vec![0f32; d.out_len];
+        par::conv2d_forward_par(&s, &x, &w, bo, &mut py, &mut cols).unwrap();
+        assert_close_f32("par conv y", &py, &want_y, TOL);
+        let (mut pdx, mut pdw, mut pdb) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
+        par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut pdx), &mut pdw, Some(&mut pdb)).unwrap();
+        assert_close_f32("par conv dx", &pdx, &wdx, TOL);
+        assert_close_f32("par conv dw", &pdw, &wdw, TOL);
+        assert_close_f32("par conv db", &pdb, &wdb, TOL);
+    }
+
+    #[test]
+    fn linear_matches_naive(n in 1usize..=20, fin in 1usize..=80, fout in 1usize..=80, bias in any::<bool>(), seed in any::<u64>()) {
+        let s = k::LinearShape::new(n, fin, fout);
+        let mut rng = Rng(seed);
+        let x = rng.vec_f32(n * fin);
+        let w = rng.vec_f32(fout * fin);
+        let b = rng.vec_f32(fout);
+        let dy = rng.vec_f32(n * fout);
+        let b64 = to_f64(&b);
+        let want = linear_ref(n, fin, fout, &to_f64(&x), &to_f64(&w), bias.then_some(&b64[..]));
+        // dx = dy·W, dW = dyᵀ·x, db = column sums: naive products.
+        let dy64 = to_f64(&dy);
+        let wdx = naive_gemm(n, fout, fin, &dy64, &to_f64(&w));
+        let dyt: Vec<f64> = (0..fout * n).map(|i| dy64[(i % n) * fout + i / n]).collect();
+        let wdw = naive_gemm(fout, n, fin, &dyt, &to_f64(&x));
+        let wdb: Vec<f64> = (0..fout).map(|o| (0..n).map(|r| dy64[r * fout + o]).sum()).collect();
+        for parallel in [false, true] {
+            let mut y = vec![0f32; n * fout];
+            let (mut dx, mut dw, mut db) = (vec![0f32; n * fin], vec![0f32; fout * fin], vec![0f32; fout]);
+            if parallel {
+                par::linear_forward_par(&s, &x, &w, bias.then_some(&b[..]), &mut y).unwrap();
+                par::linear_backward_par(&s, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+            } else {
+                k::linear_forward(&s, &x, &w, bias.then_some(&b[..]), &mut y).unwrap();
+                k::linear_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+            }
+            assert_close_f32("linear y", &y, &want, TOL);
+            assert_close_f32("linear dx", &dx, &wdx, TOL);
+            assert_close_f32("linear dw", &dw, &wdw, TOL);
+            assert_close_f32("linear db", &db, &wdb, TOL);
+        }
+    }
+
+    #[test]
+    fn norms_match_naive(n in 1usize..=4, c in 1usize..=8, sp in 1usize..=81, seed in any::<u64>()) {
+        let s = k::NormShape::new(n, c, sp);
+        let mut rng = Rng(seed);
+        let x = rng.vec_f32(n * c * sp);
+        let gamma = rng.vec_f32(c);
+        let beta = rng.vec_f32(c);
+        let rm = rng.vec_f32(c);
+        let rv: Vec<f32> = rng.vec_f32(c).iter().map(|v| v.abs() + 0.5).collect();
+        let (x64, g64, b64, rm64, rv64) = (to_f64(&x), to_f64(&gamma), to_f64(&beta), to_f64(&rm), to_f64(&rv));
+        // Eval mode.
+        let want = batch_norm_eval_ref(n, c, sp, &x64, &g64, &b64, &rm64, &rv64);
+        let mut y = vec![0f32; x.len()];
+        k::batch_norm_eval_forward(&s, 1e-5, &x, &gamma, &beta, &rm, &rv, &mut y).unwrap();
+        assert_close_f32("bn eval y", &y, &want, TOL);
+        // Train mode, serial and parallel.
+        if s.per_channel() >= 2 {
+            let (wy, wrm, wrv) = batch_norm_train_ref(n, c, sp, &x64, &g64, &b64, &rm64, &rv64);
+            for parallel in [false, true] {
+                let (mut rm2, mut rv2) = (rm.clone(), rv.clone());
+                let (mut sm, mut si) = (vec![0f32; c], vec![0f32; c]);
+                let cfgbn = k::BatchNormConfig::default();
+                if parallel {
+                    par::batch_norm_train_forward_par(&s, &cfgbn, &x, &gamma, &beta, &mut rm2, &mut rv2, &mut y, &mut sm, &mut si).unwrap();
+                } else {
+                    k::batch_norm_train_forward(&s, &cfgbn, &x, &gamma, &beta, &mut rm2, &mut rv2, &mut y, &mut sm, &mut si).unwrap();
+                }
+                // Normalised values amplify f32 rounding of the mean by invstd.
+                assert_close_f32("bn train y", &y, &wy, 2e-5);
+                assert_close_f32("bn running mean", &rm2, &wrm, TOL);
+                assert_close_f32("bn running var", &rv2, &wrv, TOL);
+            }
+        }
+        // Layer norm.
+        let want = layer_norm_ref(n, c, sp, &x64, &g64, &b64);
+        for parallel in [false, true] {
+            let (mut m, mut r) = (vec![0f32; n * sp], vec![0f32; n * sp]);
+            if parallel {
+                par::layer_norm_forward_par(&s, 1e-5, &x, &gamma, &beta, &mut y, &mut m, &mut r).unwrap();
+            } else {
+                k::layer_norm_forward(&s, 1e-5, &x, &gamma, &beta, &mut y, &mut m, &mut r).unwrap();
+            }
+            assert_close_f32("layer norm y", &y, &want, 2e-5);
+        }
+    }
+
+    #[test]
+    fn pool_and_elementwise_match_naive(n in 1usize..=4, c in 1usize..=8, h in 3usize..=20, w in 3usize..=20, seed in any::<u64>()) {
+        let s = k::MaxPoolShape::k3s2(n, c, h, w);
+        let (_, _, il, ol) = s.validate().unwrap();
+        let mut rng = Rng(seed);
+        let x = rng.vec_f32(il);
+        let mut y = vec![0f32; ol];
+        let mut a = vec![0u32; ol];
+        k::max_pool_forward(&s, &x, &mut y, &mut a).unwrap();
+        assert_close_f32("maxpool y", &y, &max_pool_ref(&s, &to_f64(&x)), 0.0);
+        let xs: Vec<f32> = x.iter().map(|v| v * 30.0).collect();
+        let mut o = vec![0f32; il];
+        k::softplus_forward(&xs, &mut o).unwrap();
+        assert_close_f32("softplus", &o, &xs.iter().map(|&v| softplus_ref(v as f64)).collect::<Vec<_>>(), TOL);
+        k::sigmoid_forward(&xs, &mut o).unwrap();
+        assert_close_f32("sigmoid", &o, &xs.iter().map(|&v| sigmoid_ref(v as f64)).collect::<Vec<_>>(), TOL);
+        k::relu_forward(&xs, &mut o).unwrap();
+        assert_close_f32("relu", &o, &xs.iter().map(|&v| (v as f64).max(0.0)).collect::<Vec<_>>(), 0.0);
+    }
+
+    #[test]
+    fn row_ops_match_naive(rows in 1usize..=8, cols in 1usize..=50, scale in prop_oneof![Just(1.0f32), Just(100.0), Just(1e4)], seed in any::<u64>()) {
+        let s = k::RowsShape::new(rows, cols);
+        let mut rng = Rng(seed);
+        let x: Vec<f32> = rng.vec_f32(rows * cols).iter().map(|v| v * scale).collect();
+        let x64 = to_f64(&x);
+        let want_lse: Vec<f64> = x64.chunks(cols).map(lse_ref).collect();
+        let mut y = vec![0f32; rows];
+        k::log_sum_exp_forward(&s, &x, &mut y).unwrap();
+        assert_close_f32("lse", &y, &want_lse, TOL);
+        let mut ls = vec![0f32; x.len()];
+        k::log_softmax_forward(&s, &x, &mut ls).unwrap();
+        let want_ls: Vec<f64> = x64.iter().enumerate().map(|(i, v)| v - want_lse[i / cols]).collect();
+        assert_close_f32("log-softmax", &ls, &want_ls, TOL);
+        let labels: Vec<usize> = (0..rows).map(|_| rng.below(cols)).collect();
+        let ce = k::cross_entropy_forward(&s, &x, &labels).unwrap();
+        let want_ce = labels.iter().enumerate().map(|(r, &l)| want_lse[r] - x64[r * cols + l]).sum::<f64>() / rows as f64;
+        assert_close_f32("cross-entropy", &[ce], &[want_ce], TOL);
+        prop_assert!(ls.iter().all(|v| v.is_finite()) && y.iter().all(|v| v.is_finite()) && ce.is_finite());
+    }
+}
+
+#[test]
+fn dropout_keeps_the_expected_fraction_and_scales() {
+    let n = 100_000;
+    let x = vec![1f32; n];
+    let (mut y, mut m) = (vec![0f32; n], vec![0f32; n]);
+    k::dropout_forward(0.3, 7, 0, &x, &mut y, &mut m).unwrap();
+    let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+    // Binomial std at n = 1e5: 0.0014; 5 sigma.
+    assert!((kept - 0.7).abs() < 0.0075, "kept fraction {kept}");
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+    // A chunk drawn with its offset gets the same mask as the whole.
+    let (mut y2, mut m2) = (vec![0f32; 1000], vec![0f32; 1000]);
+    k::dropout_forward(0.3, 7, 5000, &x[5000..6000], &mut y2, &mut m2).unwrap();
+    assert_eq!(&m[5000..6000], &m2[..]);
+    // Another seed draws another mask.
+    let (mut y3, mut m3) = (vec![0f32; n], vec![0f32; n]);
+    k::dropout_forward(0.3, 8, 0, &x, &mut y3, &mut m3).unwrap();
+    assert_ne!(m, m3);
+    // p = 0 keeps everything unscaled.
+    k::dropout_forward(0.0, 8, 0, &x, &mut y3, &mut m3).unwrap();
+    assert_eq!(y3, x);
+}
+
+#[test]
+fn stable_at_plus_minus_1e4() {
+    let x = [1e4f32, -1e4, 0.0, 50.0, -50.0];
+    let mut y = [0f32; 5];
+    k::softplus_forward(&x, &mut y).unwrap();
+    assert_eq!(y[0], 1e4);
+    assert_eq!(y[1], 0.0);
+    assert!((y[2] - std::f32::consts::LN_2).abs() < 1e-7);
+    let mut s = [0f32; 5];
+    k::sigmoid_forward(&x, &mut s).unwrap();
+    assert_eq!((s[0], s[1], s[2]), (1.0, 0.0, 0.5));
+    let shape = k::RowsShape::new(1, 5);
+    let mut l = [0f32; 1];
+    k::log_sum_exp_forward(&shape, &x, &mut l).unwrap();
+    assert_eq!(l[0], 1e4);
+    let mut ls = [0f32; 5];
+    k::log_softmax_forward(&shape, &x, &mut ls).unwrap();
+    assert_eq!(ls[0], 0.0);
+    assert_eq!(ls[1], -2e4);
+    let ce = k::cross_entropy_forward(&shape, &x, &[1]).unwrap();
+    assert_eq!(ce, 2e4);
+    let mut g = [0f32; 5];
+    k::cross_entropy_backward(&shape, &x, &[1], 1.0, &mut g).unwrap();
+    assert_eq!(g, [1.0, -1.0, 0.0, 0.0, 0.0]);
+    assert!(
+        g.iter()
+            .chain(&ls)
+            .chain(&s)
+            .chain(&y)
+            .all(|v| v.is_finite())
+    );
+}
