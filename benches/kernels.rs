@@ -1,1 +1,146 @@
-fn main() {}
+//! Kernel benchmarks: GEMM backends side by side on the real im2col shapes of
+//! the conv28/conv32 DIM encoders at batch 64, then conv2d forward/backward
+//! for the DIM layers named in docs/kernels.md.
+//!
+//! Throughput is reported as "elements/s" where one element is one FLOP
+//! (2·M·K·N per GEMM), so criterion's Gelem/s reads as GFLOP/s.
+//!
+//! Run: `cargo bench --bench kernels` (add `-- gemm` or `-- conv` to filter).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use infomax::kernels::{self as k, Backend, MatMut, MatRef, par};
+
+struct GemmShape {
+    name: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    /// GEMMs per measured iteration (64 for the per-image loops).
+    count: usize,
+}
+
+/// `C[M, N] = W[M, K] · cols[K, N]` shapes of the conv layers (forward),
+/// per image (×64) and batched across the 64 images.
+const SHAPES: &[GemmShape] = &[
+    GemmShape { name: "conv32.conv1 per-image", m: 64, k: 48, n: 256, count: 64 },
+    GemmShape { name: "conv32.conv1 batched", m: 64, k: 48, n: 256 * 64, count: 1 },
+    GemmShape { name: "conv32.conv2 per-image", m: 128, k: 1024, n: 64, count: 64 },
+    GemmShape { name: "conv32.conv2 batched", m: 128, k: 1024, n: 64 * 64, count: 1 },
+    GemmShape { name: "conv32.conv3 per-image", m: 256, k: 2048, n: 16, count: 64 },
+    GemmShape { name: "conv32.conv3 batched", m: 256, k: 2048, n: 16 * 64, count: 1 },
+    GemmShape { name: "conv28.conv1 per-image", m: 64, k: 25, n: 196, count: 64 },
+    GemmShape { name: "conv28.conv1 batched", m: 64, k: 25, n: 196 * 64, count: 1 },
+    GemmShape { name: "conv28.conv2 per-image", m: 128, k: 1600, n: 49, count: 64 },
+    GemmShape { name: "conv28.conv2 batched", m: 128, k: 1600, n: 49 * 64, count: 1 },
+    GemmShape { name: "mi-local 1x1 128-512 per-image", m: 512, k: 128, n: 64, count: 64 },
+    GemmShape { name: "mi-local 1x1 128-512 batched", m: 512, k: 128, n: 64 * 64, count: 1 },
+];
+
+fn fill(len: usize, seed: u32) -> Vec<f32> {
+    (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 16777216.0 - 0.5).collect()
+}
+
+fn gemm_backends(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemm");
+    g.sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    for s in SHAPES {
+        let a = fill(s.m * s.k, 1);
+        // One B and C per image, as in a per-image conv loop.
+        let bs: Vec<Vec<f32>> = (0..s.count).map(|i| fill(s.k * s.n, 7 + i as u32)).collect();
+        let mut cs: Vec<Vec<f32>> = (0..s.count).map(|_| vec![0f32; s.m * s.n]).collect();
+        g.throughput(Throughput::Elements((2 * s.m * s.k * s.n * s.count) as u64));
+        g.bench_function(BenchmarkId::new("matrixmultiply", s.name), |bench| {
+            bench.iter(|| {
+                for (b, c) in bs.iter().zip(cs.iter_mut()) {
+                    // SAFETY: a is m×k, b is k×n, c is m×n, all dense
+                    // row-major with the strides given; the slices are
+                    // exactly that long and c does not alias a or b.
+                    unsafe {
+                        matrixmultiply::sgemm(
+                            s.m, s.k, s.n, 1.0,
+                            a.as_ptr(), s.k as isize, 1,
+                            b.as_ptr(), s.n as isize, 1,
+                            0.0,
+                            c.as_mut_ptr(), s.n as isize, 1,
+                        );
+                    }
+                }
+                black_box(&cs);
+            })
+        });
+        for (name, be) in [("gemm-crate", Backend::GemmCrate), ("infomax-blocked", Backend::Blocked)] {
+            g.bench_function(BenchmarkId::new(name, s.name), |bench| {
+                bench.iter(|| {
+                    for (b, c) in bs.iter().zip(cs.iter_mut()) {
+                        let am = MatRef::row_major(&a, s.m, s.k).unwrap();
+                        let bm = MatRef::row_major(b, s.k, s.n).unwrap();
+                        k::gemm_with(be, MatMut::row_major(c, s.m, s.n).unwrap(), am, bm, false).unwrap();
+                    }
+                    black_box(&cs);
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+struct ConvCase {
+    name: &'static str,
+    shape: k::Conv2dShape,
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    vec![
+        ConvCase { name: "conv32 64-128 k4s2p1 16x16 b64", shape: k::Conv2dShape::new(64, 64, (16, 16), 128, 4, 2, 1) },
+        ConvCase { name: "conv28 64-128 k5s2p2 14x14 b64", shape: k::Conv2dShape::new(64, 64, (14, 14), 128, 5, 2, 2) },
+        ConvCase { name: "mi-local 1x1 128-512 8x8 b64", shape: k::Conv2dShape::new(64, 128, (8, 8), 512, 1, 1, 0) },
+    ]
+}
+
+fn conv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("conv2d");
+    g.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
+    for case in conv_cases() {
+        let s = case.shape;
+        let d = s.validate().unwrap();
+        let flops = 2 * s.out_channels * d.col_rows * d.out_hw * s.batch;
+        let x = fill(d.in_len, 1);
+        let w = fill(d.weight_len, 2);
+        let dy = fill(d.out_len, 3);
+        let mut y = vec![0f32; d.out_len];
+        let mut cols = vec![0f32; d.batched_col_len];
+        let mut dx = vec![0f32; d.in_len];
+        let mut dw = vec![0f32; d.weight_len];
+        let mut fs = vec![0f32; s.forward_scratch_len().unwrap()];
+        let mut bsc = vec![0f32; s.backward_scratch_len().unwrap()];
+        g.throughput(Throughput::Elements(flops as u64));
+        g.bench_function(BenchmarkId::new("forward serial", case.name), |b| {
+            b.iter(|| k::conv2d_forward(&s, &x, &w, None, &mut y, &mut fs).unwrap())
+        });
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            g.bench_function(BenchmarkId::new(format!("forward par {threads}t"), case.name), |b| {
+                b.iter(|| pool.install(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols).unwrap()))
+            });
+        }
+        // Backward = input gradient + weight gradient: twice the forward FLOPs.
+        g.throughput(Throughput::Elements(2 * flops as u64));
+        g.bench_function(BenchmarkId::new("backward serial", case.name), |b| {
+            b.iter(|| k::conv2d_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, None, &mut bsc).unwrap())
+        });
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols).unwrap());
+            g.bench_function(BenchmarkId::new(format!("backward par {threads}t"), case.name), |b| {
+                b.iter(|| pool.install(|| par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut dx), &mut dw, None).unwrap()))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_backends, conv);
+criterion_main!(benches);
