@@ -60,11 +60,20 @@ fn gemm_backends(c: &mut Criterion) {
                     // exactly that long and c does not alias a or b.
                     unsafe {
                         matrixmultiply::sgemm(
-                            s.m, s.k, s.n, 1.0,
-                            a.as_ptr(), s.k as isize, 1,
-                            b.as_ptr(), s.n as isize, 1,
+                            s.m,
+                            s.k,
+                            s.n,
+                            1.0,
+                            a.as_ptr(),
+                            s.k as isize,
+                            1,
+                            b.as_ptr(),
+                            s.n as isize,
+                            1,
                             0.0,
-                            c.as_mut_ptr(), s.n as isize, 1,
+                            c.as_mut_ptr(),
+                            s.n as isize,
+                            1,
                         );
                     }
                 }
@@ -135,7 +144,9 @@ fn conv(c: &mut Criterion) {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols).unwrap());
             g.bench_function(BenchmarkId::new(format!("backward par {threads}t"), case.name), |b| {
-                b.iter(|| pool.install(|| par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut dx), &mut dw, None).unwrap()))
+                b.iter(|| {
+                    pool.install(|| par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut dx), &mut dw, None).unwrap())
+                })
             });
         }
     }

@@ -55,25 +55,16 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::LengthMismatch {
-                what,
-                expected,
-                got,
-            } => write!(f, "{what}: expected length {expected}, got {got}"),
+            Error::LengthMismatch { what, expected, got } => write!(f, "{what}: expected length {expected}, got {got}"),
             Error::ZeroSize { what } => write!(f, "{what}: size must be at least 1, got 0"),
             Error::InvalidShape { what, reason } => write!(f, "{what}: invalid shape: {reason}"),
             Error::Overflow { what } => write!(f, "{what}: size overflows usize"),
             Error::InvalidParameter { what, reason } => {
                 write!(f, "{what}: invalid parameter: {reason}")
             }
-            Error::LabelOutOfRange {
-                index,
-                label,
-                classes,
-            } => write!(
-                f,
-                "label {label} at position {index} is out of range for {classes} classes"
-            ),
+            Error::LabelOutOfRange { index, label, classes } => {
+                write!(f, "label {label} at position {index} is out of range for {classes} classes")
+            }
         }
     }
 }
@@ -87,31 +78,17 @@ pub type Result<T> = core::result::Result<T, Error>;
 /// Checks that `got == expected`, naming the argument on failure.
 #[inline]
 pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(Error::LengthMismatch {
-            what,
-            expected,
-            got,
-        })
-    }
+    if expected == got { Ok(()) } else { Err(Error::LengthMismatch { what, expected, got }) }
 }
 
 /// Checks that a dimension is positive.
 #[inline]
 pub(crate) fn check_nonzero(what: &'static str, v: usize) -> Result<()> {
-    if v == 0 {
-        Err(Error::ZeroSize { what })
-    } else {
-        Ok(())
-    }
+    if v == 0 { Err(Error::ZeroSize { what }) } else { Ok(()) }
 }
 
 /// Overflow-checked product of dimensions.
 #[inline]
 pub(crate) fn checked_product(what: &'static str, dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or(Error::Overflow { what })
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(Error::Overflow { what })
 }

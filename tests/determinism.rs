@@ -8,11 +8,7 @@ use common::Rng;
 use infomax::kernels::{self as k, par};
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -34,11 +30,7 @@ fn run_all() -> Vec<Vec<u32>> {
     let mut y = vec![0f32; d.out_len];
     let mut cols = vec![0f32; d.batched_col_len];
     par::conv2d_forward_par(&s, &x, &w, Some(&b), &mut y, &mut cols).unwrap();
-    let (mut dx, mut dw, mut db) = (
-        vec![0f32; d.in_len],
-        vec![0f32; d.weight_len],
-        vec![0f32; 128],
-    );
+    let (mut dx, mut dw, mut db) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; 128]);
     par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
     out.extend([bits(&y), bits(&dx), bits(&dw), bits(&db)]);
     // Linear 1024 → 300 at batch 64 (both GEMM split directions get used).
@@ -76,16 +68,8 @@ fn run_all() -> Vec<Vec<u32>> {
     .unwrap();
     let mut dx = vec![0f32; x.len()];
     let (mut dg, mut dbe) = (vec![0f32; 128], vec![0f32; 128]);
-    par::batch_norm_train_backward_par(&ns, &x, &dy, &g, &sm, &si, &mut dx, &mut dg, &mut dbe)
-        .unwrap();
-    out.extend([
-        bits(&y),
-        bits(&rm),
-        bits(&rv),
-        bits(&dx),
-        bits(&dg),
-        bits(&dbe),
-    ]);
+    par::batch_norm_train_backward_par(&ns, &x, &dy, &g, &sm, &si, &mut dx, &mut dg, &mut dbe).unwrap();
+    out.extend([bits(&y), bits(&rm), bits(&rv), bits(&dx), bits(&dg), bits(&dbe)]);
     let (mut m, mut r) = (vec![0f32; 16 * 64], vec![0f32; 16 * 64]);
     par::layer_norm_forward_par(&ns, 1e-5, &x, &g, &be, &mut y, &mut m, &mut r).unwrap();
     par::layer_norm_backward_par(&ns, &x, &dy, &g, &m, &r, &mut dx, &mut dg, &mut dbe).unwrap();

@@ -20,10 +20,7 @@ fn conv(
 #[test]
 fn conv_kernel_larger_than_padded_input() {
     let s = conv(1, 1, 3, 1, 6, 1, 1);
-    assert!(matches!(
-        s.validate(),
-        Err(Error::InvalidShape { what: "conv2d", .. })
-    ));
+    assert!(matches!(s.validate(), Err(Error::InvalidShape { what: "conv2d", .. })));
     let mut y = [0f32; 1];
     let r = k::conv2d_forward(&s, &[0.0; 9], &[0.0; 36], None, &mut y, &mut []);
     assert!(matches!(r, Err(Error::InvalidShape { .. })), "{r:?}");
@@ -54,62 +51,20 @@ fn conv_length_mismatches_name_the_argument() {
     let mut y = vec![0f32; d.out_len];
     let mut sc = vec![0f32; s.forward_scratch_len().unwrap()];
     let e = k::conv2d_forward(&s, &x[1..], &w, None, &mut y, &mut sc).unwrap_err();
-    assert_eq!(
-        e,
-        Error::LengthMismatch {
-            what: "conv2d input",
-            expected: d.in_len,
-            got: d.in_len - 1
-        }
-    );
+    assert_eq!(e, Error::LengthMismatch { what: "conv2d input", expected: d.in_len, got: d.in_len - 1 });
     let e = k::conv2d_forward(&s, &x, &w[1..], None, &mut y, &mut sc).unwrap_err();
-    assert!(matches!(
-        e,
-        Error::LengthMismatch {
-            what: "conv2d weight",
-            ..
-        }
-    ));
+    assert!(matches!(e, Error::LengthMismatch { what: "conv2d weight", .. }));
     let e = k::conv2d_forward(&s, &x, &w, Some(&[0.0; 3]), &mut y, &mut sc).unwrap_err();
-    assert!(matches!(
-        e,
-        Error::LengthMismatch {
-            what: "conv2d bias",
-            ..
-        }
-    ));
+    assert!(matches!(e, Error::LengthMismatch { what: "conv2d bias", .. }));
     let e = k::conv2d_forward(&s, &x, &w, None, &mut y[1..], &mut sc).unwrap_err();
-    assert!(matches!(
-        e,
-        Error::LengthMismatch {
-            what: "conv2d output",
-            ..
-        }
-    ));
+    assert!(matches!(e, Error::LengthMismatch { what: "conv2d output", .. }));
     let e = k::conv2d_forward(&s, &x, &w, None, &mut y, &mut sc[1..]).unwrap_err();
-    assert!(matches!(
-        e,
-        Error::LengthMismatch {
-            what: "conv2d forward scratch",
-            ..
-        }
-    ));
+    assert!(matches!(e, Error::LengthMismatch { what: "conv2d forward scratch", .. }));
     let mut cols = vec![0f32; d.batched_col_len - 1];
     let e = par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols).unwrap_err();
-    assert!(matches!(
-        e,
-        Error::LengthMismatch {
-            what: "conv2d batched columns",
-            ..
-        }
-    ));
+    assert!(matches!(e, Error::LengthMismatch { what: "conv2d batched columns", .. }));
     // The message names the argument and both lengths.
-    let msg = Error::LengthMismatch {
-        what: "conv2d input",
-        expected: 10,
-        got: 9,
-    }
-    .to_string();
+    let msg = Error::LengthMismatch { what: "conv2d input", expected: 10, got: 9 }.to_string();
     assert_eq!(msg, "conv2d input: expected length 10, got 9");
 }
 
@@ -127,19 +82,10 @@ fn size_overflow_is_an_error() {
 fn gemm_views_are_checked() {
     let a = [0f32; 6];
     assert!(k::MatRef::row_major(&a, 2, 4).is_err());
-    assert!(
-        k::MatRef::new(&a, 2, 3, 4, 1).is_err(),
-        "last row reaches past the end"
-    );
+    assert!(k::MatRef::new(&a, 2, 3, 4, 1).is_err(), "last row reaches past the end");
     let mut c = [0f32; 4];
-    assert!(
-        k::MatMut::new(&mut c, 2, 2, 1, 1).is_err(),
-        "aliasing strides"
-    );
-    assert!(
-        k::MatMut::new(&mut c, 2, 2, 0, 1).is_err(),
-        "aliasing strides"
-    );
+    assert!(k::MatMut::new(&mut c, 2, 2, 1, 1).is_err(), "aliasing strides");
+    assert!(k::MatMut::new(&mut c, 2, 2, 0, 1).is_err(), "aliasing strides");
     let am = k::MatRef::row_major(&a, 2, 3).unwrap();
     let bm = k::MatRef::row_major(&a, 2, 3).unwrap();
     let e = k::gemm(k::MatMut::row_major(&mut c, 2, 2).unwrap(), am, bm, false).unwrap_err();
@@ -153,21 +99,12 @@ fn linear_norm_pool_loss_errors() {
     let mut y = [0f32; 8];
     assert!(matches!(
         k::linear_forward(&s, &[0.0; 5], &[0.0; 12], None, &mut y),
-        Err(Error::LengthMismatch {
-            what: "linear input",
-            ..
-        })
+        Err(Error::LengthMismatch { what: "linear input", .. })
     ));
-    assert_eq!(
-        k::LinearShape::new(2, 0, 4).validate(),
-        Err(Error::ZeroSize {
-            what: "linear in_features"
-        })
-    );
+    assert_eq!(k::LinearShape::new(2, 0, 4).validate(), Err(Error::ZeroSize { what: "linear in_features" }));
 
     let ns = k::NormShape::new(1, 2, 1);
-    let (mut rm, mut rv, mut y2, mut sm, mut si) =
-        ([0f32; 2], [1f32; 2], [0f32; 2], [0f32; 2], [0f32; 2]);
+    let (mut rm, mut rv, mut y2, mut sm, mut si) = ([0f32; 2], [1f32; 2], [0f32; 2], [0f32; 2], [0f32; 2]);
     let cfg = k::BatchNormConfig::default();
     let r = k::batch_norm_train_forward(
         &ns,
@@ -181,20 +118,8 @@ fn linear_norm_pool_loss_errors() {
         &mut sm,
         &mut si,
     );
-    assert!(
-        matches!(
-            r,
-            Err(Error::InvalidShape {
-                what: "batch norm (train)",
-                ..
-            })
-        ),
-        "{r:?}"
-    );
-    let bad = k::BatchNormConfig {
-        eps: 0.0,
-        momentum: 0.1,
-    };
+    assert!(matches!(r, Err(Error::InvalidShape { what: "batch norm (train)", .. })), "{r:?}");
+    let bad = k::BatchNormConfig { eps: 0.0, momentum: 0.1 };
     let ns = k::NormShape::new(2, 1, 1);
     let r = k::batch_norm_train_forward(
         &ns,
@@ -208,52 +133,24 @@ fn linear_norm_pool_loss_errors() {
         &mut sm[..1],
         &mut si[..1],
     );
-    assert!(matches!(
-        r,
-        Err(Error::InvalidParameter {
-            what: "norm eps",
-            ..
-        })
-    ));
+    assert!(matches!(r, Err(Error::InvalidParameter { what: "norm eps", .. })));
 
     let ps = k::MaxPoolShape::k3s2(1, 1, 2, 5);
-    assert!(matches!(
-        ps.validate(),
-        Err(Error::InvalidShape {
-            what: "max pool",
-            ..
-        })
-    ));
+    assert!(matches!(ps.validate(), Err(Error::InvalidShape { what: "max pool", .. })));
     let ps = k::MaxPoolShape::k3s2(1, 1, 3, 3);
     let mut dx = [0f32; 9];
-    assert!(
-        k::max_pool_backward(&ps, &[9], &[1.0], &mut dx).is_err(),
-        "argmax outside the plane"
-    );
+    assert!(k::max_pool_backward(&ps, &[9], &[1.0], &mut dx).is_err(), "argmax outside the plane");
 
     let rs = k::RowsShape::new(2, 3);
     let e = k::cross_entropy_forward(&rs, &[0f32; 6], &[0, 3]).unwrap_err();
-    assert_eq!(
-        e,
-        Error::LabelOutOfRange {
-            index: 1,
-            label: 3,
-            classes: 3
-        }
-    );
-    assert!(matches!(
-        k::RowsShape::new(0, 3).validate(),
-        Err(Error::ZeroSize { .. })
-    ));
+    assert_eq!(e, Error::LabelOutOfRange { index: 1, label: 3, classes: 3 });
+    assert!(matches!(k::RowsShape::new(0, 3).validate(), Err(Error::ZeroSize { .. })));
 
     let (mut yv, mut m) = ([0f32; 2], [0f32; 2]);
     for p in [1.0, -0.1, f64::NAN] {
         assert!(matches!(
             k::dropout_forward(p, 0, 0, &[1.0, 2.0], &mut yv, &mut m),
-            Err(Error::InvalidParameter {
-                what: "dropout p",
-                ..
-            })
+            Err(Error::InvalidParameter { what: "dropout p", .. })
         ));
     }
 }

@@ -13,10 +13,7 @@ const H: f64 = 1e-6;
 const MAX_COORDS: usize = 48;
 
 fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases, ..ProptestConfig::default() }
 }
 
 prop_compose! {

@@ -20,10 +20,7 @@ struct Golden {
 
 impl Golden {
     fn load(case: &str) -> Golden {
-        let path = format!(
-            "{}/tests/golden/{case}.safetensors",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/golden/{case}.safetensors", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let (_, md) = SafeTensors::read_metadata(&bytes).unwrap();
         let meta = md.metadata().clone().unwrap_or_default();
@@ -34,17 +31,11 @@ impl Golden {
             let data = view.data();
             match view.dtype() {
                 Dtype::F32 => {
-                    let v = data
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                        .collect();
+                    let v = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
                     f32s.insert(name, (view.shape().to_vec(), v));
                 }
                 Dtype::I64 => {
-                    let v = data
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                        .collect();
+                    let v = data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
                     i64s.insert(name, v);
                 }
                 other => panic!("{case}/{name}: unexpected dtype {other:?}"),
@@ -53,11 +44,7 @@ impl Golden {
         Golden { f32s, i64s, meta }
     }
     fn t(&self, name: &str) -> &[f32] {
-        &self
-            .f32s
-            .get(name)
-            .unwrap_or_else(|| panic!("missing tensor {name}"))
-            .1
+        &self.f32s.get(name).unwrap_or_else(|| panic!("missing tensor {name}")).1
     }
     fn shape(&self, name: &str) -> &[usize] {
         &self.f32s[name].0
@@ -100,17 +87,7 @@ fn conv_case(case: &str) {
     let mut dw = vec![0f32; d.weight_len];
     let mut db = vec![0f32; s.out_channels];
     let mut scratch = vec![0f32; s.backward_scratch_len().unwrap()];
-    k::conv2d_backward(
-        &s,
-        g.t("x"),
-        g.t("w"),
-        g.t("dy"),
-        Some(&mut dx),
-        &mut dw,
-        Some(&mut db),
-        &mut scratch,
-    )
-    .unwrap();
+    k::conv2d_backward(&s, g.t("x"), g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db), &mut scratch).unwrap();
     g.check(&format!("{case} dx"), &dx, "dx");
     g.check(&format!("{case} dw"), &dw, "dw");
     if bias.is_some() {
@@ -120,21 +97,8 @@ fn conv_case(case: &str) {
     let mut cols = vec![0f32; d.batched_col_len];
     k::par::conv2d_forward_par(&s, g.t("x"), g.t("w"), bias, &mut y, &mut cols).unwrap();
     g.check(&format!("{case} par y"), &y, "y");
-    let (mut dx, mut dw, mut db) = (
-        vec![0f32; d.in_len],
-        vec![0f32; d.weight_len],
-        vec![0f32; s.out_channels],
-    );
-    k::par::conv2d_backward_par(
-        &s,
-        &cols,
-        g.t("w"),
-        g.t("dy"),
-        Some(&mut dx),
-        &mut dw,
-        Some(&mut db),
-    )
-    .unwrap();
+    let (mut dx, mut dw, mut db) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
+    k::par::conv2d_backward_par(&s, &cols, g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
     g.check(&format!("{case} par dx"), &dx, "dx");
     g.check(&format!("{case} par dw"), &dw, "dw");
     if bias.is_some() {
@@ -174,28 +138,11 @@ fn linear_case(case: &str) {
         let mut db = vec![0f32; s.out_features];
         if parallel {
             k::par::linear_forward_par(&s, g.t("x"), g.t("w"), bias, &mut y).unwrap();
-            k::par::linear_backward_par(
-                &s,
-                g.t("x"),
-                g.t("w"),
-                g.t("dy"),
-                Some(&mut dx),
-                &mut dw,
-                Some(&mut db),
-            )
-            .unwrap();
+            k::par::linear_backward_par(&s, g.t("x"), g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db))
+                .unwrap();
         } else {
             k::linear_forward(&s, g.t("x"), g.t("w"), bias, &mut y).unwrap();
-            k::linear_backward(
-                &s,
-                g.t("x"),
-                g.t("w"),
-                g.t("dy"),
-                Some(&mut dx),
-                &mut dw,
-                Some(&mut db),
-            )
-            .unwrap();
+            k::linear_backward(&s, g.t("x"), g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
         }
         g.check(&format!("{case} y"), &y, "y");
         g.check(&format!("{case} dx"), &dx, "dx");
@@ -226,10 +173,7 @@ fn batchnorm_case(case: &str) {
     let c = s.channels;
     let train = g.meta["mode"] == "train";
     let eps: f64 = g.meta["eps"].parse().unwrap();
-    let cfg = k::BatchNormConfig {
-        eps,
-        momentum: g.meta["momentum"].parse().unwrap(),
-    };
+    let cfg = k::BatchNormConfig { eps, momentum: g.meta["momentum"].parse().unwrap() };
     let (x, gamma, beta) = (g.t("x"), g.t("gamma"), g.t("beta"));
     let mut y = vec![0f32; x.len()];
     let mut dx = vec![0f32; x.len()];
@@ -245,35 +189,12 @@ fn batchnorm_case(case: &str) {
                     &s, &cfg, x, gamma, beta, &mut rm, &mut rv, &mut y, &mut sm, &mut si,
                 )
                 .unwrap();
-                k::par::batch_norm_train_backward_par(
-                    &s,
-                    x,
-                    g.t("dy"),
-                    gamma,
-                    &sm,
-                    &si,
-                    &mut dx,
-                    &mut dg,
-                    &mut db,
-                )
-                .unwrap();
+                k::par::batch_norm_train_backward_par(&s, x, g.t("dy"), gamma, &sm, &si, &mut dx, &mut dg, &mut db)
+                    .unwrap();
             } else {
-                k::batch_norm_train_forward(
-                    &s, &cfg, x, gamma, beta, &mut rm, &mut rv, &mut y, &mut sm, &mut si,
-                )
-                .unwrap();
-                k::batch_norm_train_backward(
-                    &s,
-                    x,
-                    g.t("dy"),
-                    gamma,
-                    &sm,
-                    &si,
-                    &mut dx,
-                    &mut dg,
-                    &mut db,
-                )
-                .unwrap();
+                k::batch_norm_train_forward(&s, &cfg, x, gamma, beta, &mut rm, &mut rv, &mut y, &mut sm, &mut si)
+                    .unwrap();
+                k::batch_norm_train_backward(&s, x, g.t("dy"), gamma, &sm, &si, &mut dx, &mut dg, &mut db).unwrap();
             }
             g.check(&format!("{case} running_mean"), &rm, "running_mean_out");
             g.check(&format!("{case} running_var"), &rv, "running_var_out");
@@ -285,19 +206,7 @@ fn batchnorm_case(case: &str) {
     } else {
         let (rm, rv) = (g.t("running_mean"), g.t("running_var"));
         k::batch_norm_eval_forward(&s, eps, x, gamma, beta, rm, rv, &mut y).unwrap();
-        k::batch_norm_eval_backward(
-            &s,
-            eps,
-            x,
-            g.t("dy"),
-            gamma,
-            rm,
-            rv,
-            &mut dx,
-            &mut dg,
-            &mut db,
-        )
-        .unwrap();
+        k::batch_norm_eval_backward(&s, eps, x, g.t("dy"), gamma, rm, rv, &mut dx, &mut dg, &mut db).unwrap();
         assert_eq!(g.t("running_mean"), g.t("running_mean_out"));
         g.check(&format!("{case} y"), &y, "y");
         g.check(&format!("{case} dx"), &dx, "dx");
@@ -337,24 +246,11 @@ fn layernorm_channels() {
         let mut dx = vec![0f32; x.len()];
         let (mut dg, mut db) = (vec![0f32; s.channels], vec![0f32; s.channels]);
         if parallel {
-            k::par::layer_norm_forward_par(&s, 1e-5, x, gamma, beta, &mut y, &mut m, &mut r)
-                .unwrap();
-            k::par::layer_norm_backward_par(
-                &s,
-                x,
-                g.t("dy"),
-                gamma,
-                &m,
-                &r,
-                &mut dx,
-                &mut dg,
-                &mut db,
-            )
-            .unwrap();
+            k::par::layer_norm_forward_par(&s, 1e-5, x, gamma, beta, &mut y, &mut m, &mut r).unwrap();
+            k::par::layer_norm_backward_par(&s, x, g.t("dy"), gamma, &m, &r, &mut dx, &mut dg, &mut db).unwrap();
         } else {
             k::layer_norm_forward(&s, 1e-5, x, gamma, beta, &mut y, &mut m, &mut r).unwrap();
-            k::layer_norm_backward(&s, x, g.t("dy"), gamma, &m, &r, &mut dx, &mut dg, &mut db)
-                .unwrap();
+            k::layer_norm_backward(&s, x, g.t("dy"), gamma, &m, &r, &mut dx, &mut dg, &mut db).unwrap();
         }
         g.check("layernorm y", &y, "y");
         g.check("layernorm dx", &dx, "dx");
@@ -410,10 +306,7 @@ fn logsumexp() {
 fn cross_entropy_case(case: &str) {
     let g = Golden::load(case);
     let s = rows_of(&g);
-    let labels: Vec<usize> = g.i64s["labels"]
-        .iter()
-        .map(|&l| usize::try_from(l).unwrap())
-        .collect();
+    let labels: Vec<usize> = g.i64s["labels"].iter().map(|&l| usize::try_from(l).unwrap()).collect();
     let loss = k::cross_entropy_forward(&s, g.t("x"), &labels).unwrap();
     g.check(&format!("{case} loss"), &[loss], "y");
     let mut dx = vec![0f32; g.t("x").len()];

@@ -11,10 +11,7 @@ use proptest::prelude::*;
 const TOL: f64 = 1e-5;
 
 fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases, ..ProptestConfig::default() }
 }
 
 prop_compose! {
@@ -276,11 +273,5 @@ fn stable_at_plus_minus_1e4() {
     let mut g = [0f32; 5];
     k::cross_entropy_backward(&shape, &x, &[1], 1.0, &mut g).unwrap();
     assert_eq!(g, [1.0, -1.0, 0.0, 0.0, 0.0]);
-    assert!(
-        g.iter()
-            .chain(&ls)
-            .chain(&s)
-            .chain(&y)
-            .all(|v| v.is_finite())
-    );
+    assert!(g.iter().chain(&ls).chain(&s).chain(&y).all(|v| v.is_finite()));
 }

@@ -79,29 +79,15 @@ pub fn uniform_at(seed: u64, index: u64) -> f64 {
 /// scaled by `1/(1 − p)`. `mask` receives the per-element factor (0 or
 /// `1/(1 − p)`) for the backward pass. `offset` is the index of `x[0]` in
 /// the whole tensor, so chunks of one tensor draw the same mask as the whole.
-pub fn dropout_forward<T: Float>(
-    p: f64,
-    seed: u64,
-    offset: u64,
-    x: &[T],
-    y: &mut [T],
-    mask: &mut [T],
-) -> Result<()> {
+pub fn dropout_forward<T: Float>(p: f64, seed: u64, offset: u64, x: &[T], y: &mut [T], mask: &mut [T]) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::InvalidParameter {
-            what: "dropout p",
-            reason: "must be in [0, 1)",
-        });
+        return Err(Error::InvalidParameter { what: "dropout p", reason: "must be in [0, 1)" });
     }
     check_len("dropout output", x.len(), y.len())?;
     check_len("dropout mask", x.len(), mask.len())?;
     let keep = T::from_f64(1.0 / (1.0 - p));
     for (i, ((yv, m), &xv)) in y.iter_mut().zip(mask.iter_mut()).zip(x).enumerate() {
-        *m = if uniform_at(seed, offset + i as u64) < p {
-            T::ZERO
-        } else {
-            keep
-        };
+        *m = if uniform_at(seed, offset + i as u64) < p { T::ZERO } else { keep };
         *yv = xv * *m;
     }
     Ok(())

@@ -67,27 +67,15 @@ impl Conv2dShape {
         check_nonzero("conv2d kernel_h", self.kernel_h)?;
         check_nonzero("conv2d kernel_w", self.kernel_w)?;
         check_nonzero("conv2d stride", self.stride)?;
-        let pad2 = self.padding.checked_mul(2).ok_or(Error::Overflow {
-            what: "conv2d padding",
-        })?;
-        let ph = self.in_h.checked_add(pad2).ok_or(Error::Overflow {
-            what: "conv2d in_h",
-        })?;
-        let pw = self.in_w.checked_add(pad2).ok_or(Error::Overflow {
-            what: "conv2d in_w",
-        })?;
+        let pad2 = self.padding.checked_mul(2).ok_or(Error::Overflow { what: "conv2d padding" })?;
+        let ph = self.in_h.checked_add(pad2).ok_or(Error::Overflow { what: "conv2d in_h" })?;
+        let pw = self.in_w.checked_add(pad2).ok_or(Error::Overflow { what: "conv2d in_w" })?;
         if self.kernel_h > ph || self.kernel_w > pw {
-            return Err(Error::InvalidShape {
-                what: "conv2d",
-                reason: "kernel is larger than the padded input",
-            });
+            return Err(Error::InvalidShape { what: "conv2d", reason: "kernel is larger than the padded input" });
         }
         let out_h = (ph - self.kernel_h) / self.stride + 1;
         let out_w = (pw - self.kernel_w) / self.stride + 1;
-        let col_rows = checked_product(
-            "conv2d columns",
-            &[self.in_channels, self.kernel_h, self.kernel_w],
-        )?;
+        let col_rows = checked_product("conv2d columns", &[self.in_channels, self.kernel_h, self.kernel_w])?;
         let out_hw = checked_product("conv2d output", &[out_h, out_w])?;
         let in_hw = checked_product("conv2d input", &[self.in_h, self.in_w])?;
         let in_len = checked_product("conv2d input", &[self.batch, self.in_channels, in_hw])?;
@@ -106,10 +94,7 @@ impl Conv2dShape {
             weight_len,
             col_len,
             batched_col_len,
-            pointwise: self.kernel_h == 1
-                && self.kernel_w == 1
-                && self.stride == 1
-                && self.padding == 0,
+            pointwise: self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0,
         })
     }
 
@@ -122,13 +107,7 @@ impl Conv2dShape {
     /// Scratch elements needed by [`conv2d_backward`].
     pub fn backward_scratch_len(&self) -> Result<usize> {
         let d = self.validate()?;
-        if d.pointwise {
-            Ok(0)
-        } else {
-            d.col_len.checked_mul(2).ok_or(Error::Overflow {
-                what: "conv2d scratch",
-            })
-        }
+        if d.pointwise { Ok(0) } else { d.col_len.checked_mul(2).ok_or(Error::Overflow { what: "conv2d scratch" }) }
     }
 }
 
@@ -162,14 +141,7 @@ pub struct ConvDims {
 /// Writes one image's columns: `cols[row][col0 + o]` for output pixel `o`,
 /// rows `ld` apart. With `ld = out_hw` and `col0 = 0` this is the per-image
 /// layout; with `ld = N·out_hw` and `col0 = n·out_hw` the batched one.
-pub(crate) fn im2col<T: Float>(
-    s: &Conv2dShape,
-    d: &ConvDims,
-    x_img: &[T],
-    cols: &mut [T],
-    ld: usize,
-    col0: usize,
-) {
+pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_img: &[T], cols: &mut [T], ld: usize, col0: usize) {
     let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
     for ci in 0..s.in_channels {
         let plane = &x_img[ci * d.in_hw..(ci + 1) * d.in_hw];
@@ -206,11 +178,7 @@ pub(crate) fn im2col_row<T: Float>(
         let src = &plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
         for (ow, v) in out_row.iter_mut().enumerate() {
             let iw = ow * st + kj;
-            *v = if iw < pad || iw - pad >= s.in_w {
-                T::ZERO
-            } else {
-                src[iw - pad]
-            };
+            *v = if iw < pad || iw - pad >= s.in_w { T::ZERO } else { src[iw - pad] };
         }
     }
 }
@@ -290,20 +258,10 @@ pub(crate) fn forward_image<T: Float>(
     let wm = MatRef::row_major(w, s.out_channels, d.col_rows)?;
     let ym = MatMut::row_major(y_img, s.out_channels, d.out_hw)?;
     if d.pointwise {
-        gemm(
-            ym,
-            wm,
-            MatRef::row_major(x_img, s.in_channels, d.in_hw)?,
-            false,
-        )?;
+        gemm(ym, wm, MatRef::row_major(x_img, s.in_channels, d.in_hw)?, false)?;
     } else {
         im2col(s, d, x_img, cols, d.out_hw, 0);
-        gemm(
-            ym,
-            wm,
-            MatRef::row_major(&cols[..d.col_len], d.col_rows, d.out_hw)?,
-            false,
-        )?;
+        gemm(ym, wm, MatRef::row_major(&cols[..d.col_len], d.col_rows, d.out_hw)?, false)?;
     }
     if let Some(b) = bias {
         add_bias(y_img, b, d.out_hw);
@@ -323,19 +281,9 @@ pub(crate) fn backward_data_image<T: Float>(
     let wt = MatRef::row_major(w, s.out_channels, d.col_rows)?.t();
     let dym = MatRef::row_major(dy_img, s.out_channels, d.out_hw)?;
     if d.pointwise {
-        gemm(
-            MatMut::row_major(dx_img, s.in_channels, d.in_hw)?,
-            wt,
-            dym,
-            false,
-        )
+        gemm(MatMut::row_major(dx_img, s.in_channels, d.in_hw)?, wt, dym, false)
     } else {
-        gemm(
-            MatMut::row_major(&mut dcols[..d.col_len], d.col_rows, d.out_hw)?,
-            wt,
-            dym,
-            false,
-        )?;
+        gemm(MatMut::row_major(&mut dcols[..d.col_len], d.col_rows, d.out_hw)?, wt, dym, false)?;
         dx_img.fill(T::ZERO);
         col2im_add(s, d, dcols, d.out_hw, 0, dx_img);
         Ok(())
@@ -354,11 +302,7 @@ pub fn conv2d_forward<T: Float>(
 ) -> Result<()> {
     let d = s.validate()?;
     check_conv_args(&d, s, x, w, bias, y.len())?;
-    check_len(
-        "conv2d forward scratch",
-        s.forward_scratch_len()?,
-        scratch.len(),
-    )?;
+    check_len("conv2d forward scratch", s.forward_scratch_len()?, scratch.len())?;
     let in_img = s.in_channels * d.in_hw;
     let out_img = s.out_channels * d.out_hw;
     for (x_img, y_img) in x.chunks_exact(in_img).zip(y.chunks_exact_mut(out_img)) {
@@ -387,11 +331,7 @@ pub fn conv2d_backward<T: Float>(
         check_len("conv2d input gradient", d.in_len, dx.len())?;
     }
     check_len("conv2d weight gradient", d.weight_len, dw.len())?;
-    check_len(
-        "conv2d backward scratch",
-        s.backward_scratch_len()?,
-        scratch.len(),
-    )?;
+    check_len("conv2d backward scratch", s.backward_scratch_len()?, scratch.len())?;
     let in_img = s.in_channels * d.in_hw;
     let out_img = s.out_channels * d.out_hw;
     if let Some(db) = db {
@@ -403,38 +343,17 @@ pub fn conv2d_backward<T: Float>(
         }
     }
     let (cols, dcols) = scratch.split_at_mut(scratch.len() / 2);
-    for (n, (x_img, dy_img)) in x
-        .chunks_exact(in_img)
-        .zip(dy.chunks_exact(out_img))
-        .enumerate()
-    {
+    for (n, (x_img, dy_img)) in x.chunks_exact(in_img).zip(dy.chunks_exact(out_img)).enumerate() {
         let dym = MatRef::row_major(dy_img, s.out_channels, d.out_hw)?;
         let dwm = MatMut::row_major(&mut *dw, s.out_channels, d.col_rows)?;
         if d.pointwise {
-            gemm(
-                dwm,
-                dym,
-                MatRef::row_major(x_img, s.in_channels, d.in_hw)?.t(),
-                true,
-            )?;
+            gemm(dwm, dym, MatRef::row_major(x_img, s.in_channels, d.in_hw)?.t(), true)?;
         } else {
             im2col(s, &d, x_img, cols, d.out_hw, 0);
-            gemm(
-                dwm,
-                dym,
-                MatRef::row_major(&cols[..], d.col_rows, d.out_hw)?.t(),
-                true,
-            )?;
+            gemm(dwm, dym, MatRef::row_major(&cols[..], d.col_rows, d.out_hw)?.t(), true)?;
         }
         if let Some(dx) = dx.as_deref_mut() {
-            backward_data_image(
-                s,
-                &d,
-                w,
-                dy_img,
-                &mut dx[n * in_img..(n + 1) * in_img],
-                dcols,
-            )?;
+            backward_data_image(s, &d, w, dy_img, &mut dx[n * in_img..(n + 1) * in_img], dcols)?;
         }
     }
     Ok(())

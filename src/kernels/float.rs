@@ -162,19 +162,5 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(
-    f32,
-    libm::expf,
-    libm::logf,
-    libm::log1pf,
-    libm::sqrtf,
-    libm::fmaf
-);
-impl_float!(
-    f64,
-    libm::exp,
-    libm::log,
-    libm::log1p,
-    libm::sqrt,
-    libm::fma
-);
+impl_float!(f32, libm::expf, libm::logf, libm::log1pf, libm::sqrtf, libm::fmaf);
+impl_float!(f64, libm::exp, libm::log, libm::log1p, libm::sqrt, libm::fma);

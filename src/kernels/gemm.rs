@@ -26,13 +26,7 @@ pub struct MatRef<'a, T> {
 }
 
 /// Highest offset touched by a `rows × cols` view with strides `rs`, `cs`.
-fn last_offset(
-    what: &'static str,
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-) -> Result<usize> {
+fn last_offset(what: &'static str, rows: usize, cols: usize, rs: usize, cs: usize) -> Result<usize> {
     let r = (rows - 1).checked_mul(rs).ok_or(Error::Overflow { what })?;
     let c = (cols - 1).checked_mul(cs).ok_or(Error::Overflow { what })?;
     r.checked_add(c).ok_or(Error::Overflow { what })
@@ -50,33 +44,19 @@ impl<'a, T: Copy> MatRef<'a, T> {
                 });
             }
         }
-        Ok(Self {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        })
+        Ok(Self { data, rows, cols, rs, cs })
     }
 
     /// A dense row-major view; the slice must hold exactly `rows * cols`.
     pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
-        let len = rows.checked_mul(cols).ok_or(Error::Overflow {
-            what: "matrix view",
-        })?;
+        let len = rows.checked_mul(cols).ok_or(Error::Overflow { what: "matrix view" })?;
         crate::error::check_len("matrix view", len, data.len())?;
         Self::new(data, rows, cols, cols, 1)
     }
 
     /// The transpose, as a view (no copy).
     pub fn t(self) -> Self {
-        Self {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
+        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
     }
 
     /// Number of rows.
@@ -92,10 +72,7 @@ impl<'a, T: Copy> MatRef<'a, T> {
     /// Rows `r0..r1` as a view (bounds already implied by `self`).
     pub fn row_range(self, r0: usize, r1: usize) -> Result<Self> {
         if r0 > r1 || r1 > self.rows {
-            return Err(Error::InvalidShape {
-                what: "matrix row range",
-                reason: "range outside the matrix",
-            });
+            return Err(Error::InvalidShape { what: "matrix row range", reason: "range outside the matrix" });
         }
         if r0 == r1 || self.cols == 0 {
             return Self::new(&self.data[..0], r1 - r0, self.cols, self.rs, self.cs);
@@ -147,20 +124,12 @@ impl<'a, T: Copy> MatMut<'a, T> {
                 });
             }
         }
-        Ok(Self {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        })
+        Ok(Self { data, rows, cols, rs, cs })
     }
 
     /// A dense row-major view; the slice must hold exactly `rows * cols`.
     pub fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self> {
-        let len = rows.checked_mul(cols).ok_or(Error::Overflow {
-            what: "matrix view",
-        })?;
+        let len = rows.checked_mul(cols).ok_or(Error::Overflow { what: "matrix view" })?;
         crate::error::check_len("mutable matrix view", len, data.len())?;
         Self::new(data, rows, cols, cols, 1)
     }
@@ -201,12 +170,7 @@ impl Backend {
 }
 
 /// `C = A·B` (or `C += A·B` when `accumulate`), with the default backend.
-pub fn gemm<T: Float>(
-    c: MatMut<'_, T>,
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    accumulate: bool,
-) -> Result<()> {
+pub fn gemm<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
     gemm_with(Backend::default_for_build(), c, a, b, accumulate)
 }
 
@@ -312,22 +276,12 @@ fn blocked<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accum
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
-fn blocked_avx2_fma<T: Float>(
-    c: MatMut<'_, T>,
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    accumulate: bool,
-) {
+fn blocked_avx2_fma<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
     blocked_impl::<T, true>(c, a, b, accumulate);
 }
 
 #[inline(always)]
-fn blocked_impl<T: Float, const FMA: bool>(
-    mut c: MatMut<'_, T>,
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    accumulate: bool,
-) {
+fn blocked_impl<T: Float, const FMA: bool>(mut c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
     let (m, n, k) = (c.rows, c.cols, a.cols);
     if !accumulate {
         fill(c.reborrow(), T::ZERO);
@@ -346,11 +300,7 @@ fn blocked_impl<T: Float, const FMA: bool>(
                 for p in 0..kc {
                     for r in 0..MR {
                         let i = pi * MR + r;
-                        dst[p * MR + r] = if i < mc {
-                            a.at(ic + i, p0 + p)
-                        } else {
-                            T::ZERO
-                        };
+                        dst[p * MR + r] = if i < mc { a.at(ic + i, p0 + p) } else { T::ZERO };
                     }
                 }
             }
@@ -363,11 +313,7 @@ fn blocked_impl<T: Float, const FMA: bool>(
                         row.copy_from_slice(&b.data[start..start + NR]);
                     } else {
                         for (jj, v) in row.iter_mut().enumerate() {
-                            *v = if jj < nr {
-                                b.at(p0 + p, j0 + jj)
-                            } else {
-                                T::ZERO
-                            };
+                            *v = if jj < nr { b.at(p0 + p, j0 + jj) } else { T::ZERO };
                         }
                     }
                 }
@@ -390,13 +336,7 @@ fn blocked_impl<T: Float, const FMA: bool>(
 
 impl<T> MatMut<'_, T> {
     fn reborrow(&mut self) -> MatMut<'_, T> {
-        MatMut {
-            data: self.data,
-            rows: self.rows,
-            cols: self.cols,
-            rs: self.rs,
-            cs: self.cs,
-        }
+        MatMut { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
     }
 }
 
@@ -408,11 +348,7 @@ fn micro_kernel<T: Float, const FMA: bool>(ap: &[T], bp: &[T]) -> [[T; NR]; MR] 
         for r in 0..MR {
             let av = a[r];
             for j in 0..NR {
-                acc[r][j] = if FMA {
-                    av.mul_add(b[j], acc[r][j])
-                } else {
-                    av * b[j] + acc[r][j]
-                };
+                acc[r][j] = if FMA { av.mul_add(b[j], acc[r][j]) } else { av * b[j] + acc[r][j] };
             }
         }
     }

@@ -19,11 +19,7 @@ pub struct LinearShape {
 impl LinearShape {
     /// A shape from its three sizes.
     pub fn new(batch: usize, in_features: usize, out_features: usize) -> Self {
-        Self {
-            batch,
-            in_features,
-            out_features,
-        }
+        Self { batch, in_features, out_features }
     }
 
     /// Checks the sizes; returns (input, output, weight) lengths.
@@ -68,22 +64,11 @@ pub(crate) fn add_col_sums<T: Float>(dy: &[T], db: &mut [T]) {
 }
 
 /// Forward: `y = x · Wᵀ (+ b)`.
-pub fn linear_forward<T: Float>(
-    s: &LinearShape,
-    x: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    y: &mut [T],
-) -> Result<()> {
+pub fn linear_forward<T: Float>(s: &LinearShape, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) -> Result<()> {
     s.check(x.len(), w.len(), bias.map(<[T]>::len), y.len())?;
     let xm = MatRef::row_major(x, s.batch, s.in_features)?;
     let wt = MatRef::row_major(w, s.out_features, s.in_features)?.t();
-    gemm(
-        MatMut::row_major(&mut *y, s.batch, s.out_features)?,
-        xm,
-        wt,
-        false,
-    )?;
+    gemm(MatMut::row_major(&mut *y, s.batch, s.out_features)?, xm, wt, false)?;
     if let Some(b) = bias {
         add_bias_rows(y, b);
     }
@@ -107,20 +92,10 @@ pub fn linear_backward<T: Float>(
     if let Some(dx) = dx {
         check_len("linear input gradient", x.len(), dx.len())?;
         let wm = MatRef::row_major(w, s.out_features, s.in_features)?;
-        gemm(
-            MatMut::row_major(dx, s.batch, s.in_features)?,
-            dym,
-            wm,
-            false,
-        )?;
+        gemm(MatMut::row_major(dx, s.batch, s.in_features)?, dym, wm, false)?;
     }
     let xm = MatRef::row_major(x, s.batch, s.in_features)?;
-    gemm(
-        MatMut::row_major(dw, s.out_features, s.in_features)?,
-        dym.t(),
-        xm,
-        true,
-    )?;
+    gemm(MatMut::row_major(dw, s.out_features, s.in_features)?, dym.t(), xm, true)?;
     if let Some(db) = db {
         check_len("linear bias gradient", s.out_features, db.len())?;
         add_col_sums(dy, db);

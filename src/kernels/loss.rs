@@ -83,24 +83,13 @@ pub fn log_sum_exp_forward<T: Float>(s: &RowsShape, x: &[T], y: &mut [T]) -> Res
 }
 
 /// `dx[r,c] = dy[r] · e^{x[r,c] − y[r]}` (the softmax), from the forward output.
-pub fn log_sum_exp_backward<T: Float>(
-    s: &RowsShape,
-    x: &[T],
-    y: &[T],
-    dy: &[T],
-    dx: &mut [T],
-) -> Result<()> {
+pub fn log_sum_exp_backward<T: Float>(s: &RowsShape, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
     let n = s.validate()?;
     check_len("log-sum-exp input", n, x.len())?;
     check_len("log-sum-exp output", s.rows, y.len())?;
     check_len("log-sum-exp output gradient", s.rows, dy.len())?;
     check_len("log-sum-exp input gradient", n, dx.len())?;
-    for (((dr, xr), &yv), &g) in dx
-        .chunks_exact_mut(s.cols)
-        .zip(x.chunks_exact(s.cols))
-        .zip(y)
-        .zip(dy)
-    {
+    for (((dr, xr), &yv), &g) in dx.chunks_exact_mut(s.cols).zip(x.chunks_exact(s.cols)).zip(y).zip(dy) {
         for (d, &xv) in dr.iter_mut().zip(xr) {
             *d = g * (xv - yv).exp();
         }
@@ -123,21 +112,12 @@ pub fn log_softmax_forward<T: Float>(s: &RowsShape, x: &[T], y: &mut [T]) -> Res
 }
 
 /// `dx = dy − softmax · Σ dy`, from the forward output.
-pub fn log_softmax_backward<T: Float>(
-    s: &RowsShape,
-    y: &[T],
-    dy: &[T],
-    dx: &mut [T],
-) -> Result<()> {
+pub fn log_softmax_backward<T: Float>(s: &RowsShape, y: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
     let n = s.validate()?;
     check_len("log-softmax output", n, y.len())?;
     check_len("log-softmax output gradient", n, dy.len())?;
     check_len("log-softmax input gradient", n, dx.len())?;
-    for ((dr, yr), gr) in dx
-        .chunks_exact_mut(s.cols)
-        .zip(y.chunks_exact(s.cols))
-        .zip(dy.chunks_exact(s.cols))
-    {
+    for ((dr, yr), gr) in dx.chunks_exact_mut(s.cols).zip(y.chunks_exact(s.cols)).zip(dy.chunks_exact(s.cols)) {
         let total = gr.iter().copied().sum::<T>();
         for ((d, &yv), &g) in dr.iter_mut().zip(yr).zip(gr) {
             *d = g - yv.exp() * total;
@@ -150,11 +130,7 @@ fn check_labels(s: &RowsShape, labels: &[usize]) -> Result<()> {
     check_len("cross-entropy labels", s.rows, labels.len())?;
     for (index, &label) in labels.iter().enumerate() {
         if label >= s.cols {
-            return Err(Error::LabelOutOfRange {
-                index,
-                label,
-                classes: s.cols,
-            });
+            return Err(Error::LabelOutOfRange { index, label, classes: s.cols });
         }
     }
     Ok(())
@@ -189,11 +165,7 @@ pub fn cross_entropy_backward<T: Float>(
     check_len("cross-entropy logits gradient", n, dlogits.len())?;
     check_labels(s, labels)?;
     let scale = dloss / T::from_usize(s.rows);
-    for ((dr, xr), &l) in dlogits
-        .chunks_exact_mut(s.cols)
-        .zip(logits.chunks_exact(s.cols))
-        .zip(labels)
-    {
+    for ((dr, xr), &l) in dlogits.chunks_exact_mut(s.cols).zip(logits.chunks_exact(s.cols)).zip(labels) {
         let (m, ls) = max_and_log_sum(xr);
         for (c, (d, &xv)) in dr.iter_mut().zip(xr).enumerate() {
             let onehot = if c == l { T::ONE } else { T::ZERO };

@@ -20,21 +20,19 @@ pub mod par;
 pub mod pool;
 
 pub use act::{
-    dropout_backward, dropout_forward, relu_backward, relu_forward, relu_inplace, sigmoid,
-    sigmoid_backward, sigmoid_forward,
+    dropout_backward, dropout_forward, relu_backward, relu_forward, relu_inplace, sigmoid, sigmoid_backward,
+    sigmoid_forward,
 };
 pub use conv::{Conv2dShape, ConvDims, conv2d_backward, conv2d_forward};
 pub use float::Float;
 pub use gemm::{Backend, MatMut, MatRef, gemm, gemm_with};
 pub use linear::{LinearShape, linear_backward, linear_forward};
 pub use loss::{
-    RowsShape, cross_entropy_backward, cross_entropy_forward, log_softmax_backward,
-    log_softmax_forward, log_sum_exp, log_sum_exp_backward, log_sum_exp_forward, softplus,
-    softplus_backward, softplus_forward,
+    RowsShape, cross_entropy_backward, cross_entropy_forward, log_softmax_backward, log_softmax_forward, log_sum_exp,
+    log_sum_exp_backward, log_sum_exp_forward, softplus, softplus_backward, softplus_forward,
 };
 pub use norm::{
-    BN_MOMENTUM, BatchNormConfig, NORM_EPS, NormShape, batch_norm_eval_backward,
-    batch_norm_eval_forward, batch_norm_train_backward, batch_norm_train_forward,
-    layer_norm_backward, layer_norm_forward,
+    BN_MOMENTUM, BatchNormConfig, NORM_EPS, NormShape, batch_norm_eval_backward, batch_norm_eval_forward,
+    batch_norm_train_backward, batch_norm_train_forward, layer_norm_backward, layer_norm_forward,
 };
 pub use pool::{MaxPoolShape, max_pool_backward, max_pool_forward};

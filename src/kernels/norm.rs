@@ -27,11 +27,7 @@ pub struct NormShape {
 impl NormShape {
     /// A shape from its three sizes.
     pub fn new(batch: usize, channels: usize, spatial: usize) -> Self {
-        Self {
-            batch,
-            channels,
-            spatial,
-        }
+        Self { batch, channels, spatial }
     }
 
     /// Checks the sizes and returns the element count.
@@ -64,10 +60,7 @@ pub struct BatchNormConfig {
 
 impl Default for BatchNormConfig {
     fn default() -> Self {
-        Self {
-            eps: NORM_EPS,
-            momentum: BN_MOMENTUM,
-        }
+        Self { eps: NORM_EPS, momentum: BN_MOMENTUM }
     }
 }
 
@@ -75,20 +68,13 @@ fn check_eps(eps: f64) -> Result<()> {
     if eps.is_finite() && eps > 0.0 {
         Ok(())
     } else {
-        Err(Error::InvalidParameter {
-            what: "norm eps",
-            reason: "must be finite and > 0",
-        })
+        Err(Error::InvalidParameter { what: "norm eps", reason: "must be finite and > 0" })
     }
 }
 
 /// Iterates over channel `c`'s planes: one `spatial` run per image.
 #[inline]
-pub(crate) fn channel_planes<'a, T>(
-    s: &'a NormShape,
-    x: &'a [T],
-    c: usize,
-) -> impl Iterator<Item = &'a [T]> + 'a {
+pub(crate) fn channel_planes<'a, T>(s: &'a NormShape, x: &'a [T], c: usize) -> impl Iterator<Item = &'a [T]> + 'a {
     (0..s.batch).map(move |n| {
         let o = (n * s.channels + c) * s.spatial;
         &x[o..o + s.spatial]
@@ -98,26 +84,13 @@ pub(crate) fn channel_planes<'a, T>(
 /// Mean and biased variance of channel `c` (two-pass, fixed order).
 pub(crate) fn channel_moments<T: Float>(s: &NormShape, x: &[T], c: usize) -> (T, T) {
     let m = T::from_usize(s.per_channel());
-    let mean = channel_planes(s, x, c)
-        .map(|p| p.iter().copied().sum::<T>())
-        .sum::<T>()
-        / m;
-    let var = channel_planes(s, x, c)
-        .map(|p| p.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>())
-        .sum::<T>()
-        / m;
+    let mean = channel_planes(s, x, c).map(|p| p.iter().copied().sum::<T>()).sum::<T>() / m;
+    let var = channel_planes(s, x, c).map(|p| p.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>()).sum::<T>() / m;
     (mean, var)
 }
 
 /// `(Σ dy, Σ dy·x̂)` over channel `c`, with `x̂ = (x − mean)·invstd`.
-pub(crate) fn channel_grad_sums<T: Float>(
-    s: &NormShape,
-    x: &[T],
-    dy: &[T],
-    c: usize,
-    mean: T,
-    invstd: T,
-) -> (T, T) {
+pub(crate) fn channel_grad_sums<T: Float>(s: &NormShape, x: &[T], dy: &[T], c: usize, mean: T, invstd: T) -> (T, T) {
     let mut sdy = T::ZERO;
     let mut sdyx = T::ZERO;
     for (xp, dyp) in channel_planes(s, x, c).zip(channel_planes(s, dy, c)) {
@@ -129,12 +102,7 @@ pub(crate) fn channel_grad_sums<T: Float>(
     (sdy, sdyx)
 }
 
-fn check_bn_params(
-    s: &NormShape,
-    x: usize,
-    y: usize,
-    params: &[(&'static str, usize)],
-) -> Result<()> {
+fn check_bn_params(s: &NormShape, x: usize, y: usize, params: &[(&'static str, usize)]) -> Result<()> {
     let len = s.validate()?;
     check_len("batch norm input", len, x)?;
     check_len("batch norm output", len, y)?;
@@ -185,14 +153,7 @@ pub fn batch_norm_train_forward<T: Float>(
         let invstd = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
         save_mean[c] = mean;
         save_invstd[c] = invstd;
-        update_running(
-            cfg,
-            s.per_channel(),
-            mean,
-            var,
-            &mut running_mean[c],
-            &mut running_var[c],
-        );
+        update_running(cfg, s.per_channel(), mean, var, &mut running_mean[c], &mut running_var[c]);
     }
     let img = s.channels * s.spatial;
     for (x_img, y_img) in x.chunks_exact(img).zip(y.chunks_exact_mut(img)) {
@@ -209,14 +170,7 @@ pub fn batch_norm_train_forward<T: Float>(
 }
 
 /// `running = (1 − m)·running + m·batch`, with the unbiased batch variance.
-pub(crate) fn update_running<T: Float>(
-    cfg: &BatchNormConfig,
-    count: usize,
-    mean: T,
-    var: T,
-    rm: &mut T,
-    rv: &mut T,
-) {
+pub(crate) fn update_running<T: Float>(cfg: &BatchNormConfig, count: usize, mean: T, var: T, rm: &mut T, rv: &mut T) {
     let m = T::from_f64(cfg.momentum);
     let unbiased = var * T::from_usize(count) / T::from_usize(count - 1);
     *rm = (T::ONE - m) * *rm + m * mean;
@@ -264,14 +218,7 @@ pub fn batch_norm_eval_forward<T: Float>(
 /// Per-channel coefficients of the train-mode input gradient:
 /// `dx = k1·dy + k2·x + k3` with `k1 = γ·invstd`, `k2 = −k1·Σdy·x̂·invstd/M`,
 /// `k3 = −k1·Σdy/M − k2·mean`.
-pub(crate) fn bn_train_dx_coeffs<T: Float>(
-    gamma: T,
-    mean: T,
-    invstd: T,
-    sdy: T,
-    sdyx: T,
-    m: usize,
-) -> (T, T, T) {
+pub(crate) fn bn_train_dx_coeffs<T: Float>(gamma: T, mean: T, invstd: T, sdy: T, sdyx: T, m: usize) -> (T, T, T) {
     let mf = T::from_usize(m);
     let k1 = gamma * invstd;
     let k2 = -k1 * sdyx * invstd / mf;
@@ -310,14 +257,7 @@ pub fn batch_norm_train_backward<T: Float>(
         let (sdy, sdyx) = channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
         dbeta[c] += sdy;
         dgamma[c] += sdyx;
-        let (k1, k2, k3) = bn_train_dx_coeffs(
-            gamma[c],
-            save_mean[c],
-            save_invstd[c],
-            sdy,
-            sdyx,
-            s.per_channel(),
-        );
+        let (k1, k2, k3) = bn_train_dx_coeffs(gamma[c], save_mean[c], save_invstd[c], sdy, sdyx, s.per_channel());
         for n in 0..s.batch {
             let r = n * img + c * s.spatial..n * img + (c + 1) * s.spatial;
             for ((d, &g), &xv) in dx[r.clone()].iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
@@ -536,22 +476,11 @@ pub fn layer_norm_backward<T: Float>(
     check_len("layer norm mean", s.locations(), mean.len())?;
     check_len("layer norm rstd", s.locations(), rstd.len())?;
     let img = s.channels * s.spatial;
-    for (n, ((x_img, dy_img), dx_img)) in x
-        .chunks_exact(img)
-        .zip(dy.chunks_exact(img))
-        .zip(dx.chunks_exact_mut(img))
-        .enumerate()
+    for (n, ((x_img, dy_img), dx_img)) in
+        x.chunks_exact(img).zip(dy.chunks_exact(img)).zip(dx.chunks_exact_mut(img)).enumerate()
     {
         let st = n * s.spatial..(n + 1) * s.spatial;
-        layer_norm_backward_image(
-            s,
-            x_img,
-            dy_img,
-            gamma,
-            &mean[st.clone()],
-            &rstd[st],
-            dx_img,
-        );
+        layer_norm_backward_image(s, x_img, dy_img, gamma, &mean[st.clone()], &rstd[st], dx_img);
     }
     for c in 0..s.channels {
         let (sdy, sdyx) = layer_norm_param_sums(s, x, dy, mean, rstd, c);

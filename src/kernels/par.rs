@@ -22,34 +22,20 @@ pub const GEMM_BLOCKS: usize = 4;
 /// `C (+)= A·B` for a dense row-major `c` of `a.rows() × b.cols()`, cut into
 /// [`GEMM_BLOCKS`] blocks along its longer side. Cutting the longer side
 /// re-packs the smaller operand, which keeps packing traffic low.
-pub fn par_gemm<T: Float>(
-    c: &mut [T],
-    a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
-    accumulate: bool,
-) -> Result<()> {
+pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
     let (m, n) = (a.rows(), b.cols());
-    let len = m.checked_mul(n).ok_or(Error::Overflow {
-        what: "gemm output",
-    })?;
+    let len = m.checked_mul(n).ok_or(Error::Overflow { what: "gemm output" })?;
     check_len("gemm output", len, c.len())?;
     if m == 0 || n == 0 {
         return Ok(());
     }
     if m >= n {
         let rows = m.div_ceil(GEMM_BLOCKS);
-        c.par_chunks_mut(rows * n)
-            .enumerate()
-            .try_for_each(|(i, chunk)| {
-                let r0 = i * rows;
-                let r1 = (r0 + rows).min(m);
-                gemm(
-                    MatMut::row_major(chunk, r1 - r0, n)?,
-                    a.row_range(r0, r1)?,
-                    b,
-                    accumulate,
-                )
-            })
+        c.par_chunks_mut(rows * n).enumerate().try_for_each(|(i, chunk)| {
+            let r0 = i * rows;
+            let r1 = (r0 + rows).min(m);
+            gemm(MatMut::row_major(chunk, r1 - r0, n)?, a.row_range(r0, r1)?, b, accumulate)
+        })
     } else {
         let cols = n.div_ceil(GEMM_BLOCKS);
         let blocks = n.div_ceil(cols);
@@ -59,12 +45,7 @@ pub fn par_gemm<T: Float>(
                 let c0 = j * cols;
                 let c1 = (c0 + cols).min(n);
                 let mut part = alloc_zeroed(m * (c1 - c0));
-                gemm(
-                    MatMut::row_major(&mut part, m, c1 - c0)?,
-                    a,
-                    b.col_range(c0, c1)?,
-                    false,
-                )?;
+                gemm(MatMut::row_major(&mut part, m, c1 - c0)?, a, b.col_range(c0, c1)?, false)?;
                 Ok(part)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -119,21 +100,14 @@ pub fn conv2d_forward_par<T: Float>(
     });
     let cols = &*cols;
     let wm = MatRef::row_major(w, s.out_channels, d.col_rows)?;
-    y.par_chunks_mut(s.out_channels * d.out_hw)
-        .enumerate()
-        .try_for_each(|(n, y_img)| {
-            let cn = MatRef::new(&cols[n * d.out_hw..], d.col_rows, d.out_hw, ld, 1)?;
-            gemm(
-                MatMut::row_major(&mut *y_img, s.out_channels, d.out_hw)?,
-                wm,
-                cn,
-                false,
-            )?;
-            if let Some(b) = bias {
-                conv::add_bias(y_img, b, d.out_hw);
-            }
-            Ok(())
-        })
+    y.par_chunks_mut(s.out_channels * d.out_hw).enumerate().try_for_each(|(n, y_img)| {
+        let cn = MatRef::new(&cols[n * d.out_hw..], d.col_rows, d.out_hw, ld, 1)?;
+        gemm(MatMut::row_major(&mut *y_img, s.out_channels, d.out_hw)?, wm, cn, false)?;
+        if let Some(b) = bias {
+            conv::add_bias(y_img, b, d.out_hw);
+        }
+        Ok(())
+    })
 }
 
 /// Conv2d backward over the batch in parallel, from the `cols` written by
@@ -165,9 +139,7 @@ pub fn conv2d_backward_par<T: Float>(
     });
     if let Some(db) = db {
         check_len("conv2d bias gradient", s.out_channels, db.len())?;
-        db.par_iter_mut()
-            .zip(dy_t.par_chunks(ld))
-            .for_each(|(g, row)| *g += row.iter().copied().sum::<T>());
+        db.par_iter_mut().zip(dy_t.par_chunks(ld)).for_each(|(g, row)| *g += row.iter().copied().sum::<T>());
     }
     let dym = MatRef::row_major(&dy_t, s.out_channels, ld)?;
     let colst = MatRef::row_major(cols, d.col_rows, ld)?.t();
@@ -176,33 +148,22 @@ pub fn conv2d_backward_par<T: Float>(
         check_len("conv2d input gradient", d.in_len, dx.len())?;
         let in_img = s.in_channels * d.in_hw;
         let scratch = if d.pointwise { 0 } else { d.col_len };
-        dx.par_chunks_mut(in_img)
-            .zip(dy.par_chunks(out_img))
-            .try_for_each_init(
-                || alloc_zeroed::<T>(scratch),
-                |dcols, (dx_img, dy_img)| {
-                    conv::backward_data_image(s, &d, w, dy_img, dx_img, dcols)
-                },
-            )?;
+        dx.par_chunks_mut(in_img).zip(dy.par_chunks(out_img)).try_for_each_init(
+            || alloc_zeroed::<T>(scratch),
+            |dcols, (dx_img, dy_img)| conv::backward_data_image(s, &d, w, dy_img, dx_img, dcols),
+        )?;
     }
     Ok(())
 }
 
 /// Linear forward in parallel: `y = x·Wᵀ (+ b)`.
-pub fn linear_forward_par<T: Float>(
-    s: &LinearShape,
-    x: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    y: &mut [T],
-) -> Result<()> {
+pub fn linear_forward_par<T: Float>(s: &LinearShape, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) -> Result<()> {
     s.check(x.len(), w.len(), bias.map(<[T]>::len), y.len())?;
     let xm = MatRef::row_major(x, s.batch, s.in_features)?;
     let wt = MatRef::row_major(w, s.out_features, s.in_features)?.t();
     par_gemm(y, xm, wt, false)?;
     if let Some(b) = bias {
-        y.par_chunks_mut(s.out_features)
-            .for_each(|row| linear::add_bias_rows(row, b));
+        y.par_chunks_mut(s.out_features).for_each(|row| linear::add_bias_rows(row, b));
     }
     Ok(())
 }
@@ -222,19 +183,9 @@ pub fn linear_backward_par<T: Float>(
     let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
     if let Some(dx) = dx {
         check_len("linear input gradient", x.len(), dx.len())?;
-        par_gemm(
-            dx,
-            dym,
-            MatRef::row_major(w, s.out_features, s.in_features)?,
-            false,
-        )?;
+        par_gemm(dx, dym, MatRef::row_major(w, s.out_features, s.in_features)?, false)?;
     }
-    par_gemm(
-        dw,
-        dym.t(),
-        MatRef::row_major(x, s.batch, s.in_features)?,
-        true,
-    )?;
+    par_gemm(dw, dym.t(), MatRef::row_major(x, s.batch, s.in_features)?, true)?;
     if let Some(db) = db {
         check_len("linear bias gradient", s.out_features, db.len())?;
         let of = s.out_features;
@@ -276,10 +227,7 @@ pub fn batch_norm_train_forward_par<T: Float>(
         check_len(what, s.channels, l)?;
     }
     if !(cfg.eps.is_finite() && cfg.eps > 0.0) {
-        return Err(Error::InvalidParameter {
-            what: "norm eps",
-            reason: "must be finite and > 0",
-        });
+        return Err(Error::InvalidParameter { what: "norm eps", reason: "must be finite and > 0" });
     }
     if s.per_channel() < 2 {
         return Err(Error::InvalidShape {
@@ -287,36 +235,24 @@ pub fn batch_norm_train_forward_par<T: Float>(
             reason: "needs more than one value per channel",
         });
     }
-    let moments: Vec<(T, T)> = (0..s.channels)
-        .into_par_iter()
-        .map(|c| norm::channel_moments(s, x, c))
-        .collect();
+    let moments: Vec<(T, T)> = (0..s.channels).into_par_iter().map(|c| norm::channel_moments(s, x, c)).collect();
     for (c, &(mean, var)) in moments.iter().enumerate() {
         save_mean[c] = mean;
         save_invstd[c] = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
-        norm::update_running(
-            cfg,
-            s.per_channel(),
-            mean,
-            var,
-            &mut running_mean[c],
-            &mut running_var[c],
-        );
+        norm::update_running(cfg, s.per_channel(), mean, var, &mut running_mean[c], &mut running_var[c]);
     }
     let (sm, si) = (&*save_mean, &*save_invstd);
     let img = s.channels * s.spatial;
-    y.par_chunks_mut(img)
-        .zip(x.par_chunks(img))
-        .for_each(|(y_img, x_img)| {
-            for c in 0..s.channels {
-                let a = gamma[c] * si[c];
-                let b = beta[c] - sm[c] * a;
-                let r = c * s.spatial..(c + 1) * s.spatial;
-                for (yv, &xv) in y_img[r.clone()].iter_mut().zip(&x_img[r]) {
-                    *yv = xv * a + b;
-                }
+    y.par_chunks_mut(img).zip(x.par_chunks(img)).for_each(|(y_img, x_img)| {
+        for c in 0..s.channels {
+            let a = gamma[c] * si[c];
+            let b = beta[c] - sm[c] * a;
+            let r = c * s.spatial..(c + 1) * s.spatial;
+            for (yv, &xv) in y_img[r.clone()].iter_mut().zip(&x_img[r]) {
+                *yv = xv * a + b;
             }
-        });
+        }
+    });
     Ok(())
 }
 
@@ -359,32 +295,18 @@ pub fn batch_norm_train_backward_par<T: Float>(
         .map(|(c, &(sdy, sdyx, _))| {
             dbeta[c] += sdy;
             dgamma[c] += sdyx;
-            norm::bn_train_dx_coeffs(
-                gamma[c],
-                save_mean[c],
-                save_invstd[c],
-                sdy,
-                sdyx,
-                s.per_channel(),
-            )
+            norm::bn_train_dx_coeffs(gamma[c], save_mean[c], save_invstd[c], sdy, sdyx, s.per_channel())
         })
         .collect();
     let img = s.channels * s.spatial;
-    dx.par_chunks_mut(img)
-        .zip(dy.par_chunks(img))
-        .zip(x.par_chunks(img))
-        .for_each(|((dx_img, dy_img), x_img)| {
-            for (c, &(k1, k2, k3)) in coeffs.iter().enumerate() {
-                let r = c * s.spatial..(c + 1) * s.spatial;
-                for ((d, &g), &xv) in dx_img[r.clone()]
-                    .iter_mut()
-                    .zip(&dy_img[r.clone()])
-                    .zip(&x_img[r])
-                {
-                    *d = k1 * g + k2 * xv + k3;
-                }
+    dx.par_chunks_mut(img).zip(dy.par_chunks(img)).zip(x.par_chunks(img)).for_each(|((dx_img, dy_img), x_img)| {
+        for (c, &(k1, k2, k3)) in coeffs.iter().enumerate() {
+            let r = c * s.spatial..(c + 1) * s.spatial;
+            for ((d, &g), &xv) in dx_img[r.clone()].iter_mut().zip(&dy_img[r.clone()]).zip(&x_img[r]) {
+                *d = k1 * g + k2 * xv + k3;
             }
-        });
+        }
+    });
     Ok(())
 }
 
@@ -408,10 +330,7 @@ pub fn layer_norm_forward_par<T: Float>(
     check_len("layer norm mean", s.locations(), mean.len())?;
     check_len("layer norm rstd", s.locations(), rstd.len())?;
     if !(eps.is_finite() && eps > 0.0) {
-        return Err(Error::InvalidParameter {
-            what: "norm eps",
-            reason: "must be finite and > 0",
-        });
+        return Err(Error::InvalidParameter { what: "norm eps", reason: "must be finite and > 0" });
     }
     let img = s.channels * s.spatial;
     let e = T::from_f64(eps);
@@ -419,9 +338,7 @@ pub fn layer_norm_forward_par<T: Float>(
         .zip(x.par_chunks(img))
         .zip(mean.par_chunks_mut(s.spatial))
         .zip(rstd.par_chunks_mut(s.spatial))
-        .for_each(|(((y_img, x_img), m), r)| {
-            norm::layer_norm_image(s, e, x_img, gamma, beta, y_img, m, r)
-        });
+        .for_each(|(((y_img, x_img), m), r)| norm::layer_norm_image(s, e, x_img, gamma, beta, y_img, m, r));
     Ok(())
 }
 
@@ -455,14 +372,10 @@ pub fn layer_norm_backward_par<T: Float>(
         .for_each(|(((dx_img, dy_img), x_img), (m, r))| {
             norm::layer_norm_backward_image(s, x_img, dy_img, gamma, m, r, dx_img)
         });
-    dgamma
-        .par_iter_mut()
-        .zip(dbeta.par_iter_mut())
-        .enumerate()
-        .for_each(|(c, (dg, db))| {
-            let (sdy, sdyx) = norm::layer_norm_param_sums(s, x, dy, mean, rstd, c);
-            *db += sdy;
-            *dg += sdyx;
-        });
+    dgamma.par_iter_mut().zip(dbeta.par_iter_mut()).enumerate().for_each(|(c, (dg, db))| {
+        let (sdy, sdyx) = norm::layer_norm_param_sums(s, x, dy, mean, rstd, c);
+        *db += sdy;
+        *dg += sdyx;
+    });
     Ok(())
 }

@@ -23,14 +23,7 @@ pub struct MaxPoolShape {
 impl MaxPoolShape {
     /// DIM's pool: kernel 3, stride 2.
     pub fn k3s2(batch: usize, channels: usize, in_h: usize, in_w: usize) -> Self {
-        Self {
-            batch,
-            channels,
-            in_h,
-            in_w,
-            kernel: 3,
-            stride: 2,
-        }
+        Self { batch, channels, in_h, in_w, kernel: 3, stride: 2 }
     }
 
     /// Checks the shape; returns (out_h, out_w, input length, output length).
@@ -42,16 +35,11 @@ impl MaxPoolShape {
         check_nonzero("max pool kernel", self.kernel)?;
         check_nonzero("max pool stride", self.stride)?;
         if self.kernel > self.in_h || self.kernel > self.in_w {
-            return Err(Error::InvalidShape {
-                what: "max pool",
-                reason: "window is larger than the input",
-            });
+            return Err(Error::InvalidShape { what: "max pool", reason: "window is larger than the input" });
         }
         let plane = checked_product("max pool input", &[self.in_h, self.in_w])?;
         if u32::try_from(plane).is_err() {
-            return Err(Error::Overflow {
-                what: "max pool plane",
-            });
+            return Err(Error::Overflow { what: "max pool plane" });
         }
         let oh = (self.in_h - self.kernel) / self.stride + 1;
         let ow = (self.in_w - self.kernel) / self.stride + 1;
@@ -66,22 +54,13 @@ impl MaxPoolShape {
 
 /// Forward: `y` gets each window's maximum and `argmax` its index within the
 /// input plane (first maximum on ties).
-pub fn max_pool_forward<T: Float>(
-    s: &MaxPoolShape,
-    x: &[T],
-    y: &mut [T],
-    argmax: &mut [u32],
-) -> Result<()> {
+pub fn max_pool_forward<T: Float>(s: &MaxPoolShape, x: &[T], y: &mut [T], argmax: &mut [u32]) -> Result<()> {
     let (oh, ow, il, ol) = s.validate()?;
     check_len("max pool input", il, x.len())?;
     check_len("max pool output", ol, y.len())?;
     check_len("max pool argmax", ol, argmax.len())?;
     let plane = s.in_h * s.in_w;
-    for ((xp, yp), ap) in x
-        .chunks_exact(plane)
-        .zip(y.chunks_exact_mut(oh * ow))
-        .zip(argmax.chunks_exact_mut(oh * ow))
-    {
+    for ((xp, yp), ap) in x.chunks_exact(plane).zip(y.chunks_exact_mut(oh * ow)).zip(argmax.chunks_exact_mut(oh * ow)) {
         for i in 0..oh {
             for j in 0..ow {
                 let (h0, w0) = (i * s.stride, j * s.stride);
@@ -106,23 +85,14 @@ pub fn max_pool_forward<T: Float>(
 }
 
 /// Backward: `dx` is zeroed, then each `dy` is added at its window's argmax.
-pub fn max_pool_backward<T: Float>(
-    s: &MaxPoolShape,
-    argmax: &[u32],
-    dy: &[T],
-    dx: &mut [T],
-) -> Result<()> {
+pub fn max_pool_backward<T: Float>(s: &MaxPoolShape, argmax: &[u32], dy: &[T], dx: &mut [T]) -> Result<()> {
     let (oh, ow, il, ol) = s.validate()?;
     check_len("max pool output gradient", ol, dy.len())?;
     check_len("max pool argmax", ol, argmax.len())?;
     check_len("max pool input gradient", il, dx.len())?;
     let plane = s.in_h * s.in_w;
     dx.fill(T::ZERO);
-    for ((dxp, dyp), ap) in dx
-        .chunks_exact_mut(plane)
-        .zip(dy.chunks_exact(oh * ow))
-        .zip(argmax.chunks_exact(oh * ow))
-    {
+    for ((dxp, dyp), ap) in dx.chunks_exact_mut(plane).zip(dy.chunks_exact(oh * ow)).zip(argmax.chunks_exact(oh * ow)) {
         for (&g, &a) in dyp.iter().zip(ap) {
             let a = a as usize;
             if a >= plane {

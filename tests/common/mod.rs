@@ -38,10 +38,7 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 /// Largest |a − b| / max(|b|, 1).
 pub fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(&x, &y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f64::max)
 }
 
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
@@ -60,12 +57,7 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// Central finite differences of `f` at `x` for a subset of coordinates.
 /// Returns (index, numeric derivative) pairs.
-pub fn fd_grad(
-    x: &[f64],
-    coords: &[usize],
-    h: f64,
-    mut f: impl FnMut(&[f64]) -> f64,
-) -> Vec<(usize, f64)> {
+pub fn fd_grad(x: &[f64], coords: &[usize], h: f64, mut f: impl FnMut(&[f64]) -> f64) -> Vec<(usize, f64)> {
     let mut xp = x.to_vec();
     coords
         .iter()
@@ -83,21 +75,14 @@ pub fn fd_grad(
 
 /// Up to `max` coordinates of a tensor of length `n`, spread over it.
 pub fn coords(n: usize, max: usize, rng: &mut Rng) -> Vec<usize> {
-    if n <= max {
-        (0..n).collect()
-    } else {
-        (0..max).map(|_| rng.below(n)).collect()
-    }
+    if n <= max { (0..n).collect() } else { (0..max).map(|_| rng.below(n)).collect() }
 }
 
 /// Checks analytic against numeric gradients: |a − n| ≤ tol·max(1, |n|).
 pub fn check_fd(what: &str, analytic: &[f64], numeric: &[(usize, f64)], tol: f64) {
     for &(i, n) in numeric {
         let a = analytic[i];
-        assert!(
-            (a - n).abs() <= tol * n.abs().max(1.0),
-            "{what}[{i}]: analytic {a:e} vs finite-difference {n:e}"
-        );
+        assert!((a - n).abs() <= tol * n.abs().max(1.0), "{what}[{i}]: analytic {a:e} vs finite-difference {n:e}");
     }
 }
 
@@ -123,17 +108,11 @@ pub fn conv2d_ref(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) -> V
                             for kj in 0..s.kernel_w {
                                 let ih = (i * s.stride + ki) as isize - s.padding as isize;
                                 let iw = (j * s.stride + kj) as isize - s.padding as isize;
-                                if ih < 0
-                                    || iw < 0
-                                    || ih >= s.in_h as isize
-                                    || iw >= s.in_w as isize
-                                {
+                                if ih < 0 || iw < 0 || ih >= s.in_h as isize || iw >= s.in_w as isize {
                                     continue;
                                 }
-                                let xi = ((n * s.in_channels + ci) * s.in_h + ih as usize) * s.in_w
-                                    + iw as usize;
-                                let wi =
-                                    ((co * s.in_channels + ci) * s.kernel_h + ki) * s.kernel_w + kj;
+                                let xi = ((n * s.in_channels + ci) * s.in_h + ih as usize) * s.in_w + iw as usize;
+                                let wi = ((co * s.in_channels + ci) * s.kernel_h + ki) * s.kernel_w + kj;
                                 acc += x[xi] * w[wi];
                             }
                         }
@@ -147,12 +126,7 @@ pub fn conv2d_ref(s: &Conv2dShape, x: &[f64], w: &[f64], b: Option<&[f64]>) -> V
 }
 
 /// Direct-loop conv2d backward: (dx, dw, db).
-pub fn conv2d_backward_ref(
-    s: &Conv2dShape,
-    x: &[f64],
-    w: &[f64],
-    dy: &[f64],
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn conv2d_backward_ref(s: &Conv2dShape, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let oh = out_size(s.in_h, s.kernel_h, s.stride, s.padding);
     let ow = out_size(s.in_w, s.kernel_w, s.stride, s.padding);
     let mut dx = vec![0.0; x.len()];
@@ -169,17 +143,11 @@ pub fn conv2d_backward_ref(
                             for kj in 0..s.kernel_w {
                                 let ih = (i * s.stride + ki) as isize - s.padding as isize;
                                 let iw = (j * s.stride + kj) as isize - s.padding as isize;
-                                if ih < 0
-                                    || iw < 0
-                                    || ih >= s.in_h as isize
-                                    || iw >= s.in_w as isize
-                                {
+                                if ih < 0 || iw < 0 || ih >= s.in_h as isize || iw >= s.in_w as isize {
                                     continue;
                                 }
-                                let xi = ((n * s.in_channels + ci) * s.in_h + ih as usize) * s.in_w
-                                    + iw as usize;
-                                let wi =
-                                    ((co * s.in_channels + ci) * s.kernel_h + ki) * s.kernel_w + kj;
+                                let xi = ((n * s.in_channels + ci) * s.in_h + ih as usize) * s.in_w + iw as usize;
+                                let wi = ((co * s.in_channels + ci) * s.kernel_h + ki) * s.kernel_w + kj;
                                 dx[xi] += g * w[wi];
                                 dw[wi] += g * x[xi];
                             }
@@ -193,14 +161,7 @@ pub fn conv2d_backward_ref(
 }
 
 /// y[n,o] = Σ_i x[n,i]·w[o,i] + b[o].
-pub fn linear_ref(
-    n: usize,
-    fin: usize,
-    fout: usize,
-    x: &[f64],
-    w: &[f64],
-    b: Option<&[f64]>,
-) -> Vec<f64> {
+pub fn linear_ref(n: usize, fin: usize, fout: usize, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64> {
     let mut y = vec![0.0; n * fout];
     for r in 0..n {
         for o in 0..fout {
@@ -231,10 +192,7 @@ pub fn batch_norm_train_ref(
     let mut nrv = rv.to_vec();
     let m = (n * sp) as f64;
     for ch in 0..c {
-        let vals: Vec<f64> = (0..n)
-            .flat_map(|i| (0..sp).map(move |p| (i * c + ch) * sp + p))
-            .map(|k| x[k])
-            .collect();
+        let vals: Vec<f64> = (0..n).flat_map(|i| (0..sp).map(move |p| (i * c + ch) * sp + p)).map(|k| x[k]).collect();
         let mean = vals.iter().sum::<f64>() / m;
         let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / m;
         for i in 0..n {
@@ -273,14 +231,7 @@ pub fn batch_norm_eval_ref(
 }
 
 /// Layer norm over channels at each location, NCHW.
-pub fn layer_norm_ref(
-    n: usize,
-    c: usize,
-    sp: usize,
-    x: &[f64],
-    gamma: &[f64],
-    beta: &[f64],
-) -> Vec<f64> {
+pub fn layer_norm_ref(n: usize, c: usize, sp: usize, x: &[f64], gamma: &[f64], beta: &[f64]) -> Vec<f64> {
     let mut y = vec![0.0; x.len()];
     for i in 0..n {
         for p in 0..sp {
@@ -306,12 +257,7 @@ pub fn max_pool_ref(s: &MaxPoolShape, x: &[f64]) -> Vec<f64> {
                 let mut m = f64::NEG_INFINITY;
                 for a in 0..s.kernel {
                     for b in 0..s.kernel {
-                        m = m.max(
-                            x[pl * s.in_h * s.in_w
-                                + (i * s.stride + a) * s.in_w
-                                + j * s.stride
-                                + b],
-                        );
+                        m = m.max(x[pl * s.in_h * s.in_w + (i * s.stride + a) * s.in_w + j * s.stride + b]);
                     }
                 }
                 y.push(m);
@@ -330,11 +276,7 @@ pub fn lse_ref(row: &[f64]) -> f64 {
 
 pub fn softplus_ref(x: f64) -> f64 {
     // log(1 + e^x) = x + log(1 + e^−x) for x > 0: both exact identities.
-    if x > 0.0 {
-        x + (-x).exp().ln_1p()
-    } else {
-        x.exp().ln_1p()
-    }
+    if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() }
 }
 
 pub fn sigmoid_ref(x: f64) -> f64 {
