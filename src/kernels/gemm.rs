@@ -254,9 +254,9 @@ const MR: usize = 6;
 /// Register tile columns (two AVX2 vectors of f32).
 const NR: usize = 16;
 /// Depth of one packed panel.
-const KC: usize = 128;
+const KC: usize = 256;
 /// Rows of A packed at once (a multiple of MR).
-const MC: usize = 48;
+const MC: usize = 24;
 
 fn blocked<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -323,9 +323,16 @@ fn blocked_impl<T: Float, const FMA: bool>(mut c: MatMut<'_, T>, a: MatRef<'_, T
                     let mr = MR.min(mc - pi * MR);
                     for (r, acc_row) in acc.iter().enumerate().take(mr) {
                         let i = ic + pi * MR + r;
-                        for (jj, &v) in acc_row.iter().enumerate().take(nr) {
-                            let idx = i * c.rs + (j0 + jj) * c.cs;
-                            c.data[idx] += v;
+                        if c.cs == 1 {
+                            // Contiguous row: a vectorised add.
+                            let start = i * c.rs + j0;
+                            for (d, &v) in c.data[start..start + nr].iter_mut().zip(acc_row) {
+                                *d += v;
+                            }
+                        } else {
+                            for (jj, &v) in acc_row.iter().enumerate().take(nr) {
+                                c.data[i * c.rs + (j0 + jj) * c.cs] += v;
+                            }
                         }
                     }
                 }
@@ -345,6 +352,10 @@ impl<T> MatMut<'_, T> {
 fn micro_kernel<T: Float, const FMA: bool>(ap: &[T], bp: &[T]) -> [[T; NR]; MR] {
     let mut acc = [[T::ZERO; NR]; MR];
     for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)) {
+        // Fixed-size views: no bounds checks in the FMA loop.
+        let (Ok(a), Ok(b)) = (<&[T; MR]>::try_from(a), <&[T; NR]>::try_from(b)) else {
+            continue;
+        };
         for r in 0..MR {
             let av = a[r];
             for j in 0..NR {
