@@ -18,5 +18,6 @@
 
 pub mod error;
 pub mod kernels;
+pub mod optim;
 
 pub use error::{Error, Result};

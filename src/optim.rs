@@ -1,0 +1,78 @@
+//! Adam over flat buffers: one parameter slice, one gradient slice and two
+//! moment slices, updated in one pass. `no_std`, no heap.
+//!
+//! The update is PyTorch's `torch.optim.Adam` (no weight decay, no amsgrad),
+//! in the same operation order, so one step matches PyTorch to rounding.
+
+use crate::error::{Error, Result, check_len};
+
+/// Adam hyper-parameters. DIM's defaults (cortex): lr 1e-4, betas (0.5, 0.999).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Added to the denominator.
+    pub eps: f64,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self::dim()
+    }
+}
+
+impl AdamConfig {
+    /// DIM's encoder optimiser: lr 1e-4, betas (0.5, 0.999), eps 1e-8.
+    pub const fn dim() -> Self {
+        Self { lr: 1e-4, beta1: 0.5, beta2: 0.999, eps: 1e-8 }
+    }
+
+    /// PyTorch's defaults with a given learning rate: betas (0.9, 0.999).
+    pub const fn torch_default(lr: f64) -> Self {
+        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+
+    /// Checks every field is in range.
+    pub fn validate(&self) -> Result<()> {
+        let ok = |v: f64, lo: f64, hi: f64| v.is_finite() && v >= lo && v < hi;
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::InvalidParameter { what: "adam lr", reason: "must be finite and > 0" });
+        }
+        if !ok(self.beta1, 0.0, 1.0) || !ok(self.beta2, 0.0, 1.0) {
+            return Err(Error::InvalidParameter { what: "adam betas", reason: "must be in [0, 1)" });
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::InvalidParameter { what: "adam eps", reason: "must be finite and > 0" });
+        }
+        Ok(())
+    }
+}
+
+/// One Adam step at 1-based step `t` over matching slices.
+pub fn adam_step(cfg: &AdamConfig, t: u64, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) -> Result<()> {
+    cfg.validate()?;
+    if t == 0 {
+        return Err(Error::InvalidParameter { what: "adam step", reason: "steps count from 1" });
+    }
+    let n = params.len();
+    check_len("adam gradients", n, grads.len())?;
+    check_len("adam first moments", n, m.len())?;
+    check_len("adam second moments", n, v.len())?;
+    let ti = i32::try_from(t).unwrap_or(i32::MAX);
+    let bc1 = 1.0 - cfg.beta1.powi(ti);
+    let bc2 = 1.0 - cfg.beta2.powi(ti);
+    let step_size = (cfg.lr / bc1) as f32;
+    let bc2_sqrt = libm::sqrt(bc2) as f32;
+    let (b1, b2, eps) = (cfg.beta1 as f32, cfg.beta2 as f32, cfg.eps as f32);
+    for (((p, &g), mi), vi) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *mi = b1 * *mi + (1.0 - b1) * g;
+        *vi = b2 * *vi + (1.0 - b2) * g * g;
+        let denom = libm::sqrtf(*vi) / bc2_sqrt + eps;
+        *p -= step_size * *mi / denom;
+    }
+    Ok(())
+}
