@@ -16,8 +16,13 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "train")]
+pub mod dim;
 pub mod error;
 pub mod kernels;
 pub mod optim;
+#[cfg(feature = "train")]
+pub mod params;
+pub mod rng;
 
 pub use error::{Error, Result};

@@ -1,0 +1,349 @@
+//! One encoder layer as a unit: `conv|linear → BN → ReLU → max-pool`, with
+//! its parameter offsets, its saved activations and its forward/backward.
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::kernels::{self as k, par};
+use crate::params::{Init, ParamTable};
+
+/// Train mode (batch statistics, running-stat updates) or eval mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch statistics; running statistics are updated.
+    Train,
+    /// Running statistics; nothing is updated.
+    Eval,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BnRefs {
+    pub gamma: usize,
+    pub beta: usize,
+    pub rm: usize,
+    pub rv: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op {
+    Conv { in_shape: [usize; 3], out_c: usize, kernel: usize, stride: usize, padding: usize },
+    Linear { in_f: usize, out_f: usize },
+}
+
+/// A layer of the encoder (or of the global-DIM tower).
+#[derive(Clone, Debug)]
+pub(crate) struct Block {
+    pub op: Op,
+    /// Shape before the pool, `[c, h, w]`.
+    pub pre: [usize; 3],
+    /// Output shape, `[c, h, w]` (after the pool if any).
+    pub out: [usize; 3],
+    pub w: usize,
+    pub w_len: usize,
+    pub b: Option<usize>,
+    pub bn: Option<BnRefs>,
+    pub relu: bool,
+    pub pool: bool,
+}
+
+/// Saved activations and gradient scratch of one block at one batch size.
+#[derive(Debug, Default)]
+pub(crate) struct BlockActs {
+    pub cols: Vec<f32>,
+    pub z: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub invstd: Vec<f32>,
+    /// Post-BN, post-ReLU, pre-pool activation.
+    pub a: Vec<f32>,
+    pub argmax: Vec<u32>,
+    pub pooled: Vec<f32>,
+    /// Gradient w.r.t. the block output.
+    pub d_out: Vec<f32>,
+    pub d_a: Vec<f32>,
+    pub dz: Vec<f32>,
+}
+
+impl BlockActs {
+    /// The block output.
+    pub fn out<'a>(&'a self, b: &Block) -> &'a [f32] {
+        if b.pool { &self.pooled } else { &self.a }
+    }
+}
+
+fn prod(s: [usize; 3]) -> usize {
+    s[0] * s[1] * s[2]
+}
+
+/// Two disjoint mutable ranges of one buffer.
+pub(crate) fn pair_mut(
+    buf: &mut [f32],
+    r1: core::ops::Range<usize>,
+    r2: core::ops::Range<usize>,
+) -> (&mut [f32], &mut [f32]) {
+    if r1.start < r2.start {
+        let (lo, hi) = buf.split_at_mut(r2.start);
+        (&mut lo[r1], &mut hi[..r2.end - r2.start])
+    } else {
+        let (lo, hi) = buf.split_at_mut(r1.start);
+        (&mut hi[..r1.end - r1.start], &mut lo[r2])
+    }
+}
+
+impl Block {
+    /// A conv block; registers `conv_name.weight` (+ `.bias` without BN) and
+    /// `bn_name.{weight,bias}` / `.{running_mean,running_var}`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv(
+        params: &mut ParamTable,
+        buffers: &mut ParamTable,
+        conv_name: &str,
+        bn_name: &str,
+        in_shape: [usize; 3],
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bn: bool,
+        relu: bool,
+        pool: bool,
+    ) -> Self {
+        let fan_in = in_shape[0] * kernel * kernel;
+        let w = params.push(format!("{conv_name}.weight"), &[out_c, in_shape[0], kernel, kernel], Init::FanIn(fan_in));
+        let b = (!bn).then(|| params.push(format!("{conv_name}.bias"), &[out_c], Init::FanIn(fan_in)));
+        let bn = bn.then(|| register_bn(params, buffers, bn_name, out_c));
+        let h = (in_shape[1] + 2 * padding - kernel) / stride + 1;
+        let wd = (in_shape[2] + 2 * padding - kernel) / stride + 1;
+        let pre = [out_c, h, wd];
+        let out = if pool { [out_c, (h - 3) / 2 + 1, (wd - 3) / 2 + 1] } else { pre };
+        Self {
+            op: Op::Conv { in_shape, out_c, kernel, stride, padding },
+            pre,
+            out,
+            w,
+            w_len: out_c * fan_in,
+            b,
+            bn,
+            relu,
+            pool,
+        }
+    }
+
+    /// A linear block (input flattened channel-major).
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(
+        params: &mut ParamTable,
+        buffers: &mut ParamTable,
+        name: &str,
+        bn_name: &str,
+        in_f: usize,
+        out_f: usize,
+        bn: bool,
+        relu: bool,
+        bias: bool,
+    ) -> Self {
+        let w = params.push(format!("{name}.weight"), &[out_f, in_f], Init::FanIn(in_f));
+        let b = (bias && !bn).then(|| params.push(format!("{name}.bias"), &[out_f], Init::FanIn(in_f)));
+        let bn = bn.then(|| register_bn(params, buffers, bn_name, out_f));
+        Self {
+            op: Op::Linear { in_f, out_f },
+            pre: [out_f, 1, 1],
+            out: [out_f, 1, 1],
+            w,
+            w_len: out_f * in_f,
+            b,
+            bn,
+            relu,
+            pool: false,
+        }
+    }
+
+    /// Output elements per image.
+    pub fn out_per_image(&self) -> usize {
+        prod(self.out)
+    }
+
+    fn conv_shape(&self, n: usize) -> Option<k::Conv2dShape> {
+        match self.op {
+            Op::Conv { in_shape, out_c, kernel, stride, padding } => {
+                Some(k::Conv2dShape::new(n, in_shape[0], (in_shape[1], in_shape[2]), out_c, kernel, stride, padding))
+            }
+            Op::Linear { .. } => None,
+        }
+    }
+
+    fn norm_shape(&self, n: usize) -> k::NormShape {
+        k::NormShape::new(n, self.pre[0], self.pre[1] * self.pre[2])
+    }
+
+    fn pool_shape(&self) -> k::MaxPoolShape {
+        k::MaxPoolShape::k3s2(1, self.pre[0], self.pre[1], self.pre[2])
+    }
+
+    /// Allocates this block's activations for batch `n` (train: everything
+    /// backward needs; eval: only what the forward writes).
+    pub fn alloc(&self, n: usize, train: bool) -> Result<BlockActs> {
+        let pre = n * prod(self.pre);
+        let out = n * self.out_per_image();
+        let c = self.pre[0];
+        let mut a = BlockActs { z: vec![0.0; pre], a: vec![0.0; pre], ..Default::default() };
+        if let Some(s) = self.conv_shape(n) {
+            a.cols = vec![0.0; s.validate()?.batched_col_len];
+        }
+        if self.bn.is_some() {
+            a.mean = vec![0.0; c];
+            a.invstd = vec![0.0; c];
+        }
+        if self.pool {
+            a.argmax = vec![0; out];
+            a.pooled = vec![0.0; out];
+        }
+        if train {
+            a.d_out = vec![0.0; out];
+            a.d_a = if self.pool { vec![0.0; pre] } else { Vec::new() };
+            a.dz = if self.bn.is_some() { vec![0.0; pre] } else { Vec::new() };
+        }
+        Ok(a)
+    }
+
+    /// Forward for `n` images of input `x`.
+    pub fn forward(
+        &self,
+        n: usize,
+        params: &[f32],
+        buffers: &mut [f32],
+        x: &[f32],
+        acts: &mut BlockActs,
+        mode: Mode,
+    ) -> Result<()> {
+        let w = &params[self.w..self.w + self.w_len];
+        let out_f = self.pre[0];
+        let bias = self.b.map(|b| &params[b..b + out_f]);
+        match self.op {
+            Op::Conv { .. } => {
+                let s = self.conv_shape(n).ok_or(crate::Error::InvalidShape { what: "block", reason: "not a conv" })?;
+                par::conv2d_forward_par(&s, x, w, bias, &mut acts.z, &mut acts.cols)?;
+            }
+            Op::Linear { in_f, out_f } => {
+                par::linear_forward_par(&k::LinearShape::new(n, in_f, out_f), x, w, bias, &mut acts.z)?;
+            }
+        }
+        let ns = self.norm_shape(n);
+        if let Some(bn) = self.bn {
+            let (g, b) = (&params[bn.gamma..bn.gamma + out_f], &params[bn.beta..bn.beta + out_f]);
+            match mode {
+                Mode::Train => {
+                    let (rm, rv) = pair_mut(buffers, bn.rm..bn.rm + out_f, bn.rv..bn.rv + out_f);
+                    par::batch_norm_train_forward_par(
+                        &ns,
+                        &k::BatchNormConfig::default(),
+                        &acts.z,
+                        g,
+                        b,
+                        rm,
+                        rv,
+                        &mut acts.a,
+                        &mut acts.mean,
+                        &mut acts.invstd,
+                    )?;
+                }
+                Mode::Eval => {
+                    let (rm, rv) = (&buffers[bn.rm..bn.rm + out_f], &buffers[bn.rv..bn.rv + out_f]);
+                    k::batch_norm_eval_forward(&ns, k::NORM_EPS, &acts.z, g, b, rm, rv, &mut acts.a)?;
+                }
+            }
+        } else {
+            acts.a.copy_from_slice(&acts.z);
+        }
+        if self.relu {
+            acts.a.par_chunks_mut(1 << 14).for_each(k::relu_inplace);
+        }
+        if self.pool {
+            let ps = self.pool_shape();
+            let (pin, pout) = (prod(self.pre), self.out_per_image());
+            acts.a
+                .par_chunks(pin)
+                .zip(acts.pooled.par_chunks_mut(pout).zip(acts.argmax.par_chunks_mut(pout)))
+                .try_for_each(|(xi, (yi, ai))| k::max_pool_forward(&ps, xi, yi, ai))?;
+        }
+        Ok(())
+    }
+
+    /// Backward from `acts.d_out` (consumed). Writes `dx` if given and
+    /// accumulates parameter gradients into `grads`.
+    pub fn backward(
+        &self,
+        n: usize,
+        params: &[f32],
+        grads: &mut [f32],
+        x: &[f32],
+        acts: &mut BlockActs,
+        dx: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let out_f = self.pre[0];
+        // Gradient w.r.t. the pre-pool activation `a`.
+        let d_a: &mut Vec<f32> = if self.pool {
+            let ps = self.pool_shape();
+            let (pin, pout) = (prod(self.pre), self.out_per_image());
+            acts.d_a
+                .par_chunks_mut(pin)
+                .zip(acts.d_out.par_chunks(pout).zip(acts.argmax.par_chunks(pout)))
+                .try_for_each(|(dxi, (dyi, ai))| k::max_pool_backward(&ps, ai, dyi, dxi))?;
+            &mut acts.d_a
+        } else {
+            &mut acts.d_out
+        };
+        if self.relu {
+            d_a.par_chunks_mut(1 << 14).zip(acts.a.par_chunks(1 << 14)).for_each(|(d, a)| {
+                for (g, &v) in d.iter_mut().zip(a) {
+                    if v <= 0.0 {
+                        *g = 0.0;
+                    }
+                }
+            });
+        }
+        let dz: &[f32] = if let Some(bn) = self.bn {
+            let (dg, db) = pair_mut(grads, bn.gamma..bn.gamma + out_f, bn.beta..bn.beta + out_f);
+            par::batch_norm_train_backward_par(
+                &self.norm_shape(n),
+                &acts.z,
+                d_a,
+                &params[bn.gamma..bn.gamma + out_f],
+                &acts.mean,
+                &acts.invstd,
+                &mut acts.dz,
+                dg,
+                db,
+            )?;
+            &acts.dz
+        } else {
+            d_a
+        };
+        let w = &params[self.w..self.w + self.w_len];
+        let (dw, db) = match self.b {
+            Some(b) => {
+                let (dw, db) = pair_mut(grads, self.w..self.w + self.w_len, b..b + out_f);
+                (dw, Some(db))
+            }
+            None => (&mut grads[self.w..self.w + self.w_len], None),
+        };
+        match self.op {
+            Op::Conv { .. } => {
+                let s = self.conv_shape(n).ok_or(crate::Error::InvalidShape { what: "block", reason: "not a conv" })?;
+                par::conv2d_backward_par(&s, &acts.cols, w, dz, dx, dw, db)?;
+            }
+            Op::Linear { in_f, out_f } => {
+                par::linear_backward_par(&k::LinearShape::new(n, in_f, out_f), x, w, dz, dx, dw, db)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn register_bn(params: &mut ParamTable, buffers: &mut ParamTable, name: &str, c: usize) -> BnRefs {
+    BnRefs {
+        gamma: params.push(format!("{name}.weight"), &[c], Init::Ones),
+        beta: params.push(format!("{name}.bias"), &[c], Init::Zeros),
+        rm: buffers.push(format!("{name}.running_mean"), &[c], Init::Zeros),
+        rv: buffers.push(format!("{name}.running_var"), &[c], Init::Ones),
+    }
+}

@@ -1,0 +1,164 @@
+//! The three MI estimators over a score matrix (spec §3), loss and gradient
+//! in one pass.
+//!
+//! Scores are laid out `S[(i, k), (j, p)]`: one row per global vector k of
+//! image i, one column per local vector p of image j. Positives are j = i,
+//! negatives j ≠ i (every location of every other image). The returned loss
+//! is minimised; `mi` is the matching estimate in nats.
+
+use crate::dim::config::Estimator;
+use crate::error::{Error, Result, check_len};
+use crate::kernels::{Float, sigmoid, softplus};
+
+/// What one estimator evaluation reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EstimatorStats {
+    /// The loss (spec sign conventions, §9.2).
+    pub loss: f64,
+    /// The MI estimate of this estimator, in nats.
+    pub mi: f64,
+    /// Mean positive score.
+    pub pos_mean: f64,
+    /// Mean negative score.
+    pub neg_mean: f64,
+}
+
+/// Shape of a score matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScoreShape {
+    /// Images N.
+    pub n: usize,
+    /// Global vectors per image K.
+    pub k: usize,
+    /// Local vectors per image P.
+    pub p: usize,
+}
+
+impl ScoreShape {
+    /// Rows N·K.
+    pub fn rows(&self) -> usize {
+        self.n * self.k
+    }
+
+    /// Columns N·P.
+    pub fn cols(&self) -> usize {
+        self.n * self.p
+    }
+
+    fn validate(&self) -> Result<usize> {
+        if self.n < 2 {
+            return Err(Error::InvalidShape { what: "DIM scores", reason: "need a batch of at least 2 (negatives)" });
+        }
+        if self.k == 0 || self.p == 0 {
+            return Err(Error::ZeroSize { what: "DIM scores (globals or locations)" });
+        }
+        crate::error::checked_product("DIM scores", &[self.n, self.k, self.n, self.p])
+    }
+}
+
+/// Loss, stats and `ds = scale · ∂loss/∂S` for estimator `est`.
+pub fn estimate<T: Float>(est: Estimator, sh: ScoreShape, s: &[T], ds: &mut [T], scale: T) -> Result<EstimatorStats> {
+    let len = sh.validate()?;
+    check_len("DIM scores", len, s.len())?;
+    check_len("DIM score gradient", len, ds.len())?;
+    let (n, p, cols) = (sh.n, sh.p, sh.cols());
+    let n_pos = (sh.rows() * p) as f64;
+    let n_neg = (sh.rows() * (n - 1) * p) as f64;
+    let image_of_row = |r: usize| r / sh.k;
+    // Positive/negative means (reported for every estimator).
+    let (mut pos_sum, mut neg_sum) = (0f64, 0f64);
+    for (r, row) in s.chunks_exact(cols).enumerate() {
+        let i = image_of_row(r);
+        for (c, &v) in row.iter().enumerate() {
+            if c / p == i {
+                pos_sum += v.to_f64();
+            } else {
+                neg_sum += v.to_f64();
+            }
+        }
+    }
+    let (pos_mean, neg_mean) = (pos_sum / n_pos, neg_sum / n_neg);
+    let stats = match est {
+        Estimator::Jsd => {
+            // L = mean_neg sp(S) + mean_pos sp(−S) − 2 ln 2.
+            let (wp, wn) = (1.0 / n_pos, 1.0 / n_neg);
+            let mut loss = 0f64;
+            for (r, (row, drow)) in s.chunks_exact(cols).zip(ds.chunks_exact_mut(cols)).enumerate() {
+                let i = image_of_row(r);
+                for (c, (&v, d)) in row.iter().zip(drow.iter_mut()).enumerate() {
+                    if c / p == i {
+                        loss += wp * softplus(-v).to_f64();
+                        *d = scale * T::from_f64(-wp) * sigmoid(-v);
+                    } else {
+                        loss += wn * softplus(v).to_f64();
+                        *d = scale * T::from_f64(wn) * sigmoid(v);
+                    }
+                }
+            }
+            let loss = loss - 2.0 * core::f64::consts::LN_2;
+            EstimatorStats { loss, mi: -loss, pos_mean, neg_mean }
+        }
+        Estimator::Nce => {
+            // Per row: L⁻ = log Σ_{j≠i, p'} e^S; per positive:
+            // loss = logaddexp(S⁺, L⁻) − S⁺ (the negatives are shared by all p).
+            let w = 1.0 / n_pos;
+            let mut loss = 0f64;
+            for (r, (row, drow)) in s.chunks_exact(cols).zip(ds.chunks_exact_mut(cols)).enumerate() {
+                let i = image_of_row(r);
+                let negs = row[..i * p].iter().chain(&row[(i + 1) * p..]);
+                let m = negs.clone().fold(f64::NEG_INFINITY, |a, &v| a.max(v.to_f64()));
+                let lneg = m + negs.map(|&v| (v.to_f64() - m).exp()).sum::<f64>().ln();
+                // Σ_p ∂loss/∂L⁻ = Σ_p e^{L⁻ − t_p}.
+                let mut coef = 0f64;
+                for pi in 0..p {
+                    let sp = row[i * p + pi].to_f64();
+                    let t = sp.max(lneg) + (-(sp - lneg).abs()).exp().ln_1p();
+                    loss += w * (t - sp);
+                    drow[i * p + pi] = scale * T::from_f64(w * ((sp - t).exp() - 1.0));
+                    coef += w * (lneg - t).exp();
+                }
+                for (c, d) in drow.iter_mut().enumerate() {
+                    if c / p != i {
+                        *d = scale * T::from_f64(coef * (row[c].to_f64() - lneg).exp());
+                    }
+                }
+            }
+            let bound = (1.0 + ((n - 1) * p) as f64).ln();
+            EstimatorStats { loss, mi: bound - loss, pos_mean, neg_mean }
+        }
+        Estimator::Dv => {
+            // L = log Σ_neg e^S − log(#neg) − mean_pos S (one pooled
+            // log-mean-exp over all negatives of the batch, §3.3; the proper
+            // normaliser, so L = 0 when all scores are equal).
+            let mut m = f64::NEG_INFINITY;
+            for (r, row) in s.chunks_exact(cols).enumerate() {
+                let i = image_of_row(r);
+                for (c, &v) in row.iter().enumerate() {
+                    if c / p != i {
+                        m = m.max(v.to_f64());
+                    }
+                }
+            }
+            let mut sum = 0f64;
+            for (r, row) in s.chunks_exact(cols).enumerate() {
+                let i = image_of_row(r);
+                for (c, &v) in row.iter().enumerate() {
+                    if c / p != i {
+                        sum += (v.to_f64() - m).exp();
+                    }
+                }
+            }
+            let lse = m + sum.ln();
+            let loss = lse - n_neg.ln() - pos_mean;
+            for (r, (row, drow)) in s.chunks_exact(cols).zip(ds.chunks_exact_mut(cols)).enumerate() {
+                let i = image_of_row(r);
+                for (c, (&v, d)) in row.iter().zip(drow.iter_mut()).enumerate() {
+                    let g = if c / p == i { -1.0 / n_pos } else { (v.to_f64() - lse).exp() };
+                    *d = scale * T::from_f64(g);
+                }
+            }
+            EstimatorStats { loss, mi: -loss, pos_mean, neg_mean }
+        }
+    };
+    Ok(stats)
+}

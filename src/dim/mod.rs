@@ -1,0 +1,17 @@
+//! Deep InfoMax: configs, encoders, MI heads, estimators and the model.
+//! `../shared/research/dim-spec.md` is the ground truth; section numbers in
+//! comments (§) refer to it.
+
+pub(crate) mod block;
+pub mod config;
+pub mod encoder;
+pub mod estimator;
+pub mod head;
+pub mod model;
+
+pub use block::Mode;
+pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer};
+pub use encoder::{Encoder, EncoderActs};
+pub use estimator::{EstimatorStats, ScoreShape, estimate};
+pub use head::MiHead;
+pub use model::{Dim, StepStats, Workspace};

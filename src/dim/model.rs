@@ -1,0 +1,220 @@
+//! One DIM model: encoder + MI heads + estimator, over flat parameter,
+//! gradient and buffer vectors planned from the config (llm.c style).
+
+use rayon::prelude::*;
+
+use crate::dim::block::Mode;
+use crate::dim::config::{DimConfig, EncoderConfig};
+use crate::dim::encoder::{Encoder, EncoderActs};
+use crate::dim::estimator::{EstimatorStats, ScoreShape, estimate};
+use crate::dim::head::{HeadActs, MiHead};
+use crate::error::{Error, Result, check_len};
+use crate::kernels::{MatRef, par};
+use crate::params::ParamTable;
+
+/// A DIM model with its parameters.
+#[derive(Clone, Debug)]
+pub struct Dim {
+    /// The config it was built from.
+    pub cfg: DimConfig,
+    /// The encoder.
+    pub encoder: Encoder,
+    local_head: MiHead,
+    /// `None` when Y is already D wide (the reference's `NopNet`).
+    global_head: Option<MiHead>,
+    /// Trainable tensors (names, shapes, offsets).
+    pub table: ParamTable,
+    /// Non-trainable tensors: BN running statistics.
+    pub buffer_table: ParamTable,
+    /// Parameter values.
+    pub params: Vec<f32>,
+    /// Gradients (same layout as `params`).
+    pub grads: Vec<f32>,
+    /// Buffer values.
+    pub buffers: Vec<f32>,
+}
+
+/// Everything one training step needs at batch `n`, allocated once.
+#[derive(Debug)]
+pub struct Workspace {
+    n: usize,
+    enc: EncoderActs,
+    local_rows: Vec<f32>,
+    d_local_rows: Vec<f32>,
+    d_local_map: Vec<f32>,
+    lh: HeadActs,
+    gh: Option<HeadActs>,
+    scores: Vec<f32>,
+    d_scores: Vec<f32>,
+    d_g: Vec<f32>,
+    d_y: Vec<f32>,
+}
+
+/// What one step reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// Total loss minimised.
+    pub loss: f64,
+    /// The local-DIM estimator's view (loss, MI, positive/negative means).
+    pub local: EstimatorStats,
+}
+
+/// NCHW `[n, c, p]` → rows `[(n, p), c]`.
+fn map_to_rows(map: &[f32], rows: &mut [f32], c: usize, p: usize) {
+    rows.par_chunks_mut(p * c).zip(map.par_chunks(c * p)).for_each(|(r, m)| {
+        for ch in 0..c {
+            for pi in 0..p {
+                r[pi * c + ch] = m[ch * p + pi];
+            }
+        }
+    });
+}
+
+/// Rows `[(n, p), c]` → NCHW `[n, c, p]`.
+fn rows_to_map(rows: &[f32], map: &mut [f32], c: usize, p: usize) {
+    map.par_chunks_mut(c * p).zip(rows.par_chunks(p * c)).for_each(|(m, r)| {
+        for ch in 0..c {
+            for pi in 0..p {
+                m[ch * p + pi] = r[pi * c + ch];
+            }
+        }
+    });
+}
+
+impl Dim {
+    /// Builds the model and initialises it from `cfg.seed`.
+    pub fn new(cfg: DimConfig) -> Result<Self> {
+        let enc_cfg: EncoderConfig = cfg.validate()?;
+        let mut table = ParamTable::new();
+        let mut buffer_table = ParamTable::new();
+        let encoder = Encoder::build(&enc_cfg, "encoder.", &mut table, &mut buffer_table)?;
+        let [c, _, _] = encoder.local_shape();
+        let d = cfg.mi_units;
+        let local_head = MiHead::new(&mut table, &mut buffer_table, "local_head", c, d);
+        let global_head =
+            (enc_cfg.y_dim != d).then(|| MiHead::new(&mut table, &mut buffer_table, "global_head", enc_cfg.y_dim, d));
+        if cfg.alpha != 0.0 || cfg.gamma != 0.0 || cfg.head != crate::dim::config::HeadKind::Dot {
+            return Err(Error::InvalidParameter {
+                what: "DIM config",
+                reason: "global DIM, prior matching and concat heads are not built yet",
+            });
+        }
+        let mut params = vec![0f32; table.len()];
+        table.init(&mut params, cfg.seed);
+        let mut buffers = vec![0f32; buffer_table.len()];
+        buffer_table.init(&mut buffers, cfg.seed);
+        let grads = vec![0f32; table.len()];
+        Ok(Self { cfg, encoder, local_head, global_head, table, buffer_table, params, grads, buffers })
+    }
+
+    /// Local locations P.
+    pub fn locations(&self) -> usize {
+        let [_, h, w] = self.encoder.local_shape();
+        h * w
+    }
+
+    /// Allocates a training workspace for batch `n`.
+    pub fn workspace(&self, n: usize) -> Result<Workspace> {
+        if n < 2 {
+            return Err(Error::InvalidShape { what: "DIM batch", reason: "needs at least 2 images (negatives)" });
+        }
+        let [c, h, w] = self.encoder.local_shape();
+        let p = h * w;
+        let d = self.cfg.mi_units;
+        Ok(Workspace {
+            n,
+            enc: self.encoder.alloc(n, true)?,
+            local_rows: vec![0.0; n * p * c],
+            d_local_rows: vec![0.0; n * p * c],
+            d_local_map: vec![0.0; n * p * c],
+            lh: self.local_head.alloc(n * p, true),
+            gh: self.global_head.as_ref().map(|g| g.alloc(n, true)),
+            scores: vec![0.0; n * n * p],
+            d_scores: vec![0.0; n * n * p],
+            d_g: vec![0.0; n * d],
+            d_y: vec![0.0; n * self.encoder.cfg.y_dim],
+        })
+    }
+
+    /// One forward + backward pass on `x` (`[n, c, h, w]` in [−1, 1]):
+    /// zeroes the gradients, then fills them. BN running statistics are
+    /// updated (train mode). The optimiser step is the caller's.
+    pub fn forward_backward(&mut self, x: &[f32], ws: &mut Workspace) -> Result<StepStats> {
+        let n = ws.n;
+        check_len("DIM input", n * self.encoder.input_len(), x.len())?;
+        let [c, h, w] = self.encoder.local_shape();
+        let p = h * w;
+        let d = self.cfg.mi_units;
+        let Self { encoder, local_head, global_head, params, grads, buffers, cfg, .. } = self;
+        grads.par_chunks_mut(1 << 16).for_each(|g| g.fill(0.0));
+
+        // Forward: encoder, local rows, heads, scores.
+        encoder.forward(params, buffers, x, &mut ws.enc, Mode::Train)?;
+        map_to_rows(encoder.block_out(&ws.enc, encoder.cfg.local_layer), &mut ws.local_rows, c, p);
+        local_head.forward(params, buffers, &ws.local_rows, &mut ws.lh, Mode::Train)?;
+        let y = encoder.y(&ws.enc);
+        let g: &[f32] = match (global_head.as_ref(), ws.gh.as_mut()) {
+            (Some(gh), Some(acts)) => {
+                gh.forward(params, buffers, y, acts, Mode::Train)?;
+                &acts.out
+            }
+            _ => y,
+        };
+        let gm = MatRef::row_major(g, n, d)?;
+        let lm = MatRef::row_major(&ws.lh.out, n * p, d)?;
+        par::par_gemm(&mut ws.scores, gm, lm.t(), false)?;
+
+        // Loss and its gradient w.r.t. the scores.
+        let beta = cfg.beta as f32;
+        let local = estimate(cfg.estimator, ScoreShape { n, k: 1, p }, &ws.scores, &mut ws.d_scores, beta)?;
+
+        // Backward: scores → heads → encoder.
+        let dsm = MatRef::row_major(&ws.d_scores, n, n * p)?;
+        par::par_gemm(&mut ws.lh.d_out, dsm.t(), gm, false)?;
+        par::par_gemm(&mut ws.d_g, dsm, lm, false)?;
+        local_head.backward(params, grads, &ws.local_rows, &mut ws.lh, &mut ws.d_local_rows)?;
+        match (global_head.as_ref(), ws.gh.as_mut()) {
+            (Some(gh), Some(acts)) => {
+                acts.d_out.copy_from_slice(&ws.d_g);
+                gh.backward(params, grads, encoder.y(&ws.enc), acts, &mut ws.d_y)?;
+            }
+            _ => ws.d_y.copy_from_slice(&ws.d_g),
+        }
+        rows_to_map(&ws.d_local_rows, &mut ws.d_local_map, c, p);
+        encoder.backward(params, grads, x, &mut ws.enc, &ws.d_y, Some(&ws.d_local_map))?;
+        Ok(StepStats { loss: cfg.beta * local.loss, local })
+    }
+
+    /// Scores `S[i, (j, p)]` of the last forward (for tests and logging).
+    pub fn scores<'a>(&self, ws: &'a Workspace) -> &'a [f32] {
+        &ws.scores
+    }
+
+    /// Y of the last forward.
+    pub fn y<'a>(&self, ws: &'a Workspace) -> &'a [f32] {
+        self.encoder.y(&ws.enc)
+    }
+
+    /// Copies a tensor's values by name, from parameters or buffers.
+    pub fn tensor(&self, name: &str) -> Option<&[f32]> {
+        if let Some(e) = self.table.get(name) {
+            return Some(&self.params[e.range()]);
+        }
+        self.buffer_table.get(name).map(|e| &self.buffers[e.range()])
+    }
+
+    /// Mutable access to a tensor by name (parameters or buffers).
+    pub fn tensor_mut(&mut self, name: &str) -> Option<&mut [f32]> {
+        if let Some(e) = self.table.get(name) {
+            let r = e.range();
+            return Some(&mut self.params[r]);
+        }
+        let r = self.buffer_table.get(name)?.range();
+        Some(&mut self.buffers[r])
+    }
+
+    /// The gradient of a parameter by name.
+    pub fn grad(&self, name: &str) -> Option<&[f32]> {
+        self.table.get(name).map(|e| &self.grads[e.range()])
+    }
+}

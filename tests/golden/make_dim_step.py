@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""Golden fixtures for ONE full Deep InfoMax training step, made with PyTorch.
+
+Run from the repository root:
+
+    /root/.venvs/dim-anchors/bin/python tests/golden/make_dim_step.py
+
+Writes tests/golden/dim_step_{jsd,nce,dv}.safetensors. The three files share the
+model init and the input. Only the estimator (the loss) differs.
+
+The model is the conv28 DIM of shared/anchors/quality/torch_dim_quality.py, with the
+same classes (Encoder, MIHead, DIM), the same module names, construction order and
+init, but with configurable widths so that the fixture stays small:
+
+    encoder.conv1  Conv2d(1, C1, 5, s2, p2, no bias)  encoder.bn1 BN2d(C1)  ReLU   -> C1 x 14 x 14
+    encoder.conv2  Conv2d(C1, C2, 5, s2, p2, no bias) encoder.bn2 BN2d(C2)  ReLU   -> C2 x 7 x 7 (local map)
+    flatten channel-major (c*49 + h*7 + w)
+    encoder.fc     Linear(C2*49, F, no bias)          encoder.bn3 BN1d(F)   ReLU
+    encoder.out    Linear(F, Y) with bias                                         -> Y
+    local_head     MIHead(C2, D) on the (B*49, C2) rows, row = j*49 + p, p = h*7 + w
+    global_head    MIHead(Y, D) on Y
+    MIHead: ln( l2(relu(bn(l1(x)))) + shortcut(x) ), l1 no bias, l2 bias, shortcut no bias,
+            shortcut init U(-0.01, 0.01) then weight[c, c] = 1 for c < n_in if D >= n_in.
+    S[i, j, p] = <g_i, l_{j,p}>   (B x B x 49, positives i == j)
+
+The fixture uses C1 = 8, C2 = 16, F = 32, Y = 64, D = 32, B = 4 (the reference has
+64, 128, 1024, 64, 512, 64).
+
+Recipe: torch.manual_seed(SEED), build DIM in float32 (PyTorch default init plus the
+shortcut init), then model.double(). x is B x 1 x 28 x 28 uniform in [-1, 1] from a seeded
+numpy generator, drawn as float32 and widened exactly. Train mode: BN normalises with
+batch statistics and updates its running statistics (momentum 0.1, unbiased variance).
+Forward, loss, loss.backward() and one torch.optim.Adam step (lr 1e-4, betas (0.5, 0.999),
+eps 1e-8) all run in float64. Every stored tensor is float32, so the stored parameters
+before the step are exactly the values the f64 computation started from.
+"""
+import json
+import math
+import os
+import struct
+import sys
+import zlib
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+SEED = 20261128
+OUT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+WIDTHS = {"conv1_out": 8, "conv2_out": 16, "fc_out": 32, "y_dim": 64, "mi_units": 32}
+BATCH = 4
+LR, BETAS, EPS = 1e-4, (0.5, 0.999), 1e-8
+LOCAL_SIDE = 7
+N_LOCAL = LOCAL_SIDE * LOCAL_SIDE
+
+torch.use_deterministic_algorithms(True)
+torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- model
+# Same classes, module names, construction order and init as torch_dim_quality.py;
+# the only change is that the widths are arguments.
+
+
+class Encoder(nn.Module):
+    def __init__(self, conv1_out=64, conv2_out=128, fc_out=1024, y_dim=64):
+        super().__init__()
+        self.conv2_out = conv2_out
+        self.conv1 = nn.Conv2d(1, conv1_out, 5, stride=2, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(conv1_out)
+        self.conv2 = nn.Conv2d(conv1_out, conv2_out, 5, stride=2, padding=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(conv2_out)
+        self.fc = nn.Linear(conv2_out * N_LOCAL, fc_out, bias=False)
+        self.bn3 = nn.BatchNorm1d(fc_out)
+        self.out = nn.Linear(fc_out, y_dim)
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        c = F.relu(self.bn2(self.conv2(h)))
+        f = F.relu(self.bn3(self.fc(c.flatten(1))))
+        return c, f, self.out(f)
+
+
+class MIHead(nn.Module):
+    def __init__(self, n_in, d):
+        super().__init__()
+        self.l1 = nn.Linear(n_in, d, bias=False)
+        self.bn = nn.BatchNorm1d(d)
+        self.l2 = nn.Linear(d, d)
+        self.shortcut = nn.Linear(n_in, d, bias=False)
+        self.ln = nn.LayerNorm(d)
+        with torch.no_grad():
+            self.shortcut.weight.uniform_(-0.01, 0.01)
+            if d >= n_in:
+                i = torch.arange(n_in)
+                self.shortcut.weight[i, i] = 1.0
+
+    def forward(self, x):
+        return self.ln(self.l2(F.relu(self.bn(self.l1(x)))) + self.shortcut(x))
+
+
+class DIM(nn.Module):
+    def __init__(self, mi_units=512, conv1_out=64, conv2_out=128, fc_out=1024, y_dim=64):
+        super().__init__()
+        self.encoder = Encoder(conv1_out, conv2_out, fc_out, y_dim)
+        self.local_head = MIHead(conv2_out, mi_units)
+        self.global_head = MIHead(y_dim, mi_units)
+
+    def scores_and_y(self, x):
+        c, _, y = self.encoder(x)
+        b, ch = x.shape[0], c.shape[1]
+        rows = c.permute(0, 2, 3, 1).reshape(b * N_LOCAL, ch)  # row = j*49 + p, p = h*7 + w
+        l = self.local_head(rows)  # (B*49, D)
+        g = self.global_head(y)  # (B, D)
+        return (g @ l.t()).view(b, b, N_LOCAL), y  # S[i, j, p]
+
+
+# ----------------------------------------------------------------------------- losses (spec form)
+
+
+def split(s):
+    b = s.shape[0]
+    eye = torch.eye(b, dtype=torch.bool)
+    return s[eye], s[~eye]  # positives (B, P) = S[i,i,:]; negatives (B(B-1), P), i != j
+
+
+def jsd_loss(s):
+    # Spec L_JSD: torch_dim_quality.jsd_loss minus 2 ln 2 (same gradient).
+    pos, neg = split(s)
+    return F.softplus(neg).mean() + F.softplus(-pos).mean() - 2.0 * math.log(2.0)
+
+
+def nce_loss(s):
+    b, _, p = s.shape
+    eye = torch.eye(b, dtype=torch.bool)
+    pos = s[eye]  # (B, P)
+    neg = s.masked_fill(eye.unsqueeze(-1), float("-inf")).reshape(b, b * p)
+    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)  # (B, 1), shared by all p
+    return (torch.logaddexp(pos, lse_neg) - pos).mean()
+
+
+def dv_loss(s):
+    b, _, p = s.shape
+    pos, neg = split(s)
+    return torch.logsumexp(neg.reshape(-1), dim=0) - math.log(b * (b - 1) * p) - pos.mean()
+
+
+LOSSES = {"jsd": jsd_loss, "nce": nce_loss, "dv": dv_loss}
+FORMULAS = {
+    "jsd": "mean_{i!=j,p} softplus(S[i,j,p]) + mean_{i,p} softplus(-S[i,i,p]) - 2 ln 2",
+    "nce": "mean_{i,p} [ logaddexp(S[i,i,p], LSE_{j!=i,p'} S[i,j,p']) - S[i,i,p] ]",
+    "dv": "log sum_{i!=j,p} exp(S[i,j,p]) - log(B(B-1)*49) - mean_{i,p} S[i,i,p]",
+}
+
+
+# ----------------------------------------------------------------------------- naive numpy check
+
+
+def softplus_np(v):
+    return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+
+
+def lse_np(vals):
+    m = max(vals)
+    return m + math.log(sum(math.exp(v - m) for v in vals))
+
+
+def naive_loss(name, s):
+    """Loop over (i, j, p) in plain Python floats (f64), independent of torch."""
+    s = np.asarray(s, dtype=np.float64)
+    b, _, p = s.shape
+    pos = [(i, q) for i in range(b) for q in range(p)]
+    neg = [(i, j, q) for i in range(b) for j in range(b) if i != j for q in range(p)]
+    if name == "jsd":
+        return (sum(softplus_np(s[i, j, q]) for i, j, q in neg) / len(neg)
+                + sum(softplus_np(-s[i, i, q]) for i, q in pos) / len(pos) - 2.0 * math.log(2.0))
+    if name == "nce":
+        tot = 0.0
+        for i, q in pos:
+            lse_neg = lse_np([s[i, j, r] for j in range(b) if j != i for r in range(p)])
+            tot += lse_np([s[i, i, q], lse_neg]) - s[i, i, q]
+        return tot / len(pos)
+    if name == "dv":
+        return (lse_np([s[i, j, q] for i, j, q in neg]) - math.log(len(neg))
+                - sum(s[i, i, q] for i, q in pos) / len(pos))
+    raise ValueError(name)
+
+
+# ----------------------------------------------------------------------------- io (as make_golden.py)
+
+
+def canonicalize_header(path):
+    """Rewrite the safetensors JSON header with sorted keys so reruns are byte-identical."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+
+
+def f32(t):
+    return t.detach().to(torch.float32).contiguous()
+
+
+def make_input():
+    rng = np.random.default_rng([SEED, zlib.crc32(b"dim_step")])
+    return rng.uniform(-1.0, 1.0, size=(BATCH, 1, 28, 28)).astype(np.float32)
+
+
+def run(estimator, x_np):
+    torch.manual_seed(SEED)
+    model = DIM(**WIDTHS)
+    model.double()
+    model.train()
+    names = [n for n, _ in model.named_parameters()]
+    assert names == [k for k in model.state_dict() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    bns = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    t = {"x": torch.from_numpy(x_np)}
+    for n, p in model.named_parameters():
+        t[n] = f32(p)
+        assert torch.equal(t[n].to(torch.float64), p.detach()), n  # init is f32-exact
+    for n in bns:
+        m = model.get_submodule(n)
+        t[f"{n}.running_mean"], t[f"{n}.running_var"] = f32(m.running_mean), f32(m.running_var)
+
+    bn_in = {}
+    for n in bns:
+        model.get_submodule(n).register_forward_hook(lambda m, inp, out, n=n: bn_in.__setitem__(n, inp[0].detach()))
+    x = torch.from_numpy(x_np).to(torch.float64)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+    opt.zero_grad(set_to_none=True)
+    s, y = model.scores_and_y(x)
+    loss = LOSSES[estimator](s)
+    loss.backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    opt.step()
+
+    for n, p in model.named_parameters():
+        t[f"grad.{n}"] = f32(p.grad)
+    for n, p in model.named_parameters():
+        t[f"after.{n}"] = f32(p)
+    for n in bns:
+        m = model.get_submodule(n)
+        t[f"after.{n}.running_mean"], t[f"after.{n}.running_var"] = f32(m.running_mean), f32(m.running_var)
+    pos, neg = split(s.detach())
+    t.update({"loss": f32(loss).reshape(1), "scores": f32(s), "y": f32(y),
+              "pos_mean": f32(pos.mean()).reshape(1), "neg_mean": f32(neg.mean()).reshape(1)})
+
+    # ---- checks
+    lv = loss.item()
+    # the loss on the f64 scores, and the torch loss on the STORED f32 scores, against a naive loop
+    s64 = s.detach().numpy()
+    s_st = t["scores"].to(torch.float64)
+    for label, arr, ref in [("f64 scores", s64, lv), ("stored scores", s_st.numpy(), LOSSES[estimator](s_st).item())]:
+        nv = naive_loss(estimator, arr)
+        assert abs(nv - ref) <= 1e-10, (estimator, label, nv, ref)
+        print(f"  {estimator}: naive loop on {label}: {nv:.17g} vs torch {ref:.17g} (|diff| {abs(nv - ref):.1e})")
+    # Adam step 1 in closed form: m_hat = g, v_hat = g^2 -> p -= lr * g / (|g| / sqrt(bc2) * sqrt(bc2) + eps)
+    bc1, bc2 = 1 - BETAS[0], 1 - BETAS[1]
+    worst = 0.0
+    for n, p in model.named_parameters():
+        g = grads[n]
+        m, v = (1 - BETAS[0]) * g, (1 - BETAS[1]) * g * g
+        want = before[n] - (LR / bc1) * m / (v.sqrt() / math.sqrt(bc2) + EPS)
+        worst = max(worst, (want - p.detach()).abs().max().item())
+    assert worst < 1e-15, worst
+    # BN running statistics: 0.9 * old + 0.1 * batch stat (unbiased var), from the captured BN inputs
+    for n in bns:
+        m, h = model.get_submodule(n), bn_in[n]
+        h = h.transpose(0, 1).reshape(h.shape[1], -1)  # (C, N) or (C, N*H*W)
+        assert torch.allclose(m.running_mean, 0.1 * h.mean(1), rtol=0, atol=1e-15), n
+        assert torch.allclose(m.running_var, 0.9 + 0.1 * h.var(1, unbiased=True), rtol=0, atol=1e-14), n
+    gmin = min(g.abs().min().item() for g in grads.values())
+    small = {n: int((g.abs() < 1e-6).sum()) for n, g in grads.items() if (g.abs() < 1e-6).any()}
+    print(f"  {estimator}: loss {lv:.10g}, pos_mean {pos.mean().item():.6g}, neg_mean {neg.mean().item():.6g}, "
+          f"adam closed-form max err {worst:.1e}, min |grad| {gmin:.3e}, |grad|<1e-6: {small or 'none'}")
+    return t, names, lv
+
+
+def main():
+    x_np = make_input()
+    expected = {}
+    for estimator in LOSSES:
+        t, names, _ = run(estimator, x_np)
+        meta = {
+            "estimator": estimator,
+            "loss_formula": FORMULAS[estimator],
+            **{k: str(v) for k, v in WIDTHS.items()},
+            "batch": str(BATCH),
+            "n_local": str(N_LOCAL),
+            "fc_in": str(WIDTHS["conv2_out"] * N_LOCAL),
+            "lr": repr(LR),
+            "betas": f"{BETAS[0]!r},{BETAS[1]!r}",
+            "eps": repr(EPS),
+            "adam": "torch.optim.Adam, step 1, weight_decay 0, amsgrad false, zero initial moments",
+            "seed": str(SEED),
+            "input": "x uniform [-1,1] float32, numpy default_rng([seed, crc32('dim_step')])",
+            "init": "torch.manual_seed(seed); DIM(...) float32 default init + shortcut U(-0.01,0.01), "
+                    "weight[c,c]=1 for c<n_in only if mi_units >= n_in; then model.double()",
+            "shortcut_identity": "; ".join(
+                f"{head} {'yes' if WIDTHS['mi_units'] >= n_in else 'NO'} (n_in {n_in}, mi_units {WIDTHS['mi_units']})"
+                for head, n_in in [("local_head", WIDTHS["conv2_out"]), ("global_head", WIDTHS["y_dim"])]),
+            "softplus": "F.softplus (beta 1, threshold 20: returns v itself for v > 20)",
+            "bn": "train mode, eps 1e-05, momentum 0.1, running_var updated with unbiased batch variance",
+            "ln_eps": "1e-05",
+            "local_rows": "row = j*49 + p, p = h*7 + w; fc input = c*49 + h*7 + w",
+            "scores": "S[i,j,p] = <g_i, l_{j,p}>, positives i == j",
+            "compute_dtype": "float64",
+            "stored_dtype": "float32",
+            "torch_version": torch.__version__,
+            "param_names": ",".join(names),
+        }
+        path = os.path.join(OUT_DIR, f"dim_step_{estimator}.safetensors")
+        save_file(t, path, metadata=meta)
+        canonicalize_header(path)
+        os.chmod(path, 0o644)
+        expected[path] = {k: tuple(v.shape) for k, v in t.items()}
+        print(f"wrote {path} ({len(t)} tensors, {os.path.getsize(path)} bytes)")
+
+    for path, shapes in expected.items():
+        got = load_file(path)
+        assert set(got) == set(shapes), path
+        for k, v in got.items():
+            assert tuple(v.shape) == shapes[k] and v.dtype == torch.float32, (path, k)
+            assert torch.isfinite(v).all(), (path, k)
+    print(f"re-loaded {len(expected)} files")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
