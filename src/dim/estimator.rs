@@ -8,7 +8,13 @@
 
 use crate::dim::config::Estimator;
 use crate::error::{Error, Result, check_len};
-use crate::kernels::{Float, sigmoid, softplus};
+use crate::kernels::{Float, sigmoid};
+
+/// `sp(x) − ln 2 = ln((1 + eˣ)/2)`, exactly 0 at x = 0 (so the shifted JSD
+/// is exactly 0 when all scores are 0) and stable for any x.
+fn softplus_minus_ln2(x: f64) -> f64 {
+    if x < 30.0 { (x.exp_m1() / 2.0).ln_1p() } else { x - core::f64::consts::LN_2 + (-x).exp().ln_1p() }
+}
 
 /// What one estimator evaluation reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -80,22 +86,23 @@ pub fn estimate<T: Float>(est: Estimator, sh: ScoreShape, s: &[T], ds: &mut [T],
     let (pos_mean, neg_mean) = (pos_sum / n_pos, neg_sum / n_neg);
     let stats = match est {
         Estimator::Jsd => {
-            // L = mean_neg sp(S) + mean_pos sp(−S) − 2 ln 2.
+            // L = mean_neg [sp(S) − ln 2] + mean_pos [sp(−S) − ln 2]: the
+            // reference's shifted JSD, summed per group in f64.
             let (wp, wn) = (1.0 / n_pos, 1.0 / n_neg);
-            let mut loss = 0f64;
+            let (mut lp, mut ln) = (0f64, 0f64);
             for (r, (row, drow)) in s.chunks_exact(cols).zip(ds.chunks_exact_mut(cols)).enumerate() {
                 let i = image_of_row(r);
                 for (c, (&v, d)) in row.iter().zip(drow.iter_mut()).enumerate() {
                     if c / p == i {
-                        loss += wp * softplus(-v).to_f64();
+                        lp += softplus_minus_ln2(-v.to_f64());
                         *d = scale * T::from_f64(-wp) * sigmoid(-v);
                     } else {
-                        loss += wn * softplus(v).to_f64();
+                        ln += softplus_minus_ln2(v.to_f64());
                         *d = scale * T::from_f64(wn) * sigmoid(v);
                     }
                 }
             }
-            let loss = loss - 2.0 * core::f64::consts::LN_2;
+            let loss = lp * wp + ln * wn;
             EstimatorStats { loss, mi: -loss, pos_mean, neg_mean }
         }
         Estimator::Nce => {

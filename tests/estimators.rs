@@ -1,0 +1,146 @@
+//! The MI estimators (spec §3): constants at S ≡ 0, signs, the efficient
+//! infoNCE against the naive log-softmax form, and gradients against
+//! finite differences in f64.
+
+mod common;
+
+use common::{Rng, coords, fd_grad};
+use infomax::dim::{Estimator, ScoreShape, estimate};
+use proptest::prelude::*;
+
+fn loss(est: Estimator, sh: ScoreShape, s: &[f64]) -> f64 {
+    let mut ds = vec![0.0; s.len()];
+    estimate(est, sh, s, &mut ds, 1.0).unwrap().loss
+}
+
+#[test]
+fn jsd_is_exactly_zero_when_all_scores_are_zero() {
+    for (n, p) in [(2, 1), (4, 49), (64, 64)] {
+        let sh = ScoreShape { n, k: 1, p };
+        let s = vec![0f32; n * n * p];
+        let mut ds = vec![0f32; s.len()];
+        assert_eq!(estimate(Estimator::Jsd, sh, &s, &mut ds, 1.0).unwrap().loss, 0.0, "n={n} p={p}");
+    }
+}
+
+#[test]
+fn nce_equals_ln_1_plus_n_minus_1_p_when_all_scores_are_zero() {
+    for (n, p) in [(2, 1), (4, 49), (64, 64)] {
+        let sh = ScoreShape { n, k: 1, p };
+        let want = (1.0 + ((n - 1) * p) as f64).ln();
+        let got = loss(Estimator::Nce, sh, &vec![0.0; n * n * p]);
+        assert!((got - want).abs() < 1e-12, "n={n} p={p}: {got} vs {want}");
+    }
+    // 64·64 CIFAR-sized: ln(1 + 63·64) = 8.3023 (spec §3.2: ≈ 8.30).
+    assert!((loss(Estimator::Nce, ScoreShape { n: 64, k: 1, p: 64 }, &vec![0.0; 64 * 64 * 64]) - 8.3023).abs() < 1e-3);
+}
+
+#[test]
+fn dv_is_zero_when_all_scores_are_equal() {
+    let sh = ScoreShape { n: 5, k: 1, p: 7 };
+    assert!(loss(Estimator::Dv, sh, &vec![3.0; 5 * 5 * 7]).abs() < 1e-12);
+}
+
+/// Scores +a on positives and −a on negatives.
+fn separated(sh: ScoreShape, a: f64) -> Vec<f64> {
+    let mut s = vec![0.0; sh.rows() * sh.cols()];
+    for r in 0..sh.rows() {
+        for c in 0..sh.cols() {
+            s[r * sh.cols() + c] = if c / sh.p == r / sh.k { a } else { -a };
+        }
+    }
+    s
+}
+
+#[test]
+fn signs_are_right_when_positives_score_high() {
+    let sh = ScoreShape { n: 8, k: 1, p: 9 };
+    let good = separated(sh, 30.0);
+    let bad = separated(sh, -30.0);
+    // JSD → −2 ln 2, infoNCE → 0, DV decreases: a good encoder has low loss.
+    let jsd = loss(Estimator::Jsd, sh, &good);
+    assert!((jsd + 2.0 * std::f64::consts::LN_2).abs() < 1e-9, "{jsd}");
+    assert!(loss(Estimator::Nce, sh, &good) < 1e-9);
+    assert!(loss(Estimator::Dv, sh, &good) < -50.0);
+    for est in [Estimator::Jsd, Estimator::Nce, Estimator::Dv] {
+        assert!(loss(est, sh, &good) < loss(est, sh, &bad), "{est:?}");
+        // Gradients push positives up and negatives down.
+        let mut ds = vec![0.0; good.len()];
+        let st = estimate(est, sh, &vec![0.0; good.len()], &mut ds, 1.0).unwrap();
+        assert_eq!((st.pos_mean, st.neg_mean), (0.0, 0.0));
+        for (c, g) in ds[..sh.cols()].iter().enumerate() {
+            if c / sh.p == 0 { assert!(*g < 0.0, "{est:?}: positive gradient {g}") } else { assert!(*g > 0.0) }
+        }
+    }
+    let mut ds = vec![0.0; good.len()];
+    let st = estimate(Estimator::Jsd, sh, &good, &mut ds, 1.0).unwrap();
+    assert_eq!((st.pos_mean, st.neg_mean), (30.0, -30.0));
+    assert!(st.mi > 1.38);
+}
+
+/// infoNCE as the reference writes it: for each positive, a log-softmax over
+/// [S⁺, all negatives of its row], materialised.
+fn nce_naive(sh: ScoreShape, s: &[f64]) -> f64 {
+    let mut total = 0.0;
+    for r in 0..sh.rows() {
+        let i = r / sh.k;
+        let row = &s[r * sh.cols()..(r + 1) * sh.cols()];
+        let negs: Vec<f64> = (0..sh.cols()).filter(|c| c / sh.p != i).map(|c| row[c]).collect();
+        for p in 0..sh.p {
+            let pos = row[i * sh.p + p];
+            let mut logits = vec![pos];
+            logits.extend(&negs);
+            let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + logits.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            total += lse - pos;
+        }
+    }
+    total / (sh.rows() * sh.p) as f64
+}
+
+proptest! {
+    #[test]
+    fn efficient_nce_equals_naive_log_softmax(n in 2usize..7, k in 1usize..4, p in 1usize..10, seed in any::<u64>(), scale in prop_oneof![Just(1.0), Just(30.0), Just(300.0)]) {
+        let sh = ScoreShape { n, k, p };
+        let mut rng = Rng(seed);
+        let s: Vec<f64> = rng.vec(sh.rows() * sh.cols()).iter().map(|v| v * scale).collect();
+        let a = loss(Estimator::Nce, sh, &s);
+        let b = nce_naive(sh, &s);
+        prop_assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{} vs {}", a, b);
+        // The f32 path agrees too, within 1e-5.
+        let s32: Vec<f32> = s.iter().map(|&v| v as f32).collect();
+        let mut ds = vec![0f32; s.len()];
+        let a32 = estimate(Estimator::Nce, sh, &s32, &mut ds, 1.0).unwrap().loss;
+        let b32 = nce_naive(sh, &s32.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        prop_assert!((a32 - b32).abs() <= 1e-5 * b32.abs().max(1.0));
+    }
+
+    #[test]
+    fn estimator_gradients_match_fd(n in 2usize..6, k in 1usize..3, p in 1usize..8, seed in any::<u64>()) {
+        let sh = ScoreShape { n, k, p };
+        let mut rng = Rng(seed);
+        let s: Vec<f64> = rng.vec(sh.rows() * sh.cols()).iter().map(|v| v * 4.0).collect();
+        for est in [Estimator::Jsd, Estimator::Nce, Estimator::Dv] {
+            let mut ds = vec![0.0; s.len()];
+            estimate(est, sh, &s, &mut ds, 0.5).unwrap();
+            let cs = coords(s.len(), 40, &mut rng);
+            for (i, num) in fd_grad(&s, &cs, 1e-6, |sp| 0.5 * loss(est, sh, sp)) {
+                prop_assert!((ds[i] - num).abs() <= 1e-6 * num.abs().max(1.0), "{:?}[{}]: {} vs {}", est, i, ds[i], num);
+            }
+        }
+    }
+}
+
+#[test]
+fn stable_for_huge_scores() {
+    let sh = ScoreShape { n: 4, k: 1, p: 3 };
+    let mut rng = Rng(3);
+    let s: Vec<f32> = rng.vec_f32(48).iter().map(|v| v * 1e4).collect();
+    for est in [Estimator::Jsd, Estimator::Nce, Estimator::Dv] {
+        let mut ds = vec![0f32; 48];
+        let st = estimate(est, sh, &s, &mut ds, 1.0).unwrap();
+        assert!(st.loss.is_finite() && ds.iter().all(|v| v.is_finite()), "{est:?}");
+    }
+    let mut ds = vec![0f32; 4];
+    assert!(estimate(Estimator::Jsd, ScoreShape { n: 1, k: 1, p: 4 }, &[0f32; 4], &mut ds, 1.0).is_err(), "batch of 1");
+}
