@@ -68,6 +68,86 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
     }
 }
 
+/// Columns per task in the column reductions below: 64 f32 = 4 cache lines
+/// per row, so each task streams its rows with full-line reads.
+const COL_BLOCK: usize = 64;
+
+/// `acc[c] += Σ_r m[r][c]` for a row-major `[rows, acc.len()]` matrix, in
+/// parallel over column blocks, rows summed in order (so the result equals
+/// the serial sum bit for bit).
+pub(crate) fn col_sums_add<T: Float>(m: &[T], acc: &mut [T]) {
+    let cols = acc.len();
+    acc.par_chunks_mut(COL_BLOCK).enumerate().for_each(|(b, a)| {
+        let c0 = b * COL_BLOCK;
+        let mut sums = [T::ZERO; COL_BLOCK];
+        for row in m.chunks_exact(cols) {
+            for (s, &v) in sums.iter_mut().zip(&row[c0..c0 + a.len()]) {
+                *s += v;
+            }
+        }
+        for (x, s) in a.iter_mut().zip(sums) {
+            *x += s;
+        }
+    });
+}
+
+/// Per-column mean and biased variance of a row-major `[rows, cols]`
+/// matrix (two-pass, rows in order: the same sums as `channel_moments`).
+fn rows_moments<T: Float>(x: &[T], cols: usize) -> Vec<(T, T)> {
+    let rows = x.len() / cols;
+    let rf = T::from_usize(rows);
+    let mut out = vec![(T::ZERO, T::ZERO); cols];
+    out.par_chunks_mut(COL_BLOCK).enumerate().for_each(|(b, o)| {
+        let c0 = b * COL_BLOCK;
+        let w = o.len();
+        let mut mean = [T::ZERO; COL_BLOCK];
+        for row in x.chunks_exact(cols) {
+            for (m, &v) in mean.iter_mut().zip(&row[c0..c0 + w]) {
+                *m += v;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= rf);
+        let mut var = [T::ZERO; COL_BLOCK];
+        for row in x.chunks_exact(cols) {
+            for ((s, &v), &m) in var.iter_mut().zip(&row[c0..c0 + w]).zip(&mean) {
+                *s += (v - m) * (v - m);
+            }
+        }
+        for (j, slot) in o.iter_mut().enumerate() {
+            *slot = (mean[j], var[j] / rf);
+        }
+    });
+    out
+}
+
+/// Per-column `(Σ dy, Σ dy·(x − mean)·scale)` over a row-major
+/// `[rows, cols]` pair, where mean and scale may depend on row and column.
+fn rows_grad_sums<T: Float, M, S>(x: &[T], dy: &[T], cols: usize, mean_of: &M, scale_of: &S) -> Vec<(T, T)>
+where
+    M: Fn(usize, usize) -> T + Sync,
+    S: Fn(usize, usize) -> T + Sync,
+{
+    let mut out = vec![(T::ZERO, T::ZERO); cols];
+    out.par_chunks_mut(COL_BLOCK).enumerate().for_each(|(b, o)| {
+        let c0 = b * COL_BLOCK;
+        let w = o.len();
+        let mut sdy = [T::ZERO; COL_BLOCK];
+        let mut sdyx = [T::ZERO; COL_BLOCK];
+        for (r, (xr, gr)) in x.chunks_exact(cols).zip(dy.chunks_exact(cols)).enumerate() {
+            for j in 0..w {
+                let c = c0 + j;
+                let g = gr[c];
+                sdy[j] += g;
+                sdyx[j] += g * (xr[c] - mean_of(r, c)) * scale_of(r, c);
+            }
+        }
+        for (j, slot) in o.iter_mut().enumerate() {
+            *slot = (sdy[j], sdyx[j]);
+        }
+    });
+    out
+}
+
 fn alloc_zeroed<T: Float>(len: usize) -> Vec<T> {
     vec![T::ZERO; len]
 }
@@ -188,10 +268,7 @@ pub fn linear_backward_par<T: Float>(
     par_gemm(dw, dym.t(), MatRef::row_major(x, s.batch, s.in_features)?, true)?;
     if let Some(db) = db {
         check_len("linear bias gradient", s.out_features, db.len())?;
-        let of = s.out_features;
-        db.par_iter_mut().enumerate().for_each(|(o, g)| {
-            *g += (0..s.batch).map(|n| dy[n * of + o]).sum::<T>();
-        });
+        col_sums_add(dy, db);
     }
     Ok(())
 }
@@ -235,7 +312,11 @@ pub fn batch_norm_train_forward_par<T: Float>(
             reason: "needs more than one value per channel",
         });
     }
-    let moments: Vec<(T, T)> = (0..s.channels).into_par_iter().map(|c| norm::channel_moments(s, x, c)).collect();
+    let moments: Vec<(T, T)> = if s.spatial == 1 {
+        rows_moments(x, s.channels)
+    } else {
+        (0..s.channels).into_par_iter().map(|c| norm::channel_moments(s, x, c)).collect()
+    };
     for (c, &(mean, var)) in moments.iter().enumerate() {
         save_mean[c] = mean;
         save_invstd[c] = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
@@ -282,13 +363,19 @@ pub fn batch_norm_train_backward_par<T: Float>(
     ] {
         check_len(what, s.channels, l)?;
     }
-    let coeffs: Vec<(T, T, T)> = (0..s.channels)
-        .into_par_iter()
-        .map(|c| {
-            let (sdy, sdyx) = norm::channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
-            (sdy, sdyx, T::ZERO)
-        })
-        .collect();
+    let coeffs: Vec<(T, T, T)> = if s.spatial == 1 {
+        let mean_of = |_: usize, c: usize| save_mean[c];
+        let scale_of = |_: usize, c: usize| save_invstd[c];
+        rows_grad_sums(x, dy, s.channels, &mean_of, &scale_of).into_iter().map(|(a, b)| (a, b, T::ZERO)).collect()
+    } else {
+        (0..s.channels)
+            .into_par_iter()
+            .map(|c| {
+                let (sdy, sdyx) = norm::channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
+                (sdy, sdyx, T::ZERO)
+            })
+            .collect()
+    };
     let coeffs: Vec<(T, T, T)> = coeffs
         .iter()
         .enumerate()
@@ -372,10 +459,21 @@ pub fn layer_norm_backward_par<T: Float>(
         .for_each(|(((dx_img, dy_img), x_img), (m, r))| {
             norm::layer_norm_backward_image(s, x_img, dy_img, gamma, m, r, dx_img)
         });
-    dgamma.par_iter_mut().zip(dbeta.par_iter_mut()).enumerate().for_each(|(c, (dg, db))| {
-        let (sdy, sdyx) = norm::layer_norm_param_sums(s, x, dy, mean, rstd, c);
-        *db += sdy;
-        *dg += sdyx;
-    });
+    if s.spatial == 1 {
+        let mean_of = |r: usize, _: usize| mean[r];
+        let scale_of = |r: usize, _: usize| rstd[r];
+        for ((dg, db), (sdy, sdyx)) in
+            dgamma.iter_mut().zip(dbeta.iter_mut()).zip(rows_grad_sums(x, dy, s.channels, &mean_of, &scale_of))
+        {
+            *db += sdy;
+            *dg += sdyx;
+        }
+    } else {
+        dgamma.par_iter_mut().zip(dbeta.par_iter_mut()).enumerate().for_each(|(c, (dg, db))| {
+            let (sdy, sdyx) = norm::layer_norm_param_sums(s, x, dy, mean, rstd, c);
+            *db += sdy;
+            *dg += sdyx;
+        });
+    }
     Ok(())
 }
