@@ -1,0 +1,209 @@
+//! Crash-safe checkpoints in safetensors.
+//!
+//! A checkpoint holds every parameter and BN buffer under its PyTorch-style
+//! name (so `load_state_dict` works on the encoder), the Adam moments
+//! (`optim.m.<name>`, `optim.v.<name>`), and in its metadata the model and
+//! training configs (JSON), the step, epoch and RNG state.
+//!
+//! Writes are atomic: a temporary file in the same folder, fsync, rename,
+//! then fsync of the folder. The `latest` pointer is written the same way
+//! after the checkpoint, so it never names a partial file.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::dim::Dim;
+use crate::params::ParamTable;
+use crate::train::error::{Result, TrainError, io};
+
+/// Value of the `format` metadata key.
+pub const FORMAT: &str = "infomax-checkpoint";
+/// Version of the checkpoint layout.
+pub const VERSION: &str = "1";
+/// Name of the pointer file in a run folder.
+pub const LATEST: &str = "latest";
+
+/// Training progress saved with the weights.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// Epochs completed.
+    pub epoch: u64,
+    /// Augmentation/dropout RNG state.
+    pub rng_state: u64,
+    /// Training wall time so far, seconds.
+    pub wall_s: f64,
+}
+
+/// Optimiser state saved with the weights.
+#[derive(Clone, Debug, Default)]
+pub struct AdamState {
+    /// First moments, laid out like the parameters.
+    pub m: Vec<f32>,
+    /// Second moments.
+    pub v: Vec<f32>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes `bytes` to `path` atomically (tmp, fsync, rename, fsync folder).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| TrainError::Config(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(io(&tmp, "create temporary file"))?;
+        f.write_all(bytes).map_err(io(&tmp, "write"))?;
+        f.sync_all().map_err(io(&tmp, "fsync"))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io(path, "rename temporary file onto"))?;
+        // The rename is durable only once the folder entry is.
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync folder"))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Serialises the model, optimiser and progress to safetensors bytes.
+pub fn to_bytes(
+    model: &Dim,
+    adam: Option<&AdamState>,
+    progress: &Progress,
+    extra: &[(&str, String)],
+) -> Result<Vec<u8>> {
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let push_table = |owned: &mut Vec<_>, prefix: &str, table: &ParamTable, buf: &[f32]| {
+        for e in table.entries() {
+            owned.push((format!("{prefix}{}", e.name), e.shape.clone(), f32_bytes(&buf[e.range()])));
+        }
+    };
+    push_table(&mut owned, "", &model.table, &model.params);
+    push_table(&mut owned, "", &model.buffer_table, &model.buffers);
+    if let Some(a) = adam {
+        push_table(&mut owned, "optim.m.", &model.table, &a.m);
+        push_table(&mut owned, "optim.v.", &model.table, &a.v);
+    }
+    let views = owned
+        .iter()
+        .map(|(n, s, b)| {
+            TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| TrainError::Config(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("version".to_string(), VERSION.to_string());
+    meta.insert("model_config".to_string(), serde_json::to_string(&model.cfg).map_err(|e| TrainError::Config(e.to_string()))?);
+    meta.insert("progress".to_string(), serde_json::to_string(progress).map_err(|e| TrainError::Config(e.to_string()))?);
+    for (k, v) in extra {
+        meta.insert((*k).to_string(), v.clone());
+    }
+    safetensors::serialize(views, Some(meta)).map_err(|e| TrainError::Config(format!("serialise checkpoint: {e}")))
+}
+
+/// Saves a checkpoint atomically at `path`.
+pub fn save(path: &Path, model: &Dim, adam: Option<&AdamState>, progress: &Progress, extra: &[(&str, String)]) -> Result<()> {
+    write_atomic(path, &to_bytes(model, adam, progress, extra)?)
+}
+
+/// Points `dir/latest` at `file_name` (atomically).
+pub fn set_latest(dir: &Path, file_name: &str) -> Result<()> {
+    write_atomic(&dir.join(LATEST), format!("{file_name}\n").as_bytes())
+}
+
+/// The checkpoint `dir/latest` names, if any.
+pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
+    let p = dir.join(LATEST);
+    match fs::read_to_string(&p) {
+        Ok(s) => {
+            let name = s.trim();
+            if name.is_empty() || name.contains('/') || name.contains('\\') {
+                return Err(TrainError::Format { path: p, reason: "does not hold a checkpoint file name".into() });
+            }
+            Ok(Some(dir.join(name)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TrainError::Io { path: p, action: "read", source: e }),
+    }
+}
+
+/// A loaded checkpoint.
+pub struct Loaded {
+    /// The model with its weights and BN statistics.
+    pub model: Dim,
+    /// Adam moments, if the file has them.
+    pub adam: Option<AdamState>,
+    /// Progress.
+    pub progress: Progress,
+    /// All metadata.
+    pub metadata: HashMap<String, String>,
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> TrainError {
+    TrainError::Format { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Copies tensor `name` into `dst`, checking dtype and shape.
+pub(crate) fn read_tensor(st: &SafeTensors<'_>, path: &Path, name: &str, shape: &[usize], dst: &mut [f32]) -> Result<()> {
+    let t = st.tensor(name).map_err(|_| bad(path, format!("missing tensor {name}")))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(bad(path, format!("tensor {name} has dtype {:?}, expected F32", t.dtype())));
+    }
+    if t.shape() != shape {
+        return Err(bad(path, format!("tensor {name} has shape {:?}, expected {shape:?} for this config", t.shape())));
+    }
+    for (d, c) in dst.iter_mut().zip(t.data().chunks_exact(4)) {
+        *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    Ok(())
+}
+
+/// Loads a checkpoint written by [`save`].
+pub fn load(path: &Path) -> Result<Loaded> {
+    let bytes = fs::read(path).map_err(io(path, "read checkpoint"))?;
+    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+    let metadata = md.metadata().clone().unwrap_or_default();
+    if metadata.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(path, "not an infomax checkpoint (metadata format)"));
+    }
+    if metadata.get("version").map(String::as_str) != Some(VERSION) {
+        return Err(bad(path, format!("unsupported checkpoint version {:?}", metadata.get("version"))));
+    }
+    let cfg = metadata.get("model_config").ok_or_else(|| bad(path, "metadata has no model_config"))?;
+    let cfg = serde_json::from_str(cfg).map_err(|e| bad(path, format!("model_config: {e}")))?;
+    let progress = match metadata.get("progress") {
+        Some(p) => serde_json::from_str(p).map_err(|e| bad(path, format!("progress: {e}")))?,
+        None => Progress::default(),
+    };
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("invalid safetensors: {e}")))?;
+    let mut model = Dim::new(cfg)?;
+    let (table, btable) = (model.table.clone(), model.buffer_table.clone());
+    for e in table.entries() {
+        read_tensor(&st, path, &e.name, &e.shape, &mut model.params[e.range()])?;
+    }
+    for e in btable.entries() {
+        read_tensor(&st, path, &e.name, &e.shape, &mut model.buffers[e.range()])?;
+    }
+    let adam = if st.names().iter().any(|n| n.starts_with("optim.m.")) {
+        let mut a = AdamState { m: vec![0.0; table.len()], v: vec![0.0; table.len()] };
+        for e in table.entries() {
+            read_tensor(&st, path, &format!("optim.m.{}", e.name), &e.shape, &mut a.m[e.range()])?;
+            read_tensor(&st, path, &format!("optim.v.{}", e.name), &e.shape, &mut a.v[e.range()])?;
+        }
+        Some(a)
+    } else {
+        None
+    };
+    Ok(Loaded { model, adam, progress, metadata })
+}

@@ -1,0 +1,87 @@
+//! Errors of the training stack (files, formats, configs). Every variant
+//! names what it was working on.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A training, checkpoint or config failure.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// Reading or writing a file failed.
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What was being done ("write checkpoint", ...).
+        action: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file exists but its content is wrong.
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A config (file or flags) that cannot work.
+    Config(String),
+    /// A shape or numeric error from the model or kernels.
+    Model(crate::Error),
+    /// A dataset could not be read.
+    Data(crate::data::DataError),
+    /// Training diverged (NaN or Inf).
+    Diverged {
+        /// Global step (1-based) where it was seen.
+        step: u64,
+        /// Which quantity ("loss", or a tensor name).
+        what: String,
+    },
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::Io { path, action, source } => write!(f, "{}: cannot {action}: {source}", path.display()),
+            TrainError::Format { path, reason } => write!(f, "{}: {reason}", path.display()),
+            TrainError::Config(m) => write!(f, "invalid config: {m}"),
+            TrainError::Model(e) => write!(f, "{e}"),
+            TrainError::Data(e) => write!(f, "{e}"),
+            TrainError::Diverged { step, what } => {
+                write!(f, "training diverged at step {step}: {what} is not finite (the last good checkpoint is kept)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TrainError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrainError::Io { source, .. } => Some(source),
+            TrainError::Model(e) => Some(e),
+            TrainError::Data(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::Error> for TrainError {
+    fn from(e: crate::Error) -> Self {
+        TrainError::Model(e)
+    }
+}
+
+impl From<crate::data::DataError> for TrainError {
+    fn from(e: crate::data::DataError) -> Self {
+        TrainError::Data(e)
+    }
+}
+
+/// Result alias of the training stack.
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// Wraps an io error with its path and action.
+pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.into();
+    move |source| TrainError::Io { path, action, source }
+}

@@ -1,0 +1,130 @@
+//! The paper's evaluation (spec §6) on a trained or untrained encoder:
+//! frozen encoder in eval mode, features from the conv, fc and Y taps, a
+//! linear probe and the nonlinear classifier on each, plus the raw-pixel
+//! baseline. The classifier protocol is `crate::eval`'s (the reference
+//! harness's).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::data::Dataset;
+use crate::dim::Dim;
+use crate::eval::{EvalConfig, EvalData, evaluate_standardized, standardize};
+use crate::train::error::{Result, TrainError};
+use crate::train::extract_features;
+
+/// Probe accuracies of one feature tap.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TapResult {
+    /// `conv`, `fc`, `y` or `pixels`.
+    pub tap: String,
+    /// Feature width.
+    pub dim: usize,
+    /// Linear probe test accuracy after the last epoch.
+    pub linear: f64,
+    /// Nonlinear classifier test accuracy after the last epoch.
+    pub mlp: f64,
+    /// Linear, mean of the last 5 epochs.
+    pub linear_last5: f64,
+    /// Nonlinear, mean of the last 5 epochs.
+    pub mlp_last5: f64,
+}
+
+/// All taps of one method.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    /// What was evaluated ("DIM", "random init", "raw pixels").
+    pub method: String,
+    /// One row per tap.
+    pub taps: Vec<TapResult>,
+    /// Seconds spent.
+    pub wall_s: f64,
+}
+
+impl Report {
+    /// The row of a tap.
+    pub fn tap(&self, name: &str) -> Option<&TapResult> {
+        self.taps.iter().find(|t| t.tap == name)
+    }
+}
+
+fn labels(ds: &Dataset) -> Result<Vec<usize>> {
+    let l = ds.labels.as_ref().ok_or_else(|| TrainError::Config("evaluation needs a labelled dataset".into()))?;
+    Ok(l.iter().map(|&v| usize::from(v)).collect())
+}
+
+fn run_tap(
+    name: &str,
+    tap_index: u64,
+    dim: usize,
+    mut tr: Vec<f32>,
+    mut te: Vec<f32>,
+    ytr: &[usize],
+    yte: &[usize],
+    classes: usize,
+    cfg: &EvalConfig,
+) -> Result<TapResult> {
+    standardize(&mut tr, &mut te, dim)?;
+    let data = EvalData::new(&tr, ytr, &te, yte, dim, classes)?;
+    let (lin, mlp) = evaluate_standardized(&data, tap_index, cfg)?;
+    Ok(TapResult {
+        tap: name.into(),
+        dim,
+        linear: lin.acc,
+        mlp: mlp.acc,
+        linear_last5: lin.acc_last5,
+        mlp_last5: mlp.acc_last5,
+    })
+}
+
+/// Evaluates an encoder's conv, fc and Y taps (those it has).
+pub fn evaluate_encoder(method: &str, model: &mut Dim, train: &Dataset, test: &Dataset, cfg: &EvalConfig) -> Result<Report> {
+    let t0 = Instant::now();
+    let (ytr, yte) = (labels(train)?, labels(test)?);
+    let classes = train.classes.max(test.classes);
+    let ftr = extract_features(model, train, 500)?;
+    let fte = extract_features(model, test, 500)?;
+    let mut taps = Vec::new();
+    if let (Some((d, a)), Some((_, b))) = (ftr.conv, fte.conv) {
+        taps.push(run_tap("conv", 0, d, a, b, &ytr, &yte, classes, cfg)?);
+    }
+    if let (Some((d, a)), Some((_, b))) = (ftr.fc, fte.fc) {
+        taps.push(run_tap("fc", 1, d, a, b, &ytr, &yte, classes, cfg)?);
+    }
+    taps.push(run_tap("y", 2, ftr.y.0, ftr.y.1, fte.y.1, &ytr, &yte, classes, cfg)?);
+    Ok(Report { method: method.into(), taps, wall_s: t0.elapsed().as_secs_f64() })
+}
+
+/// The raw-pixel baseline (images in [−1, 1], flattened).
+pub fn evaluate_pixels(train: &Dataset, test: &Dataset, cfg: &EvalConfig) -> Result<Report> {
+    let t0 = Instant::now();
+    let (ytr, yte) = (labels(train)?, labels(test)?);
+    let d = train.channels * train.height * train.width;
+    let pixels = |ds: &Dataset| -> Result<Vec<f32>> {
+        let idx: Vec<usize> = (0..ds.n).collect();
+        let mut x = vec![0f32; ds.n * d];
+        ds.write_batch(&idx, &mut x)?;
+        Ok(x)
+    };
+    let tap = run_tap("pixels", 0, d, pixels(train)?, pixels(test)?, &ytr, &yte, train.classes.max(test.classes), cfg)?;
+    Ok(Report { method: "raw pixels".into(), taps: vec![tap], wall_s: t0.elapsed().as_secs_f64() })
+}
+
+/// A text table: one row per (method, tap), linear and nonlinear accuracy.
+pub fn format_table(reports: &[Report]) -> String {
+    let mut s = String::from("| method | tap | dim | linear probe | nonlinear (MLP) |\n|---|---|---|---|---|\n");
+    for r in reports {
+        for t in &r.taps {
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.2}% | {:.2}% |\n",
+                r.method,
+                t.tap,
+                t.dim,
+                100.0 * t.linear,
+                100.0 * t.mlp
+            ));
+        }
+    }
+    s
+}
