@@ -16,6 +16,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "train")]
+pub mod data;
 pub mod error;
 pub mod kernels;
 pub mod optim;
