@@ -27,6 +27,26 @@
 //! | [`rng`] | SplitMix64, a one-`u64`-state RNG that checkpoints trivially |
 //!
 //! See `docs/data.md` for the error raised by each kind of malformed file.
+//!
+//! ```
+//! use infomax::data::{Augment, Crop, Loader, Split, load_mnist_dir};
+//!
+//! let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/fashion-mnist-subset");
+//! let train = load_mnist_dir(dir, Split::Train)?; // the bundled subset: 10 000 × 1×28×28
+//! let loader = Loader::new(train.n, 64, 0)?; // shuffled, drop-last
+//! assert_eq!(loader.batches_per_epoch(), 156);
+//! let aug = Augment::none().with_crop(Crop::random(28, 2)).with_hflip(true);
+//! let (c, h, w) = aug.output_shape(train.channels, train.height, train.width)?;
+//! let mut x = vec![0f32; 64 * c * h * w];
+//! let mut y = vec![0usize; 64];
+//! let epoch = 0;
+//! for (b, idx) in loader.epoch(epoch).batches().enumerate().take(2) {
+//!     train.write_batch_augmented(idx, &aug, &mut loader.augment_rng(epoch, b as u64), &mut x)?;
+//!     train.write_labels(idx, &mut y)?;
+//!     assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)) && y.iter().all(|&l| l < 10));
+//! }
+//! # Ok::<(), infomax::data::DataError>(())
+//! ```
 
 pub mod augment;
 pub mod cifar;
@@ -246,7 +266,7 @@ impl fmt::Display for DataError {
             }
             DataError::BadMagic { path, expected, got } => write!(
                 f,
-                "{}: bad magic number {}, expected {}",
+                "{}: bad magic number {}; expected {}",
                 path.display(),
                 describe_magic(*got),
                 describe_magic(*expected)
@@ -270,8 +290,8 @@ impl fmt::Display for DataError {
                 f,
                 "{}: {len} bytes is not a whole number of {record_len}-byte {format}s ({} whole, {} bytes left over)",
                 path.display(),
-                len / *record_len as u64,
-                len % *record_len as u64
+                len.checked_div(*record_len as u64).unwrap_or(0),
+                len.checked_rem(*record_len as u64).unwrap_or(*len)
             ),
             DataError::Empty { path } => write!(f, "{}: holds no images", path.display()),
             DataError::CountMismatch { images, n_images, labels, n_labels } => write!(
