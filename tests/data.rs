@@ -711,6 +711,9 @@ fn augment_stl_crop_and_errors() {
     let big = Augment::none().with_crop(Crop::random(97, 0));
     assert!(matches!(big.output_shape(3, 96, 96), Err(DataError::Invalid { .. })));
     assert!(matches!(big.write_batch(&ds, &[0], &mut r, &mut out), Err(DataError::Invalid { .. })));
+    let huge = Augment::none().with_crop(Crop::random(usize::MAX / 2, usize::MAX / 4));
+    assert!(matches!(huge.output_shape(3, 96, 96), Err(DataError::Invalid { .. })));
+    assert!(matches!(huge.write_batch(&ds, &[0], &mut r, &mut out), Err(DataError::Invalid { .. })));
     let zero = Augment::none().with_crop(Crop::random(0, 0));
     assert!(matches!(zero.output_shape(3, 96, 96), Err(DataError::Invalid { .. })));
     assert!(matches!(aug.write_batch(&ds, &[0], &mut r, &mut out), Err(DataError::LengthMismatch { .. })));

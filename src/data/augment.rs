@@ -114,6 +114,8 @@ impl Augment {
                 ),
             });
         }
+        // The output image's size must fit too (a huge padding allows a huge crop).
+        super::image_len(channels, c.height, c.width)?;
         Ok((channels, c.height, c.width))
     }
 
@@ -147,7 +149,7 @@ impl Augment {
     pub fn write_batch(&self, ds: &Dataset, indices: &[usize], rng: &mut Rng, out: &mut [f32]) -> Result<()> {
         let il = ds.check_shape()?;
         let (ch, oh, ow) = self.output_shape(ds.channels, ds.height, ds.width)?;
-        let ol = oh * ow * ch; // <= padded size, which fitted in usize above
+        let ol = ch * oh * ow; // checked by output_shape
         let need = ol.checked_mul(indices.len()).ok_or_else(|| DataError::Invalid {
             what: "batch",
             reason: format!("{} images of {ol} values overflow usize", indices.len()),
