@@ -17,12 +17,18 @@
 #![warn(missing_docs)]
 
 #[cfg(feature = "train")]
+pub mod data;
+#[cfg(feature = "train")]
 pub mod dim;
 pub mod error;
+#[cfg(feature = "train")]
+pub mod eval;
 pub mod kernels;
 pub mod optim;
 #[cfg(feature = "train")]
 pub mod params;
 pub mod rng;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use error::{Error, Result};

@@ -53,7 +53,14 @@ impl AdamConfig {
 }
 
 /// One Adam step at 1-based step `t` over matching slices.
-pub fn adam_step(cfg: &AdamConfig, t: u64, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) -> Result<()> {
+pub fn adam_step(
+    cfg: &AdamConfig,
+    t: u64,
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> Result<()> {
     cfg.validate()?;
     if t == 0 {
         return Err(Error::InvalidParameter { what: "adam step", reason: "steps count from 1" });
@@ -63,8 +70,8 @@ pub fn adam_step(cfg: &AdamConfig, t: u64, params: &mut [f32], grads: &[f32], m:
     check_len("adam first moments", n, m.len())?;
     check_len("adam second moments", n, v.len())?;
     let ti = i32::try_from(t).unwrap_or(i32::MAX);
-    let bc1 = 1.0 - cfg.beta1.powi(ti);
-    let bc2 = 1.0 - cfg.beta2.powi(ti);
+    let bc1 = 1.0 - libm::pow(cfg.beta1, f64::from(ti));
+    let bc2 = 1.0 - libm::pow(cfg.beta2, f64::from(ti));
     let step_size = (cfg.lr / bc1) as f32;
     let bc2_sqrt = libm::sqrt(bc2) as f32;
     let (b1, b2, eps) = (cfg.beta1 as f32, cfg.beta2 as f32, cfg.eps as f32);

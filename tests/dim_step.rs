@@ -116,7 +116,13 @@ fn run(name: &str, est: Estimator) {
             // Adam's first step is ≈ −lr·sign(g): where |g| is at rounding
             // level the sign is noise, so only clear gradients are compared.
             if g_ref[i].abs() > 1e-5 {
-                assert!((got[i] - after[i]).abs() < 2e-7, "{name}: {}[{i}] after Adam {} vs {}", e.name, got[i], after[i]);
+                assert!(
+                    (got[i] - after[i]).abs() < 2e-7,
+                    "{name}: {}[{i}] after Adam {} vs {}",
+                    e.name,
+                    got[i],
+                    after[i]
+                );
             }
         }
     }

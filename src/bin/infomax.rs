@@ -197,7 +197,10 @@ fn run_eval(
             eprintln!("{m}");
         }
     };
-    say(&format!("evaluating on {} train / {} test images ({} classifier epochs per probe)", train.n, test.n, cfg.epochs));
+    say(&format!(
+        "evaluating on {} train / {} test images ({} classifier epochs per probe)",
+        train.n, test.n, cfg.epochs
+    ));
     let mut reports = vec![evaluate_encoder("DIM", model, &train, &test, &cfg)?];
     say(&format!("  DIM features done in {:.0}s", reports[0].wall_s));
     if !probe.no_baselines {

@@ -75,7 +75,12 @@ const fn fc(out: usize) -> Layer {
 impl EncoderConfig {
     /// `basic28x28` (spec §2.4): 28×28×1, local map 7×7×128.
     pub fn conv28() -> Self {
-        Self { input: [1, 28, 28], layers: vec![conv(64, 5, 2, 2, false), conv(128, 5, 2, 2, false), fc(1024)], local_layer: 1, y_dim: 64 }
+        Self {
+            input: [1, 28, 28],
+            layers: vec![conv(64, 5, 2, 2, false), conv(128, 5, 2, 2, false), fc(1024)],
+            local_layer: 1,
+            y_dim: 64,
+        }
     }
 
     /// The DCGAN encoder `basic32x32` (spec §2.2): 32×32×3, local 8×8×128.
@@ -153,7 +158,10 @@ impl EncoderConfig {
             cur = match *layer {
                 Layer::Conv { out: oc, kernel, stride, padding, pool, .. } => {
                     if seen_linear {
-                        return Err(Error::InvalidShape { what: "encoder", reason: "a conv layer follows a linear layer" });
+                        return Err(Error::InvalidShape {
+                            what: "encoder",
+                            reason: "a conv layer follows a linear layer",
+                        });
                     }
                     if oc == 0 || kernel == 0 || stride == 0 {
                         return Err(Error::ZeroSize { what: "encoder conv layer (out, kernel and stride)" });
@@ -340,7 +348,9 @@ impl DimConfig {
         if self.mi_units == 0 {
             return Err(Error::ZeroSize { what: "mi_units" });
         }
-        for (what, v) in [("alpha", self.alpha), ("beta", self.beta), ("gamma", self.gamma), ("prior_lambda", self.prior_lambda)] {
+        for (what, v) in
+            [("alpha", self.alpha), ("beta", self.beta), ("gamma", self.gamma), ("prior_lambda", self.prior_lambda)]
+        {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(Error::InvalidParameter { what, reason: "must be finite and >= 0" });
             }

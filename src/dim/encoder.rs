@@ -113,7 +113,14 @@ impl Encoder {
     }
 
     /// Forward over `x` (`[n, c, h, w]`).
-    pub fn forward(&self, params: &[f32], buffers: &mut [f32], x: &[f32], acts: &mut EncoderActs, mode: Mode) -> Result<()> {
+    pub fn forward(
+        &self,
+        params: &[f32],
+        buffers: &mut [f32],
+        x: &[f32],
+        acts: &mut EncoderActs,
+        mode: Mode,
+    ) -> Result<()> {
         let n = acts.n;
         check_len("encoder input", n * self.input_len(), x.len())?;
         for i in 0..self.blocks.len() {
@@ -161,7 +168,11 @@ impl Encoder {
                 if let Some(dl) = d_local {
                     let slot = &mut acts.blocks[i].d_out;
                     if dl.len() != slot.len() {
-                        return Err(Error::LengthMismatch { what: "local map gradient", expected: slot.len(), got: dl.len() });
+                        return Err(Error::LengthMismatch {
+                            what: "local map gradient",
+                            expected: slot.len(),
+                            got: dl.len(),
+                        });
                     }
                     for (a, &b) in slot.iter_mut().zip(dl) {
                         *a += b;

@@ -93,7 +93,14 @@ impl MiHead {
     }
 
     /// Forward over `x` (`[R, n_in]`) into `acts.out`.
-    pub fn forward(&self, params: &[f32], buffers: &mut [f32], x: &[f32], acts: &mut HeadActs, mode: Mode) -> Result<()> {
+    pub fn forward(
+        &self,
+        params: &[f32],
+        buffers: &mut [f32],
+        x: &[f32],
+        acts: &mut HeadActs,
+        mode: Mode,
+    ) -> Result<()> {
         let (r, d, n_in) = (acts.rows, self.d, self.n_in);
         let l_in = k::LinearShape::new(r, n_in, d);
         let l_dd = k::LinearShape::new(r, d, d);
@@ -122,7 +129,13 @@ impl MiHead {
             }
         }
         acts.a.par_chunks_mut(1 << 14).for_each(k::relu_inplace);
-        par::linear_forward_par(&l_dd, &acts.a, self.p(params, self.l2w, d * d), Some(self.p(params, self.l2b, d)), &mut acts.s)?;
+        par::linear_forward_par(
+            &l_dd,
+            &acts.a,
+            self.p(params, self.l2w, d * d),
+            Some(self.p(params, self.l2b, d)),
+            &mut acts.s,
+        )?;
         // Shortcut, added into s (the LN output buffer is free scratch here).
         par::linear_forward_par(&l_in, x, self.p(params, self.sc, d * n_in), None, &mut acts.out)?;
         acts.s.par_chunks_mut(1 << 14).zip(acts.out.par_chunks(1 << 14)).for_each(|(s, o)| {
@@ -144,7 +157,14 @@ impl MiHead {
 
     /// Backward from `acts.d_out`; writes `dx` (`[R, n_in]`), accumulates
     /// parameter gradients.
-    pub fn backward(&self, params: &[f32], grads: &mut [f32], x: &[f32], acts: &mut HeadActs, dx: &mut [f32]) -> Result<()> {
+    pub fn backward(
+        &self,
+        params: &[f32],
+        grads: &mut [f32],
+        x: &[f32],
+        acts: &mut HeadActs,
+        dx: &mut [f32],
+    ) -> Result<()> {
         let (r, d, n_in) = (acts.rows, self.d, self.n_in);
         let ns = k::NormShape::new(r, d, 1);
         let l_in = k::LinearShape::new(r, n_in, d);
@@ -165,7 +185,15 @@ impl MiHead {
         }
         {
             let (dw, db) = pair_mut(grads, self.l2w..self.l2w + d * d, self.l2b..self.l2b + d);
-            par::linear_backward_par(&l_dd, &acts.a, self.p(params, self.l2w, d * d), &acts.d_s, Some(&mut acts.d_a), dw, Some(db))?;
+            par::linear_backward_par(
+                &l_dd,
+                &acts.a,
+                self.p(params, self.l2w, d * d),
+                &acts.d_s,
+                Some(&mut acts.d_a),
+                dw,
+                Some(db),
+            )?;
         }
         acts.d_a.par_chunks_mut(1 << 14).zip(acts.a.par_chunks(1 << 14)).for_each(|(g, a)| {
             for (gv, &av) in g.iter_mut().zip(a) {
