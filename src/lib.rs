@@ -17,6 +17,8 @@
 #![warn(missing_docs)]
 
 pub mod error;
+#[cfg(feature = "train")]
+pub mod eval;
 pub mod kernels;
 pub mod optim;
 
