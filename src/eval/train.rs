@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use super::model::{Classifier, ClassifierKind, ClassifierSpec, Workspace, argmax};
 use super::rng::Rng;
 use super::{EvalConfig, EvalData};
-use crate::error::{Result, check_len, check_nonzero};
+use crate::error::{Result, check_len, check_nonzero, checked_product};
 use crate::kernels::Float;
 use crate::optim::adam_step;
 
@@ -57,7 +57,7 @@ pub fn accuracy<T: Float>(
     check_nonzero("accuracy rows", labels.len())?;
     let d = model.spec().in_features;
     let c = model.spec().classes;
-    check_len("accuracy features", labels.len().checked_mul(d).unwrap_or(usize::MAX), x.len())?;
+    check_len("accuracy features", checked_product("accuracy features", &[labels.len(), d])?, x.len())?;
     let mut correct = 0usize;
     for (xs, ls) in x.chunks(batch * d).zip(labels.chunks(batch)) {
         model.eval_logits(xs, ls.len(), ws)?;
