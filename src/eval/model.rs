@@ -307,6 +307,10 @@ impl<T: Float> Classifier<T> {
         let rows = labels.len();
         self.rows_of(x, rows)?;
         check_len("classifier gradient", self.params.len(), grads.len())?;
+        // Labels first: a failed call must not have touched the running statistics.
+        if let Some((index, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= self.spec.classes) {
+            return Err(Error::LabelOutOfRange { index, label, classes: self.spec.classes });
+        }
         let (d, c, h) = (self.spec.in_features, self.spec.classes, self.spec.hidden);
         let rs = RowsShape::new(rows, c);
         match self.spec.kind {
