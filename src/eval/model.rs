@@ -13,7 +13,7 @@ use crate::kernels::par::{
 };
 use crate::kernels::{
     BatchNormConfig, Float, LinearShape, NORM_EPS, NormShape, RowsShape, batch_norm_eval_forward,
-    cross_entropy_backward, cross_entropy_forward, dropout_backward, dropout_forward, relu_backward, relu_inplace,
+    cross_entropy_backward, cross_entropy_forward, dropout_backward, dropout_forward, relu_backward, relu_forward,
 };
 
 /// Rows per task for the element-wise passes (dropout, ReLU, eval-mode batch
@@ -130,6 +130,7 @@ pub struct Workspace<T> {
     mask: Vec<T>,
     h2: Vec<T>,
     h3: Vec<T>,
+    h4: Vec<T>,
     logits: Vec<T>,
     dlogits: Vec<T>,
     ga: Vec<T>,
@@ -146,6 +147,7 @@ impl<T: Float> Workspace<T> {
             mask: Vec::new(),
             h2: Vec::new(),
             h3: Vec::new(),
+            h4: Vec::new(),
             logits: Vec::new(),
             dlogits: Vec::new(),
             ga: Vec::new(),
@@ -367,9 +369,14 @@ impl<T: Float> Classifier<T> {
                     sm,
                     si,
                 )?;
-                h3.par_chunks_mut(ROW_CHUNK * h).for_each(relu_inplace);
+                // Out of place: `relu_inplace`'s conditional store does not
+                // vectorise and mispredicts on BN output (half negative).
+                let h4 = sized(&mut ws.h4, n);
+                h4.par_chunks_mut(ROW_CHUNK * h)
+                    .zip(ws.h3[..n].par_chunks(ROW_CHUNK * h))
+                    .try_for_each(|(y, xs)| relu_forward(xs, y))?;
                 // Linear 4 and the loss.
-                let h3 = &ws.h3[..n];
+                let h3 = &ws.h4[..n];
                 let logits = sized(&mut ws.logits, rows * c);
                 linear_forward_par(&s4, h3, w4, Some(b4), logits)?;
                 let loss = cross_entropy_forward(&rs, logits, labels)?;
@@ -427,15 +434,16 @@ impl<T: Float> Classifier<T> {
                 let n = rows * h;
                 linear_forward_par(&LinearShape::new(rows, d, h), x, w0, Some(b0), sized(&mut ws.h1, n))?;
                 let h2 = sized(&mut ws.h2, n);
+                let h3 = sized(&mut ws.h3, n);
                 let (rm, rv) = (&self.running_mean[..], &self.running_var[..]);
-                h2.par_chunks_mut(ROW_CHUNK * h).zip(ws.h1[..n].par_chunks(ROW_CHUNK * h)).try_for_each(
-                    |(y, xs)| {
+                h2.par_chunks_mut(ROW_CHUNK * h)
+                    .zip(h3.par_chunks_mut(ROW_CHUNK * h))
+                    .zip(ws.h1[..n].par_chunks(ROW_CHUNK * h))
+                    .try_for_each(|((y, bn), xs)| {
                         let ns = NormShape::new(xs.len() / h, h, 1);
-                        batch_norm_eval_forward(&ns, NORM_EPS, xs, gamma, beta, rm, rv, y)?;
-                        relu_inplace(y);
-                        Ok::<(), Error>(())
-                    },
-                )?;
+                        batch_norm_eval_forward(&ns, NORM_EPS, xs, gamma, beta, rm, rv, bn)?;
+                        relu_forward(bn, y)
+                    })?;
                 let logits = sized(&mut ws.logits, rows * c);
                 linear_forward_par(&LinearShape::new(rows, h, c), &ws.h2[..n], w4, Some(b4), logits)
             }

@@ -88,6 +88,19 @@ pub fn train_classifier(
     seed: u64,
 ) -> Result<(Classifier<f32>, ClassifierResult)> {
     cfg.validate()?;
+    // Run the whole loop on a pool worker (the current pool's, or the global
+    // one's): every parallel kernel call is then a cheap in-pool fork instead
+    // of a cross-thread injection that parks the calling thread, which at a
+    // few milliseconds per step is a large share of the time.
+    rayon::scope(|_| train_on_worker(kind, data, cfg, seed))
+}
+
+fn train_on_worker(
+    kind: ClassifierKind,
+    data: &EvalData<'_>,
+    cfg: &EvalConfig,
+    seed: u64,
+) -> Result<(Classifier<f32>, ClassifierResult)> {
     let t0 = Instant::now();
     let d = data.dim();
     let spec =
