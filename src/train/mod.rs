@@ -328,7 +328,7 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
     let budget_s = cfg.minutes.map(|m| m * 60.0);
     let mut logs = Vec::new();
     let mut last_ckpt = checkpoint::latest(out_dir)?.unwrap_or_default();
-    let mut rng = Rng::new(progress.rng_state);
+    let rng = Rng::new(progress.rng_state);
     let out_of_budget = |p: &Progress, wall: f64| {
         cfg.steps.is_some_and(|s| p.step >= s)
             || cfg.epochs.is_some_and(|e| p.epoch >= e)
@@ -346,8 +346,9 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
         let epoch_start = Instant::now();
         let (mut sum_loss, mut sum_mi, mut sum_pos, mut sum_neg, mut done) = (0f64, 0f64, 0f64, 0f64, 0usize);
         let mut partial = false;
-        for batch in epoch.batches() {
-            augment.write_batch(&ds, batch, &mut rng, &mut x)?;
+        for (b, batch) in epoch.batches().enumerate() {
+            let mut aug_rng = loader.augment_rng(progress.epoch, b as u64);
+            augment.write_batch(&ds, batch, &mut aug_rng, &mut x)?;
             let stats = model.forward_backward(&x, &mut ws)?;
             progress.step += 1;
             if !stats.loss.is_finite() {
