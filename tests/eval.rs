@@ -582,3 +582,34 @@ fn bad_input_gives_typed_errors() {
     assert!(matches!(m.eval_logits(&x, 3, &mut ws), Err(Error::LengthMismatch { .. })));
     assert!(matches!(accuracy(&m, &x, &y, 0, &mut ws), Err(Error::ZeroSize { .. })));
 }
+
+// ----------------------------------------------------------------------------- timing
+
+/// One epoch of each classifier on the reference's feature shapes
+/// (Fashion-MNIST: 60 000 train, 10 000 test rows; taps y = 64, fc = 1024,
+/// conv = 6272). Run with `cargo test --release --test eval -- --ignored
+/// --nocapture`; a full evaluation is 30 such epochs per classifier.
+#[test]
+#[ignore = "timing, several seconds to minutes"]
+fn timing_reference_shapes_one_epoch() {
+    let cfg = EvalConfig { epochs: 1, ..EvalConfig::default() };
+    let (n_train, n_test) = (60_000, 10_000);
+    let mut rng = Rng(9);
+    let ytr = labels(&mut rng, n_train, 10);
+    let yte = labels(&mut rng, n_test, 10);
+    for d in [64, 1024, 6272] {
+        let xtr = rng.vec_f32(n_train * d);
+        let xte = rng.vec_f32(n_test * d);
+        let data = EvalData::new(&xtr, &ytr, &xte, &yte, d, 10).unwrap();
+        for kind in ClassifierKind::ALL {
+            let (_, r) = train_classifier(kind, &data, &cfg, 0).unwrap();
+            eprintln!(
+                "{n_train}x{d} {:>6}: 1 epoch ({} steps + test eval) {:.2}s, {:.2} ms/step incl. eval",
+                kind.name(),
+                r.steps,
+                r.wall_s,
+                1e3 * r.wall_s / r.steps as f64
+            );
+        }
+    }
+}
