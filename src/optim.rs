@@ -53,7 +53,14 @@ impl AdamConfig {
 }
 
 /// One Adam step at 1-based step `t` over matching slices.
-pub fn adam_step(cfg: &AdamConfig, t: u64, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) -> Result<()> {
+pub fn adam_step(
+    cfg: &AdamConfig,
+    t: u64,
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> Result<()> {
     cfg.validate()?;
     if t == 0 {
         return Err(Error::InvalidParameter { what: "adam step", reason: "steps count from 1" });

@@ -220,15 +220,14 @@ fn run_eval(
 fn print_summary(reports: &[Report]) {
     println!("\nTest accuracy, frozen encoder (paper protocol):\n");
     print!("{}", format_table(reports));
-    if let (Some(dim), Some(rnd)) = (reports.first(), reports.get(1)) {
-        if let (Some(a), Some(b)) = (dim.tap("y"), rnd.tap("y")) {
-            println!(
-                "\nY tap, linear probe: DIM {:.2}% vs untrained {:.2}% ({:+.2} points)",
-                100.0 * a.linear,
-                100.0 * b.linear,
-                100.0 * (a.linear - b.linear)
-            );
-        }
+    let y_linear = |r: Option<&Report>| r.and_then(|r| r.tap("y")).map(|t| t.linear);
+    if let (Some(a), Some(b)) = (y_linear(reports.first()), y_linear(reports.get(1))) {
+        println!(
+            "\nY tap, linear probe: DIM {:.2}% vs untrained {:.2}% ({:+.2} points)",
+            100.0 * a,
+            100.0 * b,
+            100.0 * (a - b)
+        );
     }
 }
 

@@ -164,19 +164,19 @@ impl Encoder {
             self.out.backward(n, params, grads, input, &mut acts.y, Some(dx))?;
         }
         for i in (0..self.blocks.len()).rev() {
-            if i == self.cfg.local_layer {
-                if let Some(dl) = d_local {
-                    let slot = &mut acts.blocks[i].d_out;
-                    if dl.len() != slot.len() {
-                        return Err(Error::LengthMismatch {
-                            what: "local map gradient",
-                            expected: slot.len(),
-                            got: dl.len(),
-                        });
-                    }
-                    for (a, &b) in slot.iter_mut().zip(dl) {
-                        *a += b;
-                    }
+            if i == self.cfg.local_layer
+                && let Some(dl) = d_local
+            {
+                let slot = &mut acts.blocks[i].d_out;
+                if dl.len() != slot.len() {
+                    return Err(Error::LengthMismatch {
+                        what: "local map gradient",
+                        expected: slot.len(),
+                        got: dl.len(),
+                    });
+                }
+                for (a, &b) in slot.iter_mut().zip(dl) {
+                    *a += b;
                 }
             }
             let (done, rest) = acts.blocks.split_at_mut(i);

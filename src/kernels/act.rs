@@ -14,10 +14,9 @@ pub fn relu_forward<T: Float>(x: &[T], y: &mut [T]) -> Result<()> {
 
 /// In-place ReLU.
 pub fn relu_inplace<T: Float>(x: &mut [T]) {
+    // A select, not a branch: vectorises, and never mispredicts on BN output.
     for v in x {
-        if *v < T::ZERO {
-            *v = T::ZERO;
-        }
+        *v = if *v < T::ZERO { T::ZERO } else { *v };
     }
 }
 

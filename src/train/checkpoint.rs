@@ -104,8 +104,14 @@ pub fn to_bytes(
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("version".to_string(), VERSION.to_string());
-    meta.insert("model_config".to_string(), serde_json::to_string(&model.cfg).map_err(|e| TrainError::Config(e.to_string()))?);
-    meta.insert("progress".to_string(), serde_json::to_string(progress).map_err(|e| TrainError::Config(e.to_string()))?);
+    meta.insert(
+        "model_config".to_string(),
+        serde_json::to_string(&model.cfg).map_err(|e| TrainError::Config(e.to_string()))?,
+    );
+    meta.insert(
+        "progress".to_string(),
+        serde_json::to_string(progress).map_err(|e| TrainError::Config(e.to_string()))?,
+    );
     for (k, v) in extra {
         meta.insert((*k).to_string(), v.clone());
     }
@@ -113,7 +119,13 @@ pub fn to_bytes(
 }
 
 /// Saves a checkpoint atomically at `path`.
-pub fn save(path: &Path, model: &Dim, adam: Option<&AdamState>, progress: &Progress, extra: &[(&str, String)]) -> Result<()> {
+pub fn save(
+    path: &Path,
+    model: &Dim,
+    adam: Option<&AdamState>,
+    progress: &Progress,
+    extra: &[(&str, String)],
+) -> Result<()> {
     write_atomic(path, &to_bytes(model, adam, progress, extra)?)
 }
 
@@ -155,7 +167,13 @@ fn bad(path: &Path, reason: impl Into<String>) -> TrainError {
 }
 
 /// Copies tensor `name` into `dst`, checking dtype and shape.
-pub(crate) fn read_tensor(st: &SafeTensors<'_>, path: &Path, name: &str, shape: &[usize], dst: &mut [f32]) -> Result<()> {
+pub(crate) fn read_tensor(
+    st: &SafeTensors<'_>,
+    path: &Path,
+    name: &str,
+    shape: &[usize],
+    dst: &mut [f32],
+) -> Result<()> {
     let t = st.tensor(name).map_err(|_| bad(path, format!("missing tensor {name}")))?;
     if t.dtype() != Dtype::F32 {
         return Err(bad(path, format!("tensor {name} has dtype {:?}, expected F32", t.dtype())));

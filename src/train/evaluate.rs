@@ -54,6 +54,7 @@ fn labels(ds: &Dataset) -> Result<Vec<usize>> {
     Ok(l.iter().map(|&v| usize::from(v)).collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_tap(
     name: &str,
     tap_index: u64,
@@ -79,7 +80,13 @@ fn run_tap(
 }
 
 /// Evaluates an encoder's conv, fc and Y taps (those it has).
-pub fn evaluate_encoder(method: &str, model: &mut Dim, train: &Dataset, test: &Dataset, cfg: &EvalConfig) -> Result<Report> {
+pub fn evaluate_encoder(
+    method: &str,
+    model: &mut Dim,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &EvalConfig,
+) -> Result<Report> {
     let t0 = Instant::now();
     let (ytr, yte) = (labels(train)?, labels(test)?);
     let classes = train.classes.max(test.classes);

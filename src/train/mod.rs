@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Augment, Dataset, Loader, Split};
@@ -19,6 +20,9 @@ use crate::optim::{AdamConfig, adam_step};
 use crate::rng::Rng;
 pub use checkpoint::{AdamState, Progress};
 pub use error::{Result, TrainError};
+
+/// Parameters per parallel Adam task.
+const ADAM_CHUNK: usize = 1 << 16;
 
 /// Which dataset format a data folder holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,10 +160,8 @@ impl TrainConfig {
         if self.epochs.is_none() && self.minutes.is_none() && self.steps.is_none() {
             return Err(TrainError::Config("set a budget: epochs, minutes or steps".into()));
         }
-        if let Some(m) = self.minutes {
-            if !(m.is_finite() && m > 0.0) {
-                return Err(TrainError::Config("minutes must be finite and > 0".into()));
-            }
+        if self.minutes.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+            return Err(TrainError::Config("minutes must be finite and > 0".into()));
         }
         Ok(())
     }
@@ -238,11 +240,11 @@ pub struct TrainSummary {
 fn copy_weights(src: &Dim, dst: &mut Dim) -> usize {
     let mut copied = 0;
     for e in dst.table.entries().to_vec().iter().chain(dst.buffer_table.entries().to_vec().iter()) {
-        if let (Some(s), Some(d)) = (src.tensor(&e.name), dst.tensor_mut(&e.name)) {
-            if s.len() == d.len() {
-                d.copy_from_slice(s);
-                copied += 1;
-            }
+        if let (Some(s), Some(d)) = (src.tensor(&e.name), dst.tensor_mut(&e.name))
+            && s.len() == d.len()
+        {
+            d.copy_from_slice(s);
+            copied += 1;
         }
     }
     copied
@@ -265,13 +267,25 @@ fn trainable_ranges(model: &Dim, freeze: &[String]) -> Vec<core::ops::Range<usiz
 
 /// Checkpoint file name after `epoch` epochs (or a final partial one).
 fn checkpoint_name(progress: &Progress, partial: bool) -> String {
-    if partial { format!("step-{:08}.safetensors", progress.step) } else { format!("epoch-{:04}.safetensors", progress.epoch) }
+    if partial {
+        format!("step-{:08}.safetensors", progress.step)
+    } else {
+        format!("epoch-{:04}.safetensors", progress.epoch)
+    }
 }
 
 /// Trains on the config's train split. Writes `out_dir/train.jsonl`, a
 /// checkpoint per epoch (the previous one is removed once the new one and
 /// the `latest` pointer are durable) and a final checkpoint.
 pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Result<TrainSummary> {
+    // Run on a pool worker: the kernels' parallel loops then fork locally
+    // instead of handing off from an outside thread every call.
+    let mut out = None;
+    rayon::scope(|_| out = Some(train_on_worker(cfg, out_dir, start, quiet)));
+    out.unwrap_or_else(|| Err(TrainError::Config("the thread pool did not run the trainer".into())))
+}
+
+fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Result<TrainSummary> {
     cfg.validate()?;
     fs::create_dir_all(out_dir).map_err(error::io(out_dir, "create output folder"))?;
     let ds = cfg.data.load(Split::Train)?;
@@ -295,10 +309,15 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
                 .ok_or_else(|| TrainError::Config(format!("--resume: {} has no checkpoint yet", out_dir.display())))?;
             let loaded = checkpoint::load(&path)?;
             if loaded.model.cfg != cfg.model {
-                return Err(TrainError::Config(format!("--resume: {} was trained with another model config", path.display())));
+                return Err(TrainError::Config(format!(
+                    "--resume: {} was trained with another model config",
+                    path.display()
+                )));
             }
             model = loaded.model;
-            adam = loaded.adam.ok_or_else(|| TrainError::Format { path: path.clone(), reason: "has no optimiser state".into() })?;
+            adam = loaded
+                .adam
+                .ok_or_else(|| TrainError::Format { path: path.clone(), reason: "has no optimiser state".into() })?;
             progress = loaded.progress;
         }
         Start::From(path) => {
@@ -356,7 +375,12 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
             }
             let t = progress.step;
             for r in &ranges {
-                adam_step(&adam_cfg, t, &mut model.params[r.clone()], &model.grads[r.clone()], &mut adam.m[r.clone()], &mut adam.v[r.clone()])?;
+                // Element-wise, so any split gives the same bits.
+                model.params[r.clone()]
+                    .par_chunks_mut(ADAM_CHUNK)
+                    .zip(model.grads[r.clone()].par_chunks(ADAM_CHUNK))
+                    .zip(adam.m[r.clone()].par_chunks_mut(ADAM_CHUNK).zip(adam.v[r.clone()].par_chunks_mut(ADAM_CHUNK)))
+                    .try_for_each(|((p, g), (m, v))| adam_step(&adam_cfg, t, p, g, m, v))?;
             }
             sum_loss += stats.loss;
             sum_mi += stats.local.mi;
@@ -365,7 +389,12 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
             done += 1;
             progress.wall_s = wall_before + started.elapsed().as_secs_f64();
             let ips = (done * n) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {:.4} mi {:.3} {:.0} img/s", sum_loss / done as f64, sum_mi / done as f64, ips));
+            bar.set_message(format!(
+                "loss {:.4} mi {:.3} {:.0} img/s",
+                sum_loss / done as f64,
+                sum_mi / done as f64,
+                ips
+            ));
             bar.inc(1);
             if done < steps_per_epoch && out_of_budget(&progress, progress.wall_s) {
                 partial = true;
@@ -378,7 +407,8 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
         }
         progress.rng_state = rng.state;
         if let Some(bad) = model.params.iter().position(|v| !v.is_finite()) {
-            let name = model.table.entries().iter().find(|e| e.range().contains(&bad)).map_or("?".into(), |e| e.name.clone());
+            let name =
+                model.table.entries().iter().find(|e| e.range().contains(&bad)).map_or("?".into(), |e| e.name.clone());
             return Err(TrainError::Diverged { step: progress.step, what: format!("parameter {name}") });
         }
         let d = done.max(1) as f64;
@@ -392,7 +422,9 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
             lr: cfg.optimizer.lr,
             images_per_s: (done * n) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
             wall_s: progress.wall_s,
-            grad_norm: cfg.log_grad_norm.then(|| model.grads.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt()),
+            grad_norm: cfg
+                .log_grad_norm
+                .then(|| model.grads.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt()),
             partial,
         };
         let line = serde_json::to_string(&entry).map_err(|e| TrainError::Config(e.to_string()))?;
@@ -416,7 +448,7 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
         let extra = [("train_config", serde_json::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?)];
         checkpoint::save(&path, &model, Some(&adam), &progress, &extra)?;
         checkpoint::set_latest(out_dir, &name)?;
-        if last_ckpt != path && last_ckpt.as_os_str().len() > 0 {
+        if last_ckpt != path && !last_ckpt.as_os_str().is_empty() {
             let _ = fs::remove_file(&last_ckpt);
         }
         last_ckpt = path;

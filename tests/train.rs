@@ -1,0 +1,186 @@
+//! The trainer end to end on a small slice of the bundled data: exact
+//! resume, checkpoints, fine-tuning with frozen layers, and the CLI's
+//! handling of bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use infomax::data::{self, Split};
+use infomax::dim::{DimConfig, Estimator};
+use infomax::train::{self, DataConfig, DatasetKind, OptimConfig, Start, TrainConfig, TrainError, checkpoint};
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("infomax-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Writes the first `n` images of a bundled split as raw IDX files.
+fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
+    let mut img = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        img.extend_from_slice(&d.to_be_bytes());
+    }
+    img.extend_from_slice(&ds.images[..n * 784]);
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend_from_slice(&(n as u32).to_be_bytes());
+    lab.extend(ds.labels.as_ref().unwrap()[..n].iter().map(|&l| l as u8));
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+}
+
+fn small_data(name: &str) -> PathBuf {
+    let dir = tmp(name);
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset");
+    write_idx(&dir, "train", &data::load_mnist_dir(&bundled, Split::Train).unwrap(), 320);
+    write_idx(&dir, "t10k", &data::load_mnist_dir(&bundled, Split::Test).unwrap(), 100);
+    dir
+}
+
+fn config(data: &Path, epochs: u64, est: Estimator) -> TrainConfig {
+    TrainConfig {
+        model: DimConfig::new("edge").mi_units(32).estimator(est).seed(3),
+        data: DataConfig { kind: DatasetKind::FashionMnist, dir: data.to_path_buf(), crop: None, flip: false },
+        batch_size: 32,
+        epochs: Some(epochs),
+        minutes: None,
+        steps: None,
+        optimizer: OptimConfig::default(),
+        seed: 11,
+        freeze: vec![],
+        log_grad_norm: true,
+    }
+}
+
+#[test]
+fn resume_after_an_epoch_is_bitwise_identical() {
+    let data = small_data("resume-data");
+    for est in [Estimator::Jsd, Estimator::Nce] {
+        let (a, b) = (tmp("resume-a"), tmp("resume-b"));
+        let full = train::train(&config(&data, 3, est), &a, Start::Fresh, true).unwrap();
+        let first = train::train(&config(&data, 1, est), &b, Start::Fresh, true).unwrap();
+        assert_eq!(first.progress.epoch, 1);
+        assert_ne!(first.model.params, full.model.params, "one epoch must differ from three");
+        let resumed = train::train(&config(&data, 3, est), &b, Start::Resume, true).unwrap();
+        assert_eq!(resumed.progress.step, full.progress.step);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&resumed.model.params) == bits(&full.model.params), "{est:?}: parameters differ after resume");
+        assert!(
+            bits(&resumed.model.buffers) == bits(&full.model.buffers),
+            "{est:?}: BN statistics differ after resume"
+        );
+        // One log line per epoch, the resumed run appending to the first.
+        let log = std::fs::read_to_string(b.join("train.jsonl")).unwrap();
+        assert_eq!(log.lines().count(), 3);
+        assert!(log.lines().all(|l| l.contains("\"grad_norm\"") && l.contains("\"pos_mean\"")));
+    }
+}
+
+#[test]
+fn checkpoints_round_trip_and_latest_names_a_whole_file() {
+    let data = small_data("ckpt-data");
+    let out = tmp("ckpt");
+    let s = train::train(&config(&data, 2, Estimator::Jsd), &out, Start::Fresh, true).unwrap();
+    let latest = checkpoint::latest(&out).unwrap().unwrap();
+    assert_eq!(latest, s.checkpoint);
+    assert!(latest.ends_with("epoch-0002.safetensors"));
+    // Only the newest epoch checkpoint is kept.
+    assert!(!out.join("epoch-0001.safetensors").exists());
+    let loaded = checkpoint::load(&latest).unwrap();
+    assert_eq!(loaded.model.params, s.model.params);
+    assert_eq!(loaded.model.buffers, s.model.buffers);
+    assert_eq!(loaded.progress.epoch, 2);
+    assert!(loaded.adam.is_some());
+    assert!(loaded.metadata.contains_key("train_config"));
+    // PyTorch names with BN statistics, as load_state_dict expects.
+    for name in ["encoder.conv1.weight", "encoder.bn1.running_var", "encoder.out.bias", "local_head.ln.weight"] {
+        assert!(loaded.model.tensor(name).is_some(), "{name}");
+    }
+    // Corrupt files are refused with the path in the message.
+    let bad = out.join("bad.safetensors");
+    std::fs::write(&bad, b"not a checkpoint").unwrap();
+    let e = checkpoint::load(&bad).err().unwrap();
+    assert!(matches!(e, TrainError::Format { .. }) && e.to_string().contains("bad.safetensors"), "{e}");
+    let bytes = std::fs::read(&latest).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(checkpoint::load(&bad).is_err());
+}
+
+#[test]
+fn fine_tuning_keeps_frozen_layers_fixed() {
+    let data = small_data("ft-data");
+    let pre = tmp("ft-pre");
+    let s = train::train(&config(&data, 1, Estimator::Jsd), &pre, Start::Fresh, true).unwrap();
+    let mut cfg = config(&data, 1, Estimator::Nce);
+    cfg.freeze = vec!["encoder.conv1".into(), "encoder.bn1".into()];
+    let ft = train::train(&cfg, &tmp("ft"), Start::From(s.checkpoint.clone()), true).unwrap();
+    for name in ["encoder.conv1.weight", "encoder.bn1.weight", "encoder.bn1.bias"] {
+        assert_eq!(ft.model.tensor(name), s.model.tensor(name), "{name} must stay frozen");
+    }
+    assert_ne!(ft.model.tensor("encoder.conv2.weight"), s.model.tensor("encoder.conv2.weight"));
+}
+
+#[test]
+fn bad_configs_are_typed_errors() {
+    let data = small_data("cfg-data");
+    let mut cfg = config(&data, 1, Estimator::Jsd);
+    cfg.batch_size = 1;
+    assert!(matches!(train::train(&cfg, &tmp("cfg1"), Start::Fresh, true), Err(TrainError::Config(_))));
+    let mut cfg = config(&data, 1, Estimator::Jsd);
+    cfg.epochs = None;
+    assert!(matches!(train::train(&cfg, &tmp("cfg2"), Start::Fresh, true), Err(TrainError::Config(_))));
+    let mut cfg = config(&data, 1, Estimator::Jsd);
+    cfg.model = DimConfig::new("conv32");
+    let e = train::train(&cfg, &tmp("cfg3"), Start::Fresh, true).err().unwrap();
+    assert!(e.to_string().contains("expects 3×32×32"), "{e}");
+    let mut cfg = config(&data, 1, Estimator::Jsd);
+    cfg.data.dir = data.join("missing");
+    let e = train::train(&cfg, &tmp("cfg4"), Start::Fresh, true).err().unwrap();
+    assert!(matches!(e, TrainError::Data(_)) && e.to_string().contains("missing"), "{e}");
+    assert!(matches!(
+        train::train(&config(&data, 1, Estimator::Jsd), &tmp("cfg5"), Start::Resume, true),
+        Err(TrainError::Config(_))
+    ));
+    // Config files: unknown keys and impossible shapes are refused.
+    let dir = tmp("cfg-files");
+    let f = dir.join("c.toml");
+    std::fs::write(&f, "batch_size = 64\nepochs = 1\nbogus = 3\n[model]\nencoder = \"conv28\"\n[data]\nkind = \"fashion-mnist\"\ndir = \"x\"\n").unwrap();
+    let e = TrainConfig::from_file(&f).err().unwrap();
+    assert!(e.to_string().contains("bogus"), "{e}");
+    std::fs::write(
+        &f,
+        "epochs = 1\n[model]\nencoder = \"conv28\"\nmi_units = 0\n[data]\nkind = \"fashion-mnist\"\ndir = \"x\"\n",
+    )
+    .unwrap();
+    assert!(TrainConfig::from_file(&f).is_err());
+    std::fs::write(&f, "epochs = 1\n[model]\nencoder = \"conv99\"\n[data]\nkind = \"fashion-mnist\"\ndir = \"x\"\n")
+        .unwrap();
+    assert!(TrainConfig::from_file(&f).err().unwrap().to_string().contains("unknown preset"));
+    std::fs::write(
+        &f,
+        "epochs = 1\n[model.encoder]\ninput = [1, 4, 4]\nlayers = [{ type = \"conv\", out = 4, kernel = 9, stride = 1, padding = 0 }]\nlocal_layer = 0\ny_dim = 8\n[data]\nkind = \"fashion-mnist\"\ndir = \"x\"\n",
+    )
+    .unwrap();
+    assert!(TrainConfig::from_file(&f).err().unwrap().to_string().contains("kernel is larger"));
+}
+
+#[test]
+fn cli_reports_bad_input_with_nonzero_exit() {
+    let bin = env!("CARGO_BIN_EXE_infomax");
+    let out = Command::new(bin).args(["train", "--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"));
+    let out = Command::new(bin).args(["train", "--data", "/nonexistent/dir", "--quiet"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/dir"), "{err}");
+    let out = Command::new(bin).args(["train", "--estimator", "mine"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(bin).args(["eval", "/nonexistent.safetensors"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(bin).args(["--threads", "0", "train"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(bin).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Deep InfoMax"));
+}
