@@ -5,6 +5,7 @@
 //! in the same operation order, so one step matches PyTorch to rounding.
 
 use crate::error::{Error, Result, check_len};
+use crate::kernels::Float;
 
 /// Adam hyper-parameters. DIM's defaults (cortex): lr 1e-4, betas (0.5, 0.999).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,12 +74,12 @@ pub fn adam_step(
     let bc1 = 1.0 - libm::pow(cfg.beta1, f64::from(ti));
     let bc2 = 1.0 - libm::pow(cfg.beta2, f64::from(ti));
     let step_size = (cfg.lr / bc1) as f32;
-    let bc2_sqrt = libm::sqrt(bc2) as f32;
+    let bc2_sqrt = Float::sqrt(bc2) as f32;
     let (b1, b2, eps) = (cfg.beta1 as f32, cfg.beta2 as f32, cfg.eps as f32);
     for (((p, &g), mi), vi) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
         *mi = b1 * *mi + (1.0 - b1) * g;
         *vi = b2 * *vi + (1.0 - b2) * g * g;
-        let denom = libm::sqrtf(*vi) / bc2_sqrt + eps;
+        let denom = Float::sqrt(*vi) / bc2_sqrt + eps;
         *p -= step_size * *mi / denom;
     }
     Ok(())

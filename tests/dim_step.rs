@@ -40,6 +40,10 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn run(name: &str, est: Estimator) {
+    run_with(name, est, 0.0);
+}
+
+fn run_with(name: &str, est: Estimator, alpha: f64) {
     let f = load(name);
     let (c1, c2, fc, d, n) = (
         meta_usize(&f, "conv1_out"),
@@ -55,7 +59,7 @@ fn run(name: &str, est: Estimator) {
         local_layer: 1,
         y_dim: meta_usize(&f, "y_dim"),
     };
-    let mut cfg = DimConfig::new("conv28").mi_units(d).estimator(est);
+    let mut cfg = DimConfig::new("conv28").mi_units(d).estimator(est).weights(alpha, 1.0, 0.0);
     cfg.encoder = EncoderSpec::Custom(enc);
     let mut model = Dim::new(cfg).unwrap();
 
@@ -80,6 +84,13 @@ fn run(name: &str, est: Estimator) {
     assert!(e < 1e-5, "{name}: Y rel err {e:e}");
     let e = rel(model.scores(&ws), &f.t["scores"]);
     assert!(e < 1e-5, "{name}: scores rel err {e:e}");
+    if alpha > 0.0 {
+        let g = stats.global.expect("global DIM stats");
+        let want = f.t["global_loss"][0] as f64;
+        assert!((g.loss - want).abs() <= 1e-5 * want.abs().max(1.0), "{name}: global loss {} vs {want}", g.loss);
+        let want = f.t["local_loss"][0] as f64;
+        assert!((stats.local.loss - want).abs() <= 1e-5 * want.abs().max(1.0), "{name}: local loss");
+    }
 
     let mut worst = (0f64, String::new());
     for e in model.table.entries() {
@@ -141,4 +152,14 @@ fn dim_step_nce_matches_pytorch() {
 #[test]
 fn dim_step_dv_matches_pytorch() {
     run("dim_step_dv", Estimator::Dv);
+}
+
+#[test]
+fn dim_step_global_jsd_matches_pytorch() {
+    run_with("dim_step_global_jsd", Estimator::Jsd, 0.5);
+}
+
+#[test]
+fn dim_step_global_nce_matches_pytorch() {
+    run_with("dim_step_global_nce", Estimator::Nce, 0.5);
 }

@@ -35,8 +35,55 @@ impl EncoderActs {
     }
 }
 
+/// Blocks for layers `from..` of `cfg` (fresh tensors under `prefix`, named
+/// as in the encoder: layer i is `conv{i+1}`/`bn{i+1}`, linear layers `fc`
+/// or `fc{k}`). Global DIM builds its tower with `from = local_layer + 1`.
+pub(crate) fn build_blocks(
+    cfg: &EncoderConfig,
+    from: usize,
+    prefix: &str,
+    params: &mut ParamTable,
+    buffers: &mut ParamTable,
+) -> Result<Vec<Block>> {
+    let shapes = cfg.shapes()?;
+    let n_linear = cfg.layers.iter().filter(|l| matches!(l, Layer::Linear { .. })).count();
+    let mut blocks = Vec::with_capacity(cfg.layers.len());
+    let mut cur = if from == 0 { cfg.input } else { shapes[from - 1] };
+    let mut linear_idx = cfg.layers[..from].iter().filter(|l| matches!(l, Layer::Linear { .. })).count();
+    for (i, layer) in cfg.layers.iter().enumerate().skip(from) {
+        let bn_name = format!("{prefix}bn{}", i + 1);
+        let block = match *layer {
+            Layer::Conv { out, kernel, stride, padding, bn, relu, pool } => Block::conv(
+                params,
+                buffers,
+                &format!("{prefix}conv{}", i + 1),
+                &bn_name,
+                cur,
+                out,
+                kernel,
+                stride,
+                padding,
+                bn,
+                relu,
+                pool,
+            ),
+            Layer::Linear { out, bn, relu } => {
+                linear_idx += 1;
+                let name = if n_linear == 1 { format!("{prefix}fc") } else { format!("{prefix}fc{linear_idx}") };
+                Block::linear(params, buffers, &name, &bn_name, cur.iter().product(), out, bn, relu, true)
+            }
+        };
+        if block.out != shapes[i] {
+            return Err(Error::InvalidShape { what: "encoder", reason: "block shape disagrees with the config walk" });
+        }
+        cur = block.out;
+        blocks.push(block);
+    }
+    Ok(blocks)
+}
+
 /// Output of `prev` and gradient slot of `prev`, borrowed together.
-fn out_and_grad<'a>(b: &Block, a: &'a mut BlockActs) -> (&'a [f32], &'a mut [f32]) {
+pub(crate) fn out_and_grad<'a>(b: &Block, a: &'a mut BlockActs) -> (&'a [f32], &'a mut [f32]) {
     let out: &[f32] = if b.pool { &a.pooled } else { &a.a };
     (out, &mut a.d_out)
 }
@@ -44,39 +91,8 @@ fn out_and_grad<'a>(b: &Block, a: &'a mut BlockActs) -> (&'a [f32], &'a mut [f32
 impl Encoder {
     /// Builds the blocks and registers their tensors under `prefix`.
     pub fn build(cfg: &EncoderConfig, prefix: &str, params: &mut ParamTable, buffers: &mut ParamTable) -> Result<Self> {
-        let shapes = cfg.shapes()?;
-        let n_linear = cfg.layers.iter().filter(|l| matches!(l, Layer::Linear { .. })).count();
-        let mut blocks = Vec::with_capacity(cfg.layers.len());
-        let mut cur = cfg.input;
-        let mut linear_idx = 0;
-        for (i, layer) in cfg.layers.iter().enumerate() {
-            let bn_name = format!("{prefix}bn{}", i + 1);
-            let block = match *layer {
-                Layer::Conv { out, kernel, stride, padding, bn, relu, pool } => Block::conv(
-                    params,
-                    buffers,
-                    &format!("{prefix}conv{}", i + 1),
-                    &bn_name,
-                    cur,
-                    out,
-                    kernel,
-                    stride,
-                    padding,
-                    bn,
-                    relu,
-                    pool,
-                ),
-                Layer::Linear { out, bn, relu } => {
-                    linear_idx += 1;
-                    let name = if n_linear == 1 { format!("{prefix}fc") } else { format!("{prefix}fc{linear_idx}") };
-                    Block::linear(params, buffers, &name, &bn_name, cur.iter().product(), out, bn, relu, true)
-                }
-            };
-            debug_assert_eq!(block.out, shapes[i]);
-            cur = block.out;
-            blocks.push(block);
-        }
-        let last = cur.iter().product();
+        let blocks = build_blocks(cfg, 0, prefix, params, buffers)?;
+        let last = blocks.last().map_or(0, |b| b.out.iter().product());
         let out = Block::linear(params, buffers, &format!("{prefix}out"), "", last, cfg.y_dim, false, false, true);
         Ok(Self { cfg: cfg.clone(), blocks, out })
     }

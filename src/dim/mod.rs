@@ -6,6 +6,7 @@ pub(crate) mod block;
 pub mod config;
 pub mod encoder;
 pub mod estimator;
+pub(crate) mod global;
 pub mod head;
 pub mod model;
 

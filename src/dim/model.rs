@@ -7,6 +7,7 @@ use crate::dim::block::Mode;
 use crate::dim::config::{DimConfig, EncoderConfig};
 use crate::dim::encoder::{Encoder, EncoderActs};
 use crate::dim::estimator::{EstimatorStats, ScoreShape, estimate};
+use crate::dim::global::{GlobalActs, GlobalDim};
 use crate::dim::head::{HeadActs, MiHead};
 use crate::error::{Error, Result, check_len};
 use crate::kernels::{MatRef, par};
@@ -22,6 +23,8 @@ pub struct Dim {
     local_head: MiHead,
     /// `None` when Y is already D wide (the reference's `NopNet`).
     global_head: Option<MiHead>,
+    /// Global DIM (α > 0).
+    global: Option<GlobalDim>,
     /// Trainable tensors (names, shapes, offsets).
     pub table: ParamTable,
     /// Non-trainable tensors: BN running statistics.
@@ -48,6 +51,7 @@ pub struct Workspace {
     d_scores: Vec<f32>,
     d_g: Vec<f32>,
     d_y: Vec<f32>,
+    global: Option<GlobalActs>,
 }
 
 /// What one step reports.
@@ -57,6 +61,8 @@ pub struct StepStats {
     pub loss: f64,
     /// The local-DIM estimator's view (loss, MI, positive/negative means).
     pub local: EstimatorStats,
+    /// Global DIM's view, when α > 0.
+    pub global: Option<EstimatorStats>,
 }
 
 /// NCHW `[n, c, p]` → rows `[(n, p), c]`.
@@ -93,10 +99,12 @@ impl Dim {
         let local_head = MiHead::new(&mut table, &mut buffer_table, "local_head", c, d);
         let global_head =
             (enc_cfg.y_dim != d).then(|| MiHead::new(&mut table, &mut buffer_table, "global_head", enc_cfg.y_dim, d));
-        if cfg.alpha != 0.0 || cfg.gamma != 0.0 || cfg.head != crate::dim::config::HeadKind::Dot {
+        let global =
+            if cfg.alpha > 0.0 { Some(GlobalDim::new(&enc_cfg, d, &mut table, &mut buffer_table)?) } else { None };
+        if cfg.gamma != 0.0 || cfg.head != crate::dim::config::HeadKind::Dot {
             return Err(Error::InvalidParameter {
                 what: "DIM config",
-                reason: "global DIM, prior matching and concat heads are not built yet",
+                reason: "prior matching and the concat head are not built yet",
             });
         }
         let mut params = vec![0f32; table.len()];
@@ -104,7 +112,7 @@ impl Dim {
         let mut buffers = vec![0f32; buffer_table.len()];
         buffer_table.init(&mut buffers, cfg.seed);
         let grads = vec![0f32; table.len()];
-        Ok(Self { cfg, encoder, local_head, global_head, table, buffer_table, params, grads, buffers })
+        Ok(Self { cfg, encoder, local_head, global_head, global, table, buffer_table, params, grads, buffers })
     }
 
     /// Local locations P.
@@ -133,6 +141,7 @@ impl Dim {
             d_scores: vec![0.0; n * n * p],
             d_g: vec![0.0; n * d],
             d_y: vec![0.0; n * self.encoder.cfg.y_dim],
+            global: self.global.as_ref().map(|g| g.alloc(n)).transpose()?,
         })
     }
 
@@ -145,7 +154,7 @@ impl Dim {
         let [c, h, w] = self.encoder.local_shape();
         let p = h * w;
         let d = self.cfg.mi_units;
-        let Self { encoder, local_head, global_head, params, grads, buffers, cfg, .. } = self;
+        let Self { encoder, local_head, global_head, global, params, grads, buffers, cfg, .. } = self;
         grads.par_chunks_mut(1 << 16).for_each(|g| g.fill(0.0));
 
         // Forward: encoder, local rows, heads, scores.
@@ -181,8 +190,24 @@ impl Dim {
             _ => ws.d_y.copy_from_slice(&ws.d_g),
         }
         rows_to_map(&ws.d_local_rows, &mut ws.d_local_map, c, p);
+        let global_stats = match (global.as_ref(), ws.global.as_mut()) {
+            (Some(gd), Some(acts)) => Some(gd.step(
+                params,
+                grads,
+                buffers,
+                encoder.block_out(&ws.enc, encoder.cfg.local_layer),
+                encoder.y(&ws.enc),
+                acts,
+                cfg.estimator,
+                cfg.alpha as f32,
+                &mut ws.d_local_map,
+                &mut ws.d_y,
+            )?),
+            _ => None,
+        };
         encoder.backward(params, grads, x, &mut ws.enc, &ws.d_y, Some(&ws.d_local_map))?;
-        Ok(StepStats { loss: cfg.beta * local.loss, local })
+        let loss = cfg.beta * local.loss + global_stats.map_or(0.0, |g| cfg.alpha * g.loss);
+        Ok(StepStats { loss, local, global: global_stats })
     }
 
     /// Scores `S[i, (j, p)]` of the last forward (for tests and logging).
