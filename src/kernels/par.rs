@@ -20,8 +20,10 @@ use crate::error::{Error, Result, check_len};
 pub const GEMM_BLOCKS: usize = 4;
 
 /// `C (+)= A·B` for a dense row-major `c` of `a.rows() × b.cols()`, cut into
-/// [`GEMM_BLOCKS`] blocks along its longer side. Cutting the longer side
-/// re-packs the smaller operand, which keeps packing traffic low.
+/// [`GEMM_BLOCKS`] blocks. Cutting rows re-packs B once per block; cutting
+/// columns re-packs A and goes through a temporary C block (write + copy).
+/// The cheaper cut is taken, judged by those element counts alone, so the
+/// choice (and the result) depends on the shape, never on the machine.
 pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
     let (m, n) = (a.rows(), b.cols());
     let len = m.checked_mul(n).ok_or(Error::Overflow { what: "gemm output" })?;
@@ -29,7 +31,11 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if m >= n {
+    let k = a.cols();
+    let extra = GEMM_BLOCKS - 1;
+    let row_cost = extra * k * n;
+    let col_cost = extra * m * k + 2 * m * n;
+    if row_cost <= col_cost {
         let rows = m.div_ceil(GEMM_BLOCKS);
         c.par_chunks_mut(rows * n).enumerate().try_for_each(|(i, chunk)| {
             let r0 = i * rows;
