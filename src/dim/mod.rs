@@ -8,6 +8,7 @@ pub mod encoder;
 pub mod estimator;
 pub mod head;
 pub mod model;
+pub mod prior;
 
 pub use block::Mode;
 pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer};
