@@ -10,10 +10,11 @@
 //! minibatch (cortex runs one optimiser per loss).
 //!
 //! Losses (minimised; spec §9.2 signs, `sp` = softplus):
-//! - discriminator: `L_D = mean_z sp(−d(z)) + mean_x sp(d(σY_x))
-//!   + λ·½·(GP(z) + GP(σY))`, with Y detached and
-//!   `GP(u) = mean_i ||∂d/∂u_i||²`: the *per-sample* penalty the
-//!   reference intended (its code penalises only the last sample, §9.5);
+//! - discriminator:
+//!   `L_D = mean_z sp(−d(z)) + mean_x sp(d(σY_x)) + λ·½·(GP(z) + GP(σY))`,
+//!   with Y detached and `GP(u) = mean_i ||∂d/∂u_i||²`: the *per-sample*
+//!   penalty the reference intended (its code penalises only the last
+//!   sample, §9.5);
 //! - encoder: `L_E = γ · mean_x sp(−d(σY_x))` (non-saturating).
 //!
 //! # The gradient penalty's parameter gradient
