@@ -474,6 +474,10 @@ fn typed_errors() {
         Prior::new(usize::MAX / 2, PriorConfig { hidden: (4, 4), ..cfg }, 0).unwrap_err(),
         Error::Overflow { .. }
     ));
+    assert!(matches!(
+        Prior::new(1, PriorConfig { hidden: (usize::MAX - 1, 1), ..cfg }, 0).unwrap_err(),
+        Error::Overflow { .. }
+    ));
 
     let mut prior = Prior::new(y_dim, cfg, 0).unwrap();
     let y = vec![0f32; n * y_dim];

@@ -128,8 +128,9 @@ impl DiscLayout {
         check_nonzero("prior discriminator hidden width 2", h2)?;
         let n1 = checked_product("prior discriminator layer 0", &[h1, y_dim])?;
         let n2 = checked_product("prior discriminator layer 2", &[h2, h1])?;
-        n1.checked_add(n2)
-            .and_then(|v| v.checked_add(h1 + h2 + h2 + 1))
+        [n2, h1, h2, h2, 1]
+            .iter()
+            .try_fold(n1, |acc, &v| acc.checked_add(v))
             .ok_or(Error::Overflow { what: "prior discriminator parameters" })?;
         let mut t = ParamTable::new();
         let w1 = t.push("prior.disc.0.weight", &[h1, y_dim], Init::FanIn(y_dim));
