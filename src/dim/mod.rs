@@ -9,6 +9,7 @@ pub mod estimator;
 pub(crate) mod global;
 pub mod head;
 pub mod model;
+pub mod prior;
 
 pub use block::Mode;
 pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer};
