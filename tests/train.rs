@@ -78,6 +78,27 @@ fn resume_after_an_epoch_is_bitwise_identical() {
 }
 
 #[test]
+fn resume_is_exact_with_global_dim_and_prior_matching() {
+    let data = small_data("resume-gp-data");
+    let cfg = |epochs| {
+        let mut c = config(&data, epochs, Estimator::Jsd);
+        c.model = c.model.weights(0.5, 1.0, 0.1);
+        c
+    };
+    let (a, b) = (tmp("resume-gp-a"), tmp("resume-gp-b"));
+    let full = train::train(&cfg(2), &a, Start::Fresh, true).unwrap();
+    train::train(&cfg(1), &b, Start::Fresh, true).unwrap();
+    let resumed = train::train(&cfg(2), &b, Start::Resume, true).unwrap();
+    assert_eq!(resumed.model.params, full.model.params);
+    let (pa, pb) = (full.model.prior.as_ref().unwrap(), resumed.model.prior.as_ref().unwrap());
+    assert_eq!(pa.params(), pb.params(), "discriminator differs after resume");
+    assert_eq!(pa.adam_state(), pb.adam_state());
+    assert!(full.model.table.get("global_dim.y.weight").is_some());
+    let ck = checkpoint::load(&full.checkpoint).unwrap();
+    assert_eq!(ck.model.prior.as_ref().unwrap().params(), pa.params());
+}
+
+#[test]
 fn checkpoints_round_trip_and_latest_names_a_whole_file() {
     let data = small_data("ckpt-data");
     let out = tmp("ckpt");

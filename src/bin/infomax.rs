@@ -110,6 +110,15 @@ struct TrainArgs {
     /// MI estimator.
     #[arg(long, value_enum, default_value = "jsd")]
     estimator: EstimatorArg,
+    /// Weight α of global DIM (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    alpha: f64,
+    /// Weight β of local DIM.
+    #[arg(long, default_value_t = 1.0)]
+    beta: f64,
+    /// Weight γ of adversarial prior matching (0: off; the paper uses 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    gamma: f64,
     /// Images per step.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -242,7 +251,11 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
             };
             let budget_given = args.epochs.is_some() || args.minutes.is_some() || args.steps.is_some();
             TrainConfig {
-                model: DimConfig::new(&args.encoder).mi_units(args.mi_units).estimator(estimator).seed(args.seed),
+                model: DimConfig::new(&args.encoder)
+                    .mi_units(args.mi_units)
+                    .estimator(estimator)
+                    .weights(args.alpha, args.beta, args.gamma)
+                    .seed(args.seed),
                 data: data_config(&args.data),
                 batch_size: args.batch_size,
                 epochs: if budget_given { args.epochs } else { Some(3) },

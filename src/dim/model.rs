@@ -9,6 +9,7 @@ use crate::dim::encoder::{Encoder, EncoderActs};
 use crate::dim::estimator::{EstimatorStats, ScoreShape, estimate};
 use crate::dim::global::{GlobalActs, GlobalDim};
 use crate::dim::head::{HeadActs, MiHead};
+use crate::dim::prior::{Prior, PriorConfig, PriorStats};
 use crate::error::{Error, Result, check_len};
 use crate::kernels::{MatRef, par};
 use crate::params::ParamTable;
@@ -25,6 +26,8 @@ pub struct Dim {
     global_head: Option<MiHead>,
     /// Global DIM (α > 0).
     global: Option<GlobalDim>,
+    /// Adversarial prior matching (γ > 0): its own discriminator and Adam.
+    pub prior: Option<Prior>,
     /// Trainable tensors (names, shapes, offsets).
     pub table: ParamTable,
     /// Non-trainable tensors: BN running statistics.
@@ -63,6 +66,8 @@ pub struct StepStats {
     pub local: EstimatorStats,
     /// Global DIM's view, when α > 0.
     pub global: Option<EstimatorStats>,
+    /// The encoder's prior loss γ·mean sp(−d(σY)), when γ > 0.
+    pub prior_loss: Option<f64>,
 }
 
 /// NCHW `[n, c, p]` → rows `[(n, p), c]`.
@@ -101,18 +106,21 @@ impl Dim {
             (enc_cfg.y_dim != d).then(|| MiHead::new(&mut table, &mut buffer_table, "global_head", enc_cfg.y_dim, d));
         let global =
             if cfg.alpha > 0.0 { Some(GlobalDim::new(&enc_cfg, d, &mut table, &mut buffer_table)?) } else { None };
-        if cfg.gamma != 0.0 || cfg.head != crate::dim::config::HeadKind::Dot {
-            return Err(Error::InvalidParameter {
-                what: "DIM config",
-                reason: "prior matching and the concat head are not built yet",
-            });
+        if cfg.head != crate::dim::config::HeadKind::Dot {
+            return Err(Error::InvalidParameter { what: "DIM config", reason: "the concat head is not built yet" });
         }
+        let prior = if cfg.gamma > 0.0 {
+            let pc = PriorConfig { gamma: cfg.gamma, lambda: cfg.prior_lambda, ..PriorConfig::default() };
+            Some(Prior::new(enc_cfg.y_dim, pc, cfg.seed ^ 0x5052_494F_5200)?)
+        } else {
+            None
+        };
         let mut params = vec![0f32; table.len()];
         table.init(&mut params, cfg.seed);
         let mut buffers = vec![0f32; buffer_table.len()];
         buffer_table.init(&mut buffers, cfg.seed);
         let grads = vec![0f32; table.len()];
-        Ok(Self { cfg, encoder, local_head, global_head, global, table, buffer_table, params, grads, buffers })
+        Ok(Self { cfg, encoder, local_head, global_head, global, prior, table, buffer_table, params, grads, buffers })
     }
 
     /// Local locations P.
@@ -154,7 +162,7 @@ impl Dim {
         let [c, h, w] = self.encoder.local_shape();
         let p = h * w;
         let d = self.cfg.mi_units;
-        let Self { encoder, local_head, global_head, global, params, grads, buffers, cfg, .. } = self;
+        let Self { encoder, local_head, global_head, global, prior, params, grads, buffers, cfg, .. } = self;
         grads.par_chunks_mut(1 << 16).for_each(|g| g.fill(0.0));
 
         // Forward: encoder, local rows, heads, scores.
@@ -205,9 +213,24 @@ impl Dim {
             )?),
             _ => None,
         };
+        let prior_loss = match prior.as_mut() {
+            Some(pr) => Some(pr.encoder_loss(encoder.y(&ws.enc), n, &mut ws.d_y)?),
+            None => None,
+        };
         encoder.backward(params, grads, x, &mut ws.enc, &ws.d_y, Some(&ws.d_local_map))?;
-        let loss = cfg.beta * local.loss + global_stats.map_or(0.0, |g| cfg.alpha * g.loss);
-        Ok(StepStats { loss, local, global: global_stats })
+        let loss = cfg.beta * local.loss + global_stats.map_or(0.0, |g| cfg.alpha * g.loss) + prior_loss.unwrap_or(0.0);
+        Ok(StepStats { loss, local, global: global_stats, prior_loss })
+    }
+
+    /// One discriminator update of prior matching on the Y of the last
+    /// `forward_backward` (treated as a constant), with prior samples from
+    /// `rng`. `None` when prior matching is off.
+    pub fn prior_step(&mut self, ws: &Workspace, rng: &mut crate::rng::Rng) -> Result<Option<PriorStats>> {
+        let y = self.encoder.y(&ws.enc);
+        match self.prior.as_mut() {
+            Some(p) => Ok(Some(p.discriminator_step(y, ws.n, rng)?)),
+            None => Ok(None),
+        }
     }
 
     /// Scores `S[i, (j, p)]` of the last forward (for tests and logging).

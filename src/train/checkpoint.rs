@@ -93,6 +93,14 @@ pub fn to_bytes(
         push_table(&mut owned, "optim.m.", &model.table, &a.m);
         push_table(&mut owned, "optim.v.", &model.table, &a.v);
     }
+    let mut prior_step = None;
+    if let Some(p) = &model.prior {
+        push_table(&mut owned, "", p.table(), p.params());
+        let (m, v, step) = p.adam_state();
+        push_table(&mut owned, "optim.m.", p.table(), m);
+        push_table(&mut owned, "optim.v.", p.table(), v);
+        prior_step = Some(step);
+    }
     let views = owned
         .iter()
         .map(|(n, s, b)| {
@@ -112,6 +120,9 @@ pub fn to_bytes(
         "progress".to_string(),
         serde_json::to_string(progress).map_err(|e| TrainError::Config(e.to_string()))?,
     );
+    if let Some(step) = prior_step {
+        meta.insert("prior_step".to_string(), step.to_string());
+    }
     for (k, v) in extra {
         meta.insert((*k).to_string(), v.clone());
     }
@@ -223,5 +234,21 @@ pub fn load(path: &Path) -> Result<Loaded> {
     } else {
         None
     };
+    if let Some(p) = model.prior.as_mut() {
+        let table = p.table().clone();
+        let mut params = vec![0f32; table.len()];
+        let (mut m, mut v) = (vec![0f32; table.len()], vec![0f32; table.len()]);
+        for e in table.entries() {
+            read_tensor(&st, path, &e.name, &e.shape, &mut params[e.range()])?;
+            read_tensor(&st, path, &format!("optim.m.{}", e.name), &e.shape, &mut m[e.range()])?;
+            read_tensor(&st, path, &format!("optim.v.{}", e.name), &e.shape, &mut v[e.range()])?;
+        }
+        let step = metadata
+            .get("prior_step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(path, "metadata has no valid prior_step"))?;
+        p.params_mut().copy_from_slice(&params);
+        p.set_adam_state(&m, &v, step)?;
+    }
     Ok(Loaded { model, adam, progress, metadata })
 }

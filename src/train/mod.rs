@@ -370,6 +370,13 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
             augment.write_batch(&ds, batch, &mut aug_rng, &mut x)?;
             let stats = model.forward_backward(&x, &mut ws)?;
             progress.step += 1;
+            // Prior samples per step from (seed, step): resume needs no RNG state.
+            let mut prior_rng = Rng::derive(cfg.seed ^ 0x5052_494F_52, progress.step);
+            if let Some(ps) = model.prior_step(&ws, &mut prior_rng)?
+                && !ps.d_loss.is_finite()
+            {
+                return Err(TrainError::Diverged { step: progress.step, what: "prior discriminator loss".into() });
+            }
             if !stats.loss.is_finite() {
                 return Err(TrainError::Diverged { step: progress.step, what: "loss".into() });
             }
