@@ -371,7 +371,7 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
             let stats = model.forward_backward(&x, &mut ws)?;
             progress.step += 1;
             // Prior samples per step from (seed, step): resume needs no RNG state.
-            let mut prior_rng = Rng::derive(cfg.seed ^ 0x5052_494F_52, progress.step);
+            let mut prior_rng = Rng::derive(cfg.seed ^ 0x0050_5249_4F52, progress.step);
             if let Some(ps) = model.prior_step(&ws, &mut prior_rng)?
                 && !ps.d_loss.is_finite()
             {
