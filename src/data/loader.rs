@@ -12,8 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rng::derive_seed;
 use super::{DataError, Result, Rng};
+use crate::rng::derive_seed;
 
 /// Stream id of the per-epoch shuffling RNGs.
 pub const SHUFFLE_STREAM: u64 = 1;

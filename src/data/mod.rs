@@ -52,7 +52,7 @@ pub mod augment;
 pub mod cifar;
 pub mod idx;
 pub mod loader;
-pub mod rng;
+pub use crate::rng;
 pub mod stl;
 
 pub use augment::{Augment, Crop, CropMode};

@@ -15,7 +15,6 @@
 //! deterministic for a given seed, whatever the thread count.
 
 mod model;
-mod rng;
 mod train;
 
 use rayon::prelude::*;

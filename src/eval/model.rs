@@ -6,7 +6,6 @@
 
 use rayon::prelude::*;
 
-use super::rng::Rng;
 use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
 use crate::kernels::par::{
     batch_norm_train_backward_par, batch_norm_train_forward_par, linear_backward_par, linear_forward_par,
@@ -15,6 +14,7 @@ use crate::kernels::{
     BatchNormConfig, Float, LinearShape, NORM_EPS, NormShape, RowsShape, batch_norm_eval_forward,
     cross_entropy_backward, cross_entropy_forward, dropout_backward, dropout_forward, relu_backward, relu_forward,
 };
+use crate::rng::Rng;
 
 /// Rows per task for the element-wise passes (dropout, ReLU, eval-mode batch
 /// norm). Fixed, so the split never depends on the thread count; element-wise

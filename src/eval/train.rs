@@ -6,11 +6,11 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::model::{Classifier, ClassifierKind, ClassifierSpec, Workspace, argmax};
-use super::rng::Rng;
 use super::{EvalConfig, EvalData};
 use crate::error::{Result, check_len, check_nonzero, checked_product};
 use crate::kernels::Float;
 use crate::optim::adam_step;
+use crate::rng::Rng;
 
 /// RNG stream of the per-epoch shuffles.
 const STREAM_SHUFFLE: u64 = 2;

@@ -301,7 +301,7 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
     }
     let n_params = model.table.len();
     let mut adam = AdamState { m: vec![0.0; n_params], v: vec![0.0; n_params] };
-    let mut progress = Progress { rng_state: Rng::derive(cfg.seed, 7).state, ..Progress::default() };
+    let mut progress = Progress { rng_state: Rng::derive(cfg.seed, 7).state(), ..Progress::default() };
     match &start {
         Start::Fresh => {}
         Start::Resume => {
@@ -347,7 +347,7 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
     let budget_s = cfg.minutes.map(|m| m * 60.0);
     let mut logs = Vec::new();
     let mut last_ckpt = checkpoint::latest(out_dir)?.unwrap_or_default();
-    let rng = Rng::new(progress.rng_state);
+    let rng = Rng::from_state(progress.rng_state);
     let out_of_budget = |p: &Progress, wall: f64| {
         cfg.steps.is_some_and(|s| p.step >= s)
             || cfg.epochs.is_some_and(|e| p.epoch >= e)
@@ -412,7 +412,7 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
         if !partial {
             progress.epoch += 1;
         }
-        progress.rng_state = rng.state;
+        progress.rng_state = rng.state();
         if let Some(bad) = model.params.iter().position(|v| !v.is_finite()) {
             let name =
                 model.table.entries().iter().find(|e| e.range().contains(&bad)).map_or("?".into(), |e| e.name.clone());
