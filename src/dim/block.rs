@@ -24,6 +24,38 @@ pub(crate) struct BnRefs {
     pub rv: usize,
 }
 
+impl BnRefs {
+    /// Batch norm of `z` into `a`: batch statistics (saved in `mean`,
+    /// `invstd`; running statistics updated) in train mode, running
+    /// statistics in eval mode.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        ns: &k::NormShape,
+        params: &[f32],
+        buffers: &mut [f32],
+        z: &[f32],
+        a: &mut [f32],
+        mean: &mut [f32],
+        invstd: &mut [f32],
+        mode: Mode,
+    ) -> Result<()> {
+        let c = ns.channels;
+        let (g, b) = (&params[self.gamma..self.gamma + c], &params[self.beta..self.beta + c]);
+        match mode {
+            Mode::Train => {
+                let (rm, rv) = pair_mut(buffers, self.rm..self.rm + c, self.rv..self.rv + c);
+                let cfg = k::BatchNormConfig::default();
+                par::batch_norm_train_forward_par(ns, &cfg, z, g, b, rm, rv, a, mean, invstd)
+            }
+            Mode::Eval => {
+                let (rm, rv) = (&buffers[self.rm..self.rm + c], &buffers[self.rv..self.rv + c]);
+                k::batch_norm_eval_forward(ns, k::NORM_EPS, z, g, b, rm, rv, a)
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Op {
     Conv { in_shape: [usize; 3], out_c: usize, kernel: usize, stride: usize, padding: usize },
@@ -229,28 +261,7 @@ impl Block {
         }
         let ns = self.norm_shape(n);
         if let Some(bn) = self.bn {
-            let (g, b) = (&params[bn.gamma..bn.gamma + out_f], &params[bn.beta..bn.beta + out_f]);
-            match mode {
-                Mode::Train => {
-                    let (rm, rv) = pair_mut(buffers, bn.rm..bn.rm + out_f, bn.rv..bn.rv + out_f);
-                    par::batch_norm_train_forward_par(
-                        &ns,
-                        &k::BatchNormConfig::default(),
-                        &acts.z,
-                        g,
-                        b,
-                        rm,
-                        rv,
-                        &mut acts.a,
-                        &mut acts.mean,
-                        &mut acts.invstd,
-                    )?;
-                }
-                Mode::Eval => {
-                    let (rm, rv) = (&buffers[bn.rm..bn.rm + out_f], &buffers[bn.rv..bn.rv + out_f]);
-                    k::batch_norm_eval_forward(&ns, k::NORM_EPS, &acts.z, g, b, rm, rv, &mut acts.a)?;
-                }
-            }
+            bn.forward(&ns, params, buffers, &acts.z, &mut acts.a, &mut acts.mean, &mut acts.invstd, mode)?;
         } else {
             acts.a.copy_from_slice(&acts.z);
         }

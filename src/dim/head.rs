@@ -106,28 +106,7 @@ impl MiHead {
         let l_dd = k::LinearShape::new(r, d, d);
         par::linear_forward_par(&l_in, x, self.p(params, self.l1, d * n_in), None, &mut acts.z)?;
         let ns = k::NormShape::new(r, d, 1);
-        let (g, b) = (self.p(params, self.bn.gamma, d), self.p(params, self.bn.beta, d));
-        match mode {
-            Mode::Train => {
-                let (rm, rv) = pair_mut(buffers, self.bn.rm..self.bn.rm + d, self.bn.rv..self.bn.rv + d);
-                par::batch_norm_train_forward_par(
-                    &ns,
-                    &k::BatchNormConfig::default(),
-                    &acts.z,
-                    g,
-                    b,
-                    rm,
-                    rv,
-                    &mut acts.a,
-                    &mut acts.mean,
-                    &mut acts.invstd,
-                )?;
-            }
-            Mode::Eval => {
-                let (rm, rv) = (self.p(buffers, self.bn.rm, d), self.p(buffers, self.bn.rv, d));
-                k::batch_norm_eval_forward(&ns, k::NORM_EPS, &acts.z, g, b, rm, rv, &mut acts.a)?;
-            }
-        }
+        self.bn.forward(&ns, params, buffers, &acts.z, &mut acts.a, &mut acts.mean, &mut acts.invstd, mode)?;
         acts.a.par_chunks_mut(1 << 14).for_each(k::relu_inplace);
         par::linear_forward_par(
             &l_dd,
