@@ -12,19 +12,6 @@ use proptest::prelude::*;
 const H: f64 = 1e-6;
 const MAX_COORDS: usize = 48;
 
-fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig { cases, ..ProptestConfig::default() }
-}
-
-prop_compose! {
-    fn conv_shape()(batch in 1usize..=4, cin in 1usize..=8, cout in 1usize..=8,
-                    h in 1usize..=9, w in 1usize..=9, kh in 1usize..=5, kw in 1usize..=5,
-                    stride in 1usize..=3, padding in 0usize..=2) -> k::Conv2dShape {
-        k::Conv2dShape { batch, in_channels: cin, in_h: h, in_w: w, out_channels: cout,
-                         kernel_h: kh, kernel_w: kw, stride, padding }
-    }
-}
-
 fn conv_fwd(s: &k::Conv2dShape, x: &[f64], w: &[f64], b: &[f64], y_len: usize) -> Vec<f64> {
     let mut y = vec![0.0; y_len];
     let mut scratch = vec![0.0; s.forward_scratch_len().unwrap()];

@@ -10,19 +10,6 @@ use proptest::prelude::*;
 
 const TOL: f64 = 1e-5;
 
-fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig { cases, ..ProptestConfig::default() }
-}
-
-prop_compose! {
-    fn conv_shape()(batch in 1usize..=4, cin in 1usize..=8, cout in 1usize..=8,
-                    h in 1usize..=9, w in 1usize..=9, kh in 1usize..=5, kw in 1usize..=5,
-                    stride in 1usize..=3, padding in 0usize..=2) -> k::Conv2dShape {
-        k::Conv2dShape { batch, in_channels: cin, in_h: h, in_w: w, out_channels: cout,
-                         kernel_h: kh, kernel_w: kw, stride, padding }
-    }
-}
-
 fn naive_gemm(m: usize, kk: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
     let mut c = vec![0.0; m * n];
     for i in 0..m {

@@ -4,6 +4,24 @@
 #![allow(dead_code)]
 
 use infomax::kernels::{Conv2dShape, MaxPoolShape};
+use proptest::prelude::*;
+
+/// Proptest settings with `cases` cases.
+pub fn cfg(cases: u32) -> ProptestConfig {
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
+prop_compose! {
+    /// Conv shapes over the ranges the kernels must cover: batch 1–4,
+    /// channels 1–8, spatial 1–9, kernel 1–5, stride 1–3, padding 0–2
+    /// (some are impossible; callers skip those via `validate`).
+    pub fn conv_shape()(batch in 1usize..=4, cin in 1usize..=8, cout in 1usize..=8,
+                        h in 1usize..=9, w in 1usize..=9, kh in 1usize..=5, kw in 1usize..=5,
+                        stride in 1usize..=3, padding in 0usize..=2) -> Conv2dShape {
+        Conv2dShape { batch, in_channels: cin, in_h: h, in_w: w, out_channels: cout,
+                      kernel_h: kh, kernel_w: kw, stride, padding }
+    }
+}
 
 /// A deterministic generator for test data (SplitMix64).
 pub struct Rng(pub u64);
