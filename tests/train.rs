@@ -126,6 +126,9 @@ fn checkpoints_round_trip_and_latest_names_a_whole_file() {
     let bytes = std::fs::read(&latest).unwrap();
     std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
     assert!(checkpoint::load(&bad).is_err());
+    // A fresh run in the same folder starts a fresh log.
+    train::train(&config(&data, 1, Estimator::Jsd), &out, Start::Fresh, true).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("train.jsonl")).unwrap().lines().count(), 1);
 }
 
 #[test]

@@ -337,9 +337,13 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
     let n = cfg.batch_size;
     let mut ws = model.workspace(n)?;
     let mut x = vec![0f32; n * input.iter().product::<usize>()];
+    // A fresh run starts a fresh log; resume and fine-tuning append.
+    let fresh = matches!(start, Start::Fresh);
     let mut log = fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .append(!fresh)
+        .write(true)
+        .truncate(fresh)
         .open(out_dir.join("train.jsonl"))
         .map_err(error::io(out_dir.join("train.jsonl"), "open log"))?;
     let started = Instant::now();
