@@ -106,6 +106,29 @@ fn prod(s: [usize; 3]) -> usize {
     s[0] * s[1] * s[2]
 }
 
+/// Elements per task in the element-wise loops below.
+pub(crate) const ELEMWISE_CHUNK: usize = 1 << 14;
+
+/// ReLU backward from the forward output: `d = 0` where `a ≤ 0`.
+pub(crate) fn relu_mask_par(d: &mut [f32], a: &[f32]) {
+    d.par_chunks_mut(ELEMWISE_CHUNK).zip(a.par_chunks(ELEMWISE_CHUNK)).for_each(|(d, a)| {
+        for (g, &v) in d.iter_mut().zip(a) {
+            if v <= 0.0 {
+                *g = 0.0;
+            }
+        }
+    });
+}
+
+/// `dst += src`, element-wise in parallel.
+pub(crate) fn add_assign_par(dst: &mut [f32], src: &[f32]) {
+    dst.par_chunks_mut(ELEMWISE_CHUNK).zip(src.par_chunks(ELEMWISE_CHUNK)).for_each(|(d, s)| {
+        for (x, &y) in d.iter_mut().zip(s) {
+            *x += y;
+        }
+    });
+}
+
 /// Two disjoint mutable ranges of one buffer.
 pub(crate) fn pair_mut(
     buf: &mut [f32],
@@ -266,7 +289,7 @@ impl Block {
             acts.a.copy_from_slice(&acts.z);
         }
         if self.relu {
-            acts.a.par_chunks_mut(1 << 14).for_each(k::relu_inplace);
+            acts.a.par_chunks_mut(ELEMWISE_CHUNK).for_each(k::relu_inplace);
         }
         if self.pool {
             let ps = self.pool_shape();
@@ -304,13 +327,7 @@ impl Block {
             &mut acts.d_out
         };
         if self.relu {
-            d_a.par_chunks_mut(1 << 14).zip(acts.a.par_chunks(1 << 14)).for_each(|(d, a)| {
-                for (g, &v) in d.iter_mut().zip(a) {
-                    if v <= 0.0 {
-                        *g = 0.0;
-                    }
-                }
-            });
+            relu_mask_par(d_a, &acts.a);
         }
         let dz: &[f32] = if let Some(bn) = self.bn {
             let (dg, db) = pair_mut(grads, bn.gamma..bn.gamma + out_f, bn.beta..bn.beta + out_f);

@@ -4,7 +4,7 @@
 //! the N×N score matrix (P = K = 1) goes through the chosen estimator with
 //! weight α. Its gradients flow into the local map and into Y.
 
-use crate::dim::block::{Block, BlockActs, Mode};
+use crate::dim::block::{Block, BlockActs, Mode, add_assign_par};
 use crate::dim::config::{EncoderConfig, Estimator};
 use crate::dim::encoder::{build_blocks, out_and_grad};
 use crate::dim::estimator::{EstimatorStats, ScoreShape, estimate};
@@ -117,12 +117,8 @@ impl GlobalDim {
                 self.tower[i].backward(n, params, grads, input, &mut rest[0], Some(dx))?;
             }
         }
-        for (a, &b) in d_local_add.iter_mut().zip(&acts.d_local) {
-            *a += b;
-        }
-        for (a, &b) in d_y_add.iter_mut().zip(&acts.d_y) {
-            *a += b;
-        }
+        add_assign_par(d_local_add, &acts.d_local);
+        add_assign_par(d_y_add, &acts.d_y);
         Ok(stats)
     }
 }

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::dim::block::{BnRefs, Mode, pair_mut};
+use crate::dim::block::{BnRefs, ELEMWISE_CHUNK, Mode, add_assign_par, pair_mut, relu_mask_par};
 use crate::error::Result;
 use crate::kernels::{self as k, par};
 use crate::params::{Init, ParamTable};
@@ -107,7 +107,7 @@ impl MiHead {
         par::linear_forward_par(&l_in, x, self.p(params, self.l1, d * n_in), None, &mut acts.z)?;
         let ns = k::NormShape::new(r, d, 1);
         self.bn.forward(&ns, params, buffers, &acts.z, &mut acts.a, &mut acts.mean, &mut acts.invstd, mode)?;
-        acts.a.par_chunks_mut(1 << 14).for_each(k::relu_inplace);
+        acts.a.par_chunks_mut(ELEMWISE_CHUNK).for_each(k::relu_inplace);
         par::linear_forward_par(
             &l_dd,
             &acts.a,
@@ -117,11 +117,7 @@ impl MiHead {
         )?;
         // Shortcut, added into s (the LN output buffer is free scratch here).
         par::linear_forward_par(&l_in, x, self.p(params, self.sc, d * n_in), None, &mut acts.out)?;
-        acts.s.par_chunks_mut(1 << 14).zip(acts.out.par_chunks(1 << 14)).for_each(|(s, o)| {
-            for (a, &b) in s.iter_mut().zip(o) {
-                *a += b;
-            }
-        });
+        add_assign_par(&mut acts.s, &acts.out);
         par::layer_norm_forward_par(
             &ns,
             k::NORM_EPS,
@@ -174,13 +170,7 @@ impl MiHead {
                 Some(db),
             )?;
         }
-        acts.d_a.par_chunks_mut(1 << 14).zip(acts.a.par_chunks(1 << 14)).for_each(|(g, a)| {
-            for (gv, &av) in g.iter_mut().zip(a) {
-                if av <= 0.0 {
-                    *gv = 0.0;
-                }
-            }
-        });
+        relu_mask_par(&mut acts.d_a, &acts.a);
         {
             let (dg, db) = pair_mut(grads, self.bn.gamma..self.bn.gamma + d, self.bn.beta..self.bn.beta + d);
             par::batch_norm_train_backward_par(
@@ -213,11 +203,7 @@ impl MiHead {
             &mut grads[self.sc..self.sc + d * n_in],
             None,
         )?;
-        dx.par_chunks_mut(1 << 14).zip(acts.dx_tmp.par_chunks(1 << 14)).for_each(|(a, b)| {
-            for (x, &y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-        });
+        add_assign_par(dx, &acts.dx_tmp);
         Ok(())
     }
 }
