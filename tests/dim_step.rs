@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use infomax::dim::{Dim, DimConfig, EncoderConfig, EncoderSpec, Estimator, Layer};
+use infomax::dim::{Dim, DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer};
 use infomax::optim::{AdamConfig, adam_step};
 use safetensors::SafeTensors;
 
@@ -162,4 +162,80 @@ fn dim_step_global_jsd_matches_pytorch() {
 #[test]
 fn dim_step_global_nce_matches_pytorch() {
     run_with("dim_step_global_nce", Estimator::Nce, 0.5);
+}
+
+/// The concat-and-convolve head (spec §4.2) against a direct PyTorch
+/// implementation (broadcast Y, concatenate, 1×1 convs), with the negative
+/// pairing drawn by our RNG for (seed, step) and ported to the script.
+fn run_concat(name: &str, est: Estimator) {
+    let f = load(name);
+    let (c1, c2, fc, h, n) = (
+        meta_usize(&f, "conv1_out"),
+        meta_usize(&f, "conv2_out"),
+        meta_usize(&f, "fc_out"),
+        meta_usize(&f, "hidden"),
+        meta_usize(&f, "batch"),
+    );
+    let conv = |out| Layer::Conv { out, kernel: 5, stride: 2, padding: 2, bn: true, relu: true, pool: false };
+    let enc = EncoderConfig {
+        input: [1, 28, 28],
+        layers: vec![conv(c1), conv(c2), Layer::Linear { out: fc, bn: true, relu: true }],
+        local_layer: 1,
+        y_dim: meta_usize(&f, "y_dim"),
+    };
+    let mut cfg =
+        DimConfig::new("conv28").mi_units(h).estimator(est).head(HeadKind::Concat).seed(meta_usize(&f, "seed") as u64);
+    cfg.encoder = EncoderSpec::Custom(enc);
+    let mut model = Dim::new(cfg).unwrap();
+    let names: Vec<String> = f.meta["param_names"].split(',').map(str::to_owned).collect();
+    let ours: Vec<String> = model.table.entries().iter().map(|e| e.name.clone()).collect();
+    assert_eq!(ours, names, "parameter table differs from the PyTorch state_dict");
+    for e in model.table.entries().to_vec() {
+        model.tensor_mut(&e.name).unwrap().copy_from_slice(&f.t[&e.name]);
+    }
+    for e in model.buffer_table.entries().to_vec() {
+        model.tensor_mut(&e.name).unwrap().copy_from_slice(&f.t[&e.name]);
+    }
+    let mut ws = model.workspace(n).unwrap();
+    ws.set_step(meta_usize(&f, "step") as u64);
+    let stats = model.forward_backward(&f.t["x"], &mut ws).unwrap();
+    let perm: Vec<f32> = model.concat_perm(&ws).unwrap().iter().map(|&p| p as f32).collect();
+    assert_eq!(perm, f.t["perm"], "{name}: negative pairing");
+    let loss = f.t["loss"][0] as f64;
+    assert!((stats.loss - loss).abs() <= 1e-5 * loss.abs().max(1e-2), "{name}: loss {} vs torch {loss}", stats.loss);
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    assert!((stats.local.pos_mean - mean(&f.t["pos"])).abs() < 1e-5);
+    assert!((stats.local.neg_mean - mean(&f.t["neg"])).abs() < 1e-5);
+    let mut worst = (0f64, String::new());
+    for e in model.table.entries() {
+        let err = rel(model.grad(&e.name).unwrap(), &f.t[&format!("grad.{}", e.name)]);
+        // The last bias shifts positive and negative scores alike: infoNCE
+        // and DV are invariant to it, so its gradient is zero in exact maths.
+        let scale = f.t[&format!("grad.{}", e.name)].iter().fold(0f32, |m, v| m.max(v.abs()));
+        if scale < 1e-9 {
+            let got = model.grad(&e.name).unwrap().iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(got < 1e-6, "{name}: grad of {} should vanish, got {got:e}", e.name);
+            continue;
+        }
+        if err > worst.0 {
+            worst = (err, e.name.clone());
+        }
+        assert!(err < 1e-4, "{name}: grad of {} rel err {err:e}", e.name);
+    }
+    eprintln!("{name}: worst gradient rel err {:e} ({})", worst.0, worst.1);
+}
+
+#[test]
+fn concat_step_jsd_matches_pytorch() {
+    run_concat("concat_step_jsd", Estimator::Jsd);
+}
+
+#[test]
+fn concat_step_nce_matches_pytorch() {
+    run_concat("concat_step_nce", Estimator::Nce);
+}
+
+#[test]
+fn concat_step_dv_matches_pytorch() {
+    run_concat("concat_step_dv", Estimator::Dv);
 }

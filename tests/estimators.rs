@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Rng, coords, fd_grad};
-use infomax::dim::{Estimator, ScoreShape, estimate};
+use infomax::dim::{Estimator, ScoreShape, estimate, estimate_pairs};
 use proptest::prelude::*;
 
 fn loss(est: Estimator, sh: ScoreShape, s: &[f64]) -> f64 {
@@ -143,4 +143,60 @@ fn stable_for_huge_scores() {
     }
     let mut ds = vec![0f32; 4];
     assert!(estimate(Estimator::Jsd, ScoreShape { n: 1, k: 1, p: 4 }, &[0f32; 4], &mut ds, 1.0).is_err(), "batch of 1");
+}
+
+fn pair_loss(est: Estimator, pos: &[f64], neg: &[f64]) -> f64 {
+    let (mut dp, mut dn) = (vec![0.0; pos.len()], vec![0.0; neg.len()]);
+    estimate_pairs(est, pos, neg, &mut dp, &mut dn, 1.0).unwrap().loss
+}
+
+proptest! {
+    /// A batch of two single-location images has exactly one negative per
+    /// positive, so the pair estimator (concat head) must equal the matrix
+    /// estimator on S = [[s00, s01], [s10, s11]]: positives s00, s11,
+    /// negatives s01 (row 0) and s10 (row 1), for JSD, infoNCE and DV.
+    #[test]
+    fn pair_estimator_equals_matrix_estimator_on_two_images(s in prop::array::uniform4(-20.0f64..20.0)) {
+        let sh = ScoreShape { n: 2, k: 1, p: 1 };
+        for est in [Estimator::Jsd, Estimator::Nce, Estimator::Dv] {
+            let mut ds = [0.0; 4];
+            let m = estimate(est, sh, &s, &mut ds, 1.0).unwrap();
+            let (pos, neg) = ([s[0], s[3]], [s[1], s[2]]);
+            let (mut dp, mut dn) = ([0.0; 2], [0.0; 2]);
+            let q = estimate_pairs(est, &pos, &neg, &mut dp, &mut dn, 1.0).unwrap();
+            prop_assert!((m.loss - q.loss).abs() <= 1e-12 * m.loss.abs().max(1.0), "{:?}: {} vs {}", est, m.loss, q.loss);
+            prop_assert!((m.pos_mean - q.pos_mean).abs() <= 1e-12 && (m.neg_mean - q.neg_mean).abs() <= 1e-12);
+            for (a, b) in [(ds[0], dp[0]), (ds[3], dp[1]), (ds[1], dn[0]), (ds[2], dn[1])] {
+                prop_assert!((a - b).abs() <= 1e-12, "{:?} gradient: {} vs {}", est, a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn pair_estimator_gradients_match_fd(len in 1usize..40, seed in any::<u64>()) {
+        let mut rng = Rng(seed);
+        let s: Vec<f64> = rng.vec(2 * len).iter().map(|v| v * 4.0).collect();
+        for est in [Estimator::Jsd, Estimator::Nce, Estimator::Dv] {
+            let (mut dp, mut dn) = (vec![0.0; len], vec![0.0; len]);
+            estimate_pairs(est, &s[..len], &s[len..], &mut dp, &mut dn, 0.5).unwrap();
+            let d: Vec<f64> = dp.iter().chain(&dn).copied().collect();
+            let cs = coords(s.len(), 40, &mut rng);
+            for (i, num) in fd_grad(&s, &cs, 1e-6, |sp| 0.5 * pair_loss(est, &sp[..len], &sp[len..])) {
+                prop_assert!((d[i] - num).abs() <= 1e-6 * num.abs().max(1.0), "{:?}[{}]: {} vs {}", est, i, d[i], num);
+            }
+        }
+    }
+}
+
+#[test]
+fn pair_estimator_constants_at_zero_scores() {
+    let z = [0f64; 10];
+    assert_eq!(pair_loss(Estimator::Jsd, &z, &z), 0.0);
+    assert!((pair_loss(Estimator::Nce, &z, &z) - std::f64::consts::LN_2).abs() < 1e-15);
+    assert!(pair_loss(Estimator::Dv, &z, &z).abs() < 1e-15);
+    let (mut dp, mut dn) = ([0.0; 3], [0.0; 2]);
+    assert!(
+        estimate_pairs(Estimator::Jsd, &[0.0; 3], &[0.0; 2], &mut dp, &mut dn[..], 1.0).is_err(),
+        "length mismatch"
+    );
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use infomax::data::Split;
-use infomax::dim::{Dim, DimConfig, Estimator};
+use infomax::dim::{Dim, DimConfig, Estimator, HeadKind};
 use infomax::eval::EvalConfig;
 use infomax::train::evaluate::{Report, evaluate_encoder, evaluate_pixels, format_table};
 use infomax::train::{self, DataConfig, DatasetKind, OptimConfig, Start, TrainConfig, TrainError, checkpoint};
@@ -51,6 +51,14 @@ enum EstimatorArg {
     Jsd,
     Nce,
     Dv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HeadArg {
+    /// Encode-and-dot-product (spec §4.1): every pair of the batch scored by one GEMM.
+    Dot,
+    /// Concat-and-convolve (spec §4.2): one permuted negative per location.
+    Concat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,6 +118,9 @@ struct TrainArgs {
     /// MI estimator.
     #[arg(long, value_enum, default_value = "jsd")]
     estimator: EstimatorArg,
+    /// Local MI head.
+    #[arg(long, value_enum, default_value = "dot")]
+    head: HeadArg,
     /// Weight α of global DIM (0: off).
     #[arg(long, default_value_t = 0.0)]
     alpha: f64,
@@ -254,6 +265,10 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
                 model: DimConfig::new(&args.encoder)
                     .mi_units(args.mi_units)
                     .estimator(estimator)
+                    .head(match args.head {
+                        HeadArg::Dot => HeadKind::Dot,
+                        HeadArg::Concat => HeadKind::Concat,
+                    })
                     .weights(args.alpha, args.beta, args.gamma)
                     .seed(args.seed),
                 data: data_config(&args.data),

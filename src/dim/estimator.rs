@@ -169,3 +169,67 @@ pub fn estimate<T: Float>(est: Estimator, sh: ScoreShape, s: &[T], ds: &mut [T],
     };
     Ok(stats)
 }
+
+/// Loss, stats and gradients for one negative per positive (the
+/// concat-and-convolve head, spec §3.5 Aug-2018): `pos[r]` scores a true
+/// (local, global) pair, `neg[r]` the same global against another image's
+/// local vector at the same location. `dpos`, `dneg` receive
+/// `scale · ∂loss/∂score`. The forms are those of [`estimate`] with one
+/// negative per row, so the two agree on any batch of two single-location
+/// images.
+pub fn estimate_pairs<T: Float>(
+    est: Estimator,
+    pos: &[T],
+    neg: &[T],
+    dpos: &mut [T],
+    dneg: &mut [T],
+    scale: T,
+) -> Result<EstimatorStats> {
+    if pos.is_empty() {
+        return Err(Error::ZeroSize { what: "DIM pair scores" });
+    }
+    check_len("DIM negative scores", pos.len(), neg.len())?;
+    check_len("DIM positive score gradient", pos.len(), dpos.len())?;
+    check_len("DIM negative score gradient", pos.len(), dneg.len())?;
+    let cnt = pos.len() as f64;
+    let w = 1.0 / cnt;
+    let pos_mean = pos.iter().map(|v| v.to_f64()).sum::<f64>() * w;
+    let neg_mean = neg.iter().map(|v| v.to_f64()).sum::<f64>() * w;
+    let stats = match est {
+        Estimator::Jsd => {
+            let (mut lp, mut ln) = (0f64, 0f64);
+            for ((&sp, &sn), (dp, dn)) in pos.iter().zip(neg).zip(dpos.iter_mut().zip(dneg.iter_mut())) {
+                lp += softplus_minus_ln2(-sp.to_f64());
+                ln += softplus_minus_ln2(sn.to_f64());
+                *dp = scale * T::from_f64(-w) * sigmoid(-sp);
+                *dn = scale * T::from_f64(w) * sigmoid(sn);
+            }
+            let loss = (lp + ln) * w;
+            EstimatorStats { loss, mi: -loss, pos_mean, neg_mean }
+        }
+        Estimator::Nce => {
+            // Per pair: logaddexp(S⁺, S⁻) − S⁺ (a two-way softmax).
+            let mut loss = 0f64;
+            for ((&sp, &sn), (dp, dn)) in pos.iter().zip(neg).zip(dpos.iter_mut().zip(dneg.iter_mut())) {
+                let (a, b) = (sp.to_f64(), sn.to_f64());
+                let t = a.max(b) + (-(a - b).abs()).exp().ln_1p();
+                loss += w * (t - a);
+                *dp = scale * T::from_f64(w * ((a - t).exp() - 1.0));
+                *dn = scale * T::from_f64(w * (b - t).exp());
+            }
+            EstimatorStats { loss, mi: core::f64::consts::LN_2 - loss, pos_mean, neg_mean }
+        }
+        Estimator::Dv => {
+            // log mean e^{S⁻} − mean S⁺, max-shifted.
+            let m = neg.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.to_f64()));
+            let lse = m + neg.iter().map(|v| (v.to_f64() - m).exp()).sum::<f64>().ln();
+            let loss = lse - cnt.ln() - pos_mean;
+            for ((&sn, dp), dn) in neg.iter().zip(dpos.iter_mut()).zip(dneg.iter_mut()) {
+                *dp = scale * T::from_f64(-w);
+                *dn = scale * T::from_f64((sn.to_f64() - lse).exp());
+            }
+            EstimatorStats { loss, mi: -loss, pos_mean, neg_mean }
+        }
+    };
+    Ok(stats)
+}

@@ -3,6 +3,7 @@
 //! comments (§) refer to it.
 
 pub(crate) mod block;
+pub(crate) mod concat;
 pub mod config;
 pub mod encoder;
 pub mod estimator;
@@ -14,6 +15,6 @@ pub mod prior;
 pub use block::Mode;
 pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer};
 pub use encoder::{Encoder, EncoderActs};
-pub use estimator::{EstimatorStats, ScoreShape, estimate};
+pub use estimator::{EstimatorStats, ScoreShape, estimate, estimate_pairs};
 pub use head::MiHead;
 pub use model::{Dim, StepStats, Workspace};

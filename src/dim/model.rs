@@ -4,7 +4,8 @@
 use rayon::prelude::*;
 
 use crate::dim::block::Mode;
-use crate::dim::config::{DimConfig, EncoderConfig};
+use crate::dim::concat::{ConcatActs, ConcatHead};
+use crate::dim::config::{DimConfig, EncoderConfig, HeadKind};
 use crate::dim::encoder::{Encoder, EncoderActs};
 use crate::dim::estimator::{EstimatorStats, ScoreShape, estimate};
 use crate::dim::global::{GlobalActs, GlobalDim};
@@ -21,7 +22,10 @@ pub struct Dim {
     pub cfg: DimConfig,
     /// The encoder.
     pub encoder: Encoder,
-    local_head: MiHead,
+    /// Encode-and-dot-product local head (`head = "dot"`).
+    local_head: Option<MiHead>,
+    /// Concat-and-convolve local head (`head = "concat"`).
+    concat: Option<ConcatHead>,
     /// `None` when Y is already D wide (the reference's `NopNet`).
     global_head: Option<MiHead>,
     /// Global DIM (α > 0).
@@ -44,17 +48,28 @@ pub struct Dim {
 #[derive(Debug)]
 pub struct Workspace {
     n: usize,
+    step: u64,
     enc: EncoderActs,
     local_rows: Vec<f32>,
     d_local_rows: Vec<f32>,
     d_local_map: Vec<f32>,
-    lh: HeadActs,
+    lh: Option<HeadActs>,
+    concat: Option<ConcatActs>,
     gh: Option<HeadActs>,
     scores: Vec<f32>,
     d_scores: Vec<f32>,
     d_g: Vec<f32>,
     d_y: Vec<f32>,
     global: Option<GlobalActs>,
+}
+
+impl Workspace {
+    /// Sets the training step the next `forward_backward` belongs to: the
+    /// concat head draws its negative pairing from the seed and this step,
+    /// so a resumed run pairs exactly as an uninterrupted one.
+    pub fn set_step(&mut self, step: u64) {
+        self.step = step;
+    }
 }
 
 /// What one step reports.
@@ -101,14 +116,13 @@ impl Dim {
         let encoder = Encoder::build(&enc_cfg, "encoder.", &mut table, &mut buffer_table)?;
         let [c, _, _] = encoder.local_shape();
         let d = cfg.mi_units;
-        let local_head = MiHead::new(&mut table, &mut buffer_table, "local_head", c, d);
-        let global_head =
-            (enc_cfg.y_dim != d).then(|| MiHead::new(&mut table, &mut buffer_table, "global_head", enc_cfg.y_dim, d));
+        let dot = cfg.head == HeadKind::Dot;
+        let local_head = dot.then(|| MiHead::new(&mut table, &mut buffer_table, "local_head", c, d));
+        let concat = (!dot).then(|| ConcatHead::new(&mut table, c, enc_cfg.y_dim, d));
+        let global_head = (dot && enc_cfg.y_dim != d)
+            .then(|| MiHead::new(&mut table, &mut buffer_table, "global_head", enc_cfg.y_dim, d));
         let global =
             if cfg.alpha > 0.0 { Some(GlobalDim::new(&enc_cfg, d, &mut table, &mut buffer_table)?) } else { None };
-        if cfg.head != crate::dim::config::HeadKind::Dot {
-            return Err(Error::InvalidParameter { what: "DIM config", reason: "the concat head is not built yet" });
-        }
         let prior = if cfg.gamma > 0.0 {
             let pc = PriorConfig { gamma: cfg.gamma, lambda: cfg.prior_lambda, ..PriorConfig::default() };
             Some(Prior::new(enc_cfg.y_dim, pc, cfg.seed ^ 0x5052_494F_5200)?)
@@ -120,7 +134,20 @@ impl Dim {
         let mut buffers = vec![0f32; buffer_table.len()];
         buffer_table.init(&mut buffers, cfg.seed);
         let grads = vec![0f32; table.len()];
-        Ok(Self { cfg, encoder, local_head, global_head, global, prior, table, buffer_table, params, grads, buffers })
+        Ok(Self {
+            cfg,
+            encoder,
+            local_head,
+            concat,
+            global_head,
+            global,
+            prior,
+            table,
+            buffer_table,
+            params,
+            grads,
+            buffers,
+        })
     }
 
     /// Local locations P.
@@ -137,16 +164,19 @@ impl Dim {
         let [c, h, w] = self.encoder.local_shape();
         let p = h * w;
         let d = self.cfg.mi_units;
+        let dot = self.local_head.is_some();
         Ok(Workspace {
             n,
+            step: 0,
             enc: self.encoder.alloc(n, true)?,
             local_rows: vec![0.0; n * p * c],
             d_local_rows: vec![0.0; n * p * c],
             d_local_map: vec![0.0; n * p * c],
-            lh: self.local_head.alloc(n * p, true),
+            lh: self.local_head.as_ref().map(|h| h.alloc(n * p, true)),
+            concat: self.concat.as_ref().map(|h| h.alloc(n, p)).transpose()?,
             gh: self.global_head.as_ref().map(|g| g.alloc(n, true)),
-            scores: vec![0.0; n * n * p],
-            d_scores: vec![0.0; n * n * p],
+            scores: if dot { vec![0.0; n * n * p] } else { Vec::new() },
+            d_scores: if dot { vec![0.0; n * n * p] } else { Vec::new() },
             d_g: vec![0.0; n * d],
             d_y: vec![0.0; n * self.encoder.cfg.y_dim],
             global: self.global.as_ref().map(|g| g.alloc(n)).transpose()?,
@@ -162,41 +192,62 @@ impl Dim {
         let [c, h, w] = self.encoder.local_shape();
         let p = h * w;
         let d = self.cfg.mi_units;
-        let Self { encoder, local_head, global_head, global, prior, params, grads, buffers, cfg, .. } = self;
+        let Self { encoder, local_head, concat, global_head, global, prior, params, grads, buffers, cfg, .. } = self;
         grads.par_chunks_mut(1 << 16).for_each(|g| g.fill(0.0));
 
-        // Forward: encoder, local rows, heads, scores.
+        // Forward: encoder, local rows.
         encoder.forward(params, buffers, x, &mut ws.enc, Mode::Train)?;
         map_to_rows(encoder.block_out(&ws.enc, encoder.cfg.local_layer), &mut ws.local_rows, c, p);
-        local_head.forward(params, buffers, &ws.local_rows, &mut ws.lh, Mode::Train)?;
-        let y = encoder.y(&ws.enc);
-        let g: &[f32] = match (global_head.as_ref(), ws.gh.as_mut()) {
-            (Some(gh), Some(acts)) => {
-                gh.forward(params, buffers, y, acts, Mode::Train)?;
-                &acts.out
-            }
-            _ => y,
-        };
-        let gm = MatRef::row_major(g, n, d)?;
-        let lm = MatRef::row_major(&ws.lh.out, n * p, d)?;
-        par::par_gemm(&mut ws.scores, gm, lm.t(), false)?;
-
-        // Loss and its gradient w.r.t. the scores.
         let beta = cfg.beta as f32;
-        let local = estimate(cfg.estimator, ScoreShape { n, k: 1, p }, &ws.scores, &mut ws.d_scores, beta)?;
+        let local = match (local_head.as_ref(), ws.lh.as_mut(), concat.as_ref(), ws.concat.as_mut()) {
+            (Some(lh), Some(lacts), _, _) => {
+                // Heads, then all N×N×P scores from one GEMM.
+                lh.forward(params, buffers, &ws.local_rows, lacts, Mode::Train)?;
+                let y = encoder.y(&ws.enc);
+                let g: &[f32] = match (global_head.as_ref(), ws.gh.as_mut()) {
+                    (Some(gh), Some(acts)) => {
+                        gh.forward(params, buffers, y, acts, Mode::Train)?;
+                        &acts.out
+                    }
+                    _ => y,
+                };
+                let gm = MatRef::row_major(g, n, d)?;
+                let lm = MatRef::row_major(&lacts.out, n * p, d)?;
+                par::par_gemm(&mut ws.scores, gm, lm.t(), false)?;
+                let local = estimate(cfg.estimator, ScoreShape { n, k: 1, p }, &ws.scores, &mut ws.d_scores, beta)?;
 
-        // Backward: scores → heads → encoder.
-        let dsm = MatRef::row_major(&ws.d_scores, n, n * p)?;
-        par::par_gemm(&mut ws.lh.d_out, dsm.t(), gm, false)?;
-        par::par_gemm(&mut ws.d_g, dsm, lm, false)?;
-        local_head.backward(params, grads, &ws.local_rows, &mut ws.lh, &mut ws.d_local_rows)?;
-        match (global_head.as_ref(), ws.gh.as_mut()) {
-            (Some(gh), Some(acts)) => {
-                acts.d_out.copy_from_slice(&ws.d_g);
-                gh.backward(params, grads, encoder.y(&ws.enc), acts, &mut ws.d_y)?;
+                // Backward: scores → heads.
+                let dsm = MatRef::row_major(&ws.d_scores, n, n * p)?;
+                par::par_gemm(&mut lacts.d_out, dsm.t(), gm, false)?;
+                par::par_gemm(&mut ws.d_g, dsm, lm, false)?;
+                lh.backward(params, grads, &ws.local_rows, lacts, &mut ws.d_local_rows)?;
+                match (global_head.as_ref(), ws.gh.as_mut()) {
+                    (Some(gh), Some(acts)) => {
+                        acts.d_out.copy_from_slice(&ws.d_g);
+                        gh.backward(params, grads, encoder.y(&ws.enc), acts, &mut ws.d_y)?;
+                    }
+                    _ => ws.d_y.copy_from_slice(&ws.d_g),
+                }
+                local
             }
-            _ => ws.d_y.copy_from_slice(&ws.d_g),
-        }
+            (_, _, Some(ch), Some(cacts)) => {
+                ws.d_y.fill(0.0);
+                ch.step(
+                    params,
+                    grads,
+                    &ws.local_rows,
+                    encoder.y(&ws.enc),
+                    cacts,
+                    cfg.estimator,
+                    beta,
+                    cfg.seed,
+                    ws.step,
+                    &mut ws.d_local_rows,
+                    &mut ws.d_y,
+                )?
+            }
+            _ => return Err(Error::InvalidShape { what: "DIM workspace", reason: "was not made by this model" }),
+        };
         rows_to_map(&ws.d_local_rows, &mut ws.d_local_map, c, p);
         let global_stats = match (global.as_ref(), ws.global.as_mut()) {
             (Some(gd), Some(acts)) => Some(gd.step(
@@ -230,6 +281,15 @@ impl Dim {
         match self.prior.as_mut() {
             Some(p) => Ok(Some(p.discriminator_step(y, ws.n, rng)?)),
             None => Ok(None),
+        }
+    }
+
+    /// The negative permutation of the concat head's last step (`None` for
+    /// the dot head): image i was paired with image `perm[i]`.
+    pub fn concat_perm<'a>(&self, ws: &'a Workspace) -> Option<&'a [usize]> {
+        match (self.concat.as_ref(), ws.concat.as_ref()) {
+            (Some(h), Some(a)) => Some(h.perm(a)),
+            _ => None,
         }
     }
 

@@ -372,6 +372,7 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
         for (b, batch) in epoch.batches().enumerate() {
             let mut aug_rng = loader.augment_rng(progress.epoch, b as u64);
             augment.write_batch(&ds, batch, &mut aug_rng, &mut x)?;
+            ws.set_step(progress.step);
             let stats = model.forward_backward(&x, &mut ws)?;
             progress.step += 1;
             // Prior samples per step from (seed, step): resume needs no RNG state.
