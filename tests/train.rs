@@ -227,3 +227,46 @@ fn cli_reports_bad_input_with_nonzero_exit() {
     let out = Command::new(bin).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Deep InfoMax"));
 }
+
+#[test]
+fn bn_recalibration_is_the_cumulative_average_of_batch_statistics() {
+    // Layer 1 of `edge` is conv → BN: after a pass of two equal batches the
+    // running mean must be the average of the two batch means and the
+    // running variance the average of the two unbiased batch variances,
+    // computed here from the conv output of the plain serial kernel.
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset");
+    let full = data::load_mnist_dir(&bundled, Split::Test).unwrap();
+    let n = 40;
+    let ds = data::Dataset::new(full.images[..n * 784].to_vec(), None, 1, 28, 28, 10).unwrap();
+    let mut model = infomax::dim::Dim::new(DimConfig::new("edge").mi_units(32).seed(5)).unwrap();
+    train::recalibrate_bn(&mut model, &ds, n / 2).unwrap();
+
+    let w = model.tensor("encoder.conv1.weight").unwrap().to_vec();
+    let c = 16;
+    let s = infomax::kernels::Conv2dShape::new(n / 2, 1, (28, 28), c, 3, 2, 1);
+    let (mut want_m, mut want_v) = (vec![0f64; c], vec![0f64; c]);
+    for half in 0..2 {
+        let idx: Vec<usize> = (half * n / 2..(half + 1) * n / 2).collect();
+        let mut x = vec![0f32; idx.len() * 784];
+        ds.write_batch(&idx, &mut x).unwrap();
+        let mut y = vec![0f32; n / 2 * c * 196];
+        let mut scratch = vec![0f32; s.forward_scratch_len().unwrap()];
+        infomax::kernels::conv2d_forward(&s, &x, &w, None, &mut y, &mut scratch).unwrap();
+        for ch in 0..c {
+            let vals: Vec<f64> = (0..n / 2)
+                .flat_map(|i| y[(i * c + ch) * 196..(i * c + ch + 1) * 196].to_vec())
+                .map(f64::from)
+                .collect();
+            let m = vals.iter().sum::<f64>() / vals.len() as f64;
+            let v = vals.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / (vals.len() - 1) as f64;
+            want_m[ch] += m / 2.0;
+            want_v[ch] += v / 2.0;
+        }
+    }
+    let (rm, rv) =
+        (model.tensor("encoder.bn1.running_mean").unwrap(), model.tensor("encoder.bn1.running_var").unwrap());
+    for ch in 0..c {
+        assert!((f64::from(rm[ch]) - want_m[ch]).abs() <= 1e-5 * want_m[ch].abs().max(1e-3), "mean[{ch}]");
+        assert!((f64::from(rv[ch]) - want_v[ch]).abs() <= 1e-5 * want_v[ch].abs().max(1e-3), "var[{ch}]");
+    }
+}

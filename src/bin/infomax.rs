@@ -225,10 +225,13 @@ fn run_eval(
     say(&format!("  DIM features done in {:.0}s", reports[0].wall_s));
     if !probe.no_baselines {
         let mut random = Dim::new(model.cfg.clone())?;
-        reports.push(evaluate_encoder("random init", &mut random, &train, &test, &cfg)?);
+        reports.push(evaluate_encoder("untrained (BN default stats)", &mut random, &train, &test, &cfg)?);
         say(&format!("  untrained encoder done in {:.0}s", reports[1].wall_s));
+        train::recalibrate_bn(&mut random, &train, 64)?;
+        reports.push(evaluate_encoder("untrained (BN stats from data)", &mut random, &train, &test, &cfg)?);
+        say(&format!("  untrained encoder, BN recalibrated, done in {:.0}s", reports[2].wall_s));
         reports.push(evaluate_pixels(&train, &test, &cfg)?);
-        say(&format!("  raw pixels done in {:.0}s", reports[2].wall_s));
+        say(&format!("  raw pixels done in {:.0}s", reports[3].wall_s));
     }
     if let Some(dir) = out {
         let json = serde_json::to_string_pretty(&reports).map_err(|e| TrainError::Config(e.to_string()))?;
@@ -240,14 +243,20 @@ fn run_eval(
 fn print_summary(reports: &[Report]) {
     println!("\nTest accuracy, frozen encoder (paper protocol):\n");
     print!("{}", format_table(reports));
+    println!();
     let y_linear = |r: Option<&Report>| r.and_then(|r| r.tap("y")).map(|t| t.linear);
-    if let (Some(a), Some(b)) = (y_linear(reports.first()), y_linear(reports.get(1))) {
-        println!(
-            "\nY tap, linear probe: DIM {:.2}% vs untrained {:.2}% ({:+.2} points)",
-            100.0 * a,
-            100.0 * b,
-            100.0 * (a - b)
-        );
+    if let Some(a) = y_linear(reports.first()) {
+        for r in reports.iter().skip(1).filter(|r| r.method.starts_with("untrained")) {
+            if let Some(b) = y_linear(Some(r)) {
+                println!(
+                    "Y tap, linear probe: DIM {:.2}% vs {} {:.2}% ({:+.2} points)",
+                    100.0 * a,
+                    r.method,
+                    100.0 * b,
+                    100.0 * (a - b)
+                );
+            }
+        }
     }
 }
 

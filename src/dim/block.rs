@@ -14,6 +14,14 @@ pub enum Mode {
     Train,
     /// Running statistics; nothing is updated.
     Eval,
+    /// Batch statistics, folded into the running statistics as a cumulative
+    /// average (PyTorch's `momentum=None`): this is batch number `seen`
+    /// (from 0) of a pass that re-estimates BN statistics, e.g. for the
+    /// untrained-encoder baseline.
+    Calibrate {
+        /// Batches already averaged in.
+        seen: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -43,9 +51,12 @@ impl BnRefs {
         let c = ns.channels;
         let (g, b) = (&params[self.gamma..self.gamma + c], &params[self.beta..self.beta + c]);
         match mode {
-            Mode::Train => {
+            Mode::Train | Mode::Calibrate { .. } => {
                 let (rm, rv) = pair_mut(buffers, self.rm..self.rm + c, self.rv..self.rv + c);
-                let cfg = k::BatchNormConfig::default();
+                let mut cfg = k::BatchNormConfig::default();
+                if let Mode::Calibrate { seen } = mode {
+                    cfg.momentum = 1.0 / (f64::from(seen) + 1.0);
+                }
                 par::batch_norm_train_forward_par(ns, &cfg, z, g, b, rm, rv, a, mean, invstd)
             }
             Mode::Eval => {

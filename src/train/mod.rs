@@ -484,6 +484,37 @@ pub struct Features {
     pub y: (usize, Vec<f32>),
 }
 
+/// Re-estimates the encoder's BN running statistics with one train-mode
+/// pass over `ds` in order, `batch` images at a time (the last batch too if
+/// it has at least 2 images), as a cumulative average of the batch
+/// statistics. Parameters are not touched. This is the reference's
+/// "random init, BN stats from one train-mode pass" baseline.
+pub fn recalibrate_bn(model: &mut Dim, ds: &Dataset, batch: usize) -> Result<()> {
+    let enc = &model.encoder;
+    let in_len: usize = enc.cfg.input.iter().product();
+    if ds.channels * ds.height * ds.width != in_len {
+        return Err(TrainError::Config("dataset images do not match the encoder input".into()));
+    }
+    let idx: Vec<usize> = (0..ds.n).collect();
+    let mut acts: Option<crate::dim::EncoderActs> = None;
+    let mut seen = 0u32;
+    for chunk in idx.chunks(batch.max(2)) {
+        let b = chunk.len();
+        if b < 2 {
+            break;
+        }
+        if acts.as_ref().is_none_or(|a| a.batch() != b) {
+            acts = Some(enc.alloc(b, false)?);
+        }
+        let Some(a) = acts.as_mut() else { continue };
+        let mut x = vec![0f32; b * in_len];
+        ds.write_batch(chunk, &mut x)?;
+        enc.forward(&model.params, &mut model.buffers, &x, a, Mode::Calibrate { seen })?;
+        seen = seen.saturating_add(1);
+    }
+    Ok(())
+}
+
 /// Runs the frozen encoder (eval mode) over `ds`, `batch` images at a time.
 pub fn extract_features(model: &mut Dim, ds: &Dataset, batch: usize) -> Result<Features> {
     let enc = model.encoder.clone();
