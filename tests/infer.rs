@@ -254,7 +254,8 @@ fn encode_errors_are_typed() {
         p.encode_with_taps(&w, &[0.0; 64], &mut vec![0f32; p.scratch_len()], &mut [0f32; 4], taps),
         Err(InferError::TapUnavailable { tap: "fc" })
     );
-    assert!(matches!(Plan::new(&Arch::new([1, 2, 2], &[LayerSpec::conv(2, 5, 1, 0)], 0, 4).unwrap(), 1), Err(_)));
+    let too_big_kernel = Arch::new([1, 2, 2], &[LayerSpec::conv(2, 5, 1, 0)], 0, 4).unwrap();
+    assert!(matches!(Plan::new(&too_big_kernel, 1), Err(InferError::Kernel(_))));
 }
 
 /// Writes a file with the `safetensors` crate from (name, dtype, shape, bytes).

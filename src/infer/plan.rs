@@ -321,12 +321,12 @@ impl Plan {
         if scratch.len() < self.scratch_len {
             return Err(InferError::ScratchTooSmall { needed: self.scratch_len, got: scratch.len() });
         }
-        let tap_slots: [(Option<usize>, Option<&mut [f32]>, &'static str); 3] = [
+        // (layer, caller slice, name) per tap.
+        let mut tap_slots = [
             (Some(self.local), taps.local.take(), "local"),
             (self.conv_tap, taps.conv.take(), "conv"),
             (self.fc_tap, taps.fc.take(), "fc"),
         ];
-        let mut tap_slots = tap_slots;
         for (layer, slice, name) in tap_slots.iter_mut() {
             if let Some(s) = slice.as_deref() {
                 let l = layer.ok_or(InferError::TapUnavailable { tap: name })?;
