@@ -560,3 +560,50 @@ proptest! {
         parse_plan_encode(&t, &[x; 784]);
     }
 }
+
+#[test]
+fn export_cli_writes_the_same_bytes_and_reports_bad_input() {
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("infomax-export-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = trained("edge", 1, 8);
+    let ckpt = dir.join("ckpt.safetensors");
+    let progress = infomax::train::checkpoint::Progress { step: 1, ..Default::default() };
+    infomax::train::checkpoint::save(&ckpt, &model, None, &progress, &[]).unwrap();
+    let bin = env!("CARGO_BIN_EXE_infomax");
+    let out_file = dir.join("edge-f16.safetensors");
+    let out = Command::new(bin)
+        .args(["export", ckpt.to_str().unwrap(), "--out", out_file.to_str().unwrap(), "--dtype", "f16"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read(&out_file).unwrap();
+    assert_eq!(written, to_bytes(&model, ExportDtype::F16, true, &[("trained_steps", "1".into())]).unwrap());
+    let w = Weights::<32>::parse(&written).unwrap();
+    assert!(w.metadata("dtype").unwrap().eq_str("f16"));
+    Plan::from_weights(&w, 1).unwrap();
+
+    let unfolded = dir.join("edge-unfolded.safetensors");
+    let out = Command::new(bin)
+        .args(["export", ckpt.to_str().unwrap(), "-o", unfolded.to_str().unwrap(), "--unfolded"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let st_bytes = std::fs::read(&unfolded).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+    assert!(st.names().contains(&"encoder.bn1.running_var"));
+
+    let fail = |args: &[&str], code: i32, msg: &str| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{args:?}: {err}");
+    };
+    let o = dir.join("x.safetensors");
+    let o = o.to_str().unwrap();
+    fail(&["export", "/nonexistent.safetensors", "--out", o], 1, "cannot read checkpoint");
+    fail(&["export", out_file.to_str().unwrap(), "--out", o], 1, "not an infomax checkpoint");
+    fail(&["export", ckpt.to_str().unwrap(), "--out", o, "--dtype", "f8"], 2, "invalid value");
+    fail(&["export", ckpt.to_str().unwrap()], 2, "--out");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
