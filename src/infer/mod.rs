@@ -2,16 +2,20 @@
 //! safetensors bytes, plan once, encode on caller memory.
 //!
 //! ```
-//! use infomax::infer::{Arch, Plan, Weights};
-//! # fn run(file: &[u8]) -> Result<(), infomax::infer::InferError> {
-//! let weights = Weights::<32>::parse(file)?; // a table of views into `file`
-//! let plan = Plan::from_weights(&weights, 1)?; // or Plan::new(&Arch::edge(), 1)
-//! let mut scratch = [0f32; 16_384]; // any caller memory of plan.scratch_len()
-//! # let mut scratch = vec![0f32; plan.scratch_len()];
-//! let image = [0f32; 28 * 28]; // NCHW, normalised to [-1, 1]
-//! let mut y = [0f32; 64];
-//! plan.encode(&weights, &image, &mut scratch, &mut y)?;
-//! # Ok(()) }
+//! use infomax::infer::{InferError, Plan, Weights};
+//!
+//! fn embed(file: &[u8], image: &[f32; 784], y: &mut [f32; 64]) -> Result<(), InferError> {
+//!     let weights = Weights::<32>::parse(file)?; // a table of views into `file`
+//!     let plan = Plan::from_weights(&weights, 1)?; // or Plan::new(&Arch::edge(), 1)
+//!     let mut scratch = [0f32; 16_112]; // exactly plan.scratch_len() for `edge`
+//!     plan.encode(&weights, image, &mut scratch, y) // image: NCHW in [-1, 1]
+//! }
+//! # let model = infomax::dim::Dim::new(infomax::dim::DimConfig::new("edge")).unwrap();
+//! # let file = infomax::io::to_bytes(&model, infomax::io::ExportDtype::F16, true, &[]).unwrap();
+//! # let mut y = [0f32; 64];
+//! # embed(&file, &[0.5; 784], &mut y).unwrap();
+//! # assert!(y.iter().all(|v| v.is_finite()));
+//! # assert_eq!(Plan::from_weights(&Weights::<32>::parse(&file).unwrap(), 1).unwrap().scratch_len(), 16_112);
 //! ```
 //!
 //! Everything here is `no_std` and allocation-free (`tests/infer_alloc.rs`
