@@ -4,7 +4,7 @@
 use core::fmt;
 
 /// Everything that can go wrong in infomax, typed so callers can match on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
     /// A slice has the wrong length for the shape it is used with.

@@ -9,6 +9,9 @@
 //!   layer norm, activations, pooling, losses, GEMM).
 //! - [`kernels::par`] (feature `train`): the same kernels spread over the
 //!   batch with rayon, bitwise identical for any thread count.
+//! - [`infer`]: `no_std`, allocation-free inference of an exported encoder
+//!   (safetensors reader, [`infer::Plan`], `encode`).
+//! - [`io`] (feature `train`): `infomax export`, checkpoint → inference file.
 //!
 //! Features: `std` (default) and `train` (default; rayon and the `gemm`
 //! crate). `cargo build --no-default-features` builds the `no_std` core.
@@ -23,6 +26,9 @@ pub mod dim;
 pub mod error;
 #[cfg(feature = "train")]
 pub mod eval;
+pub mod infer;
+#[cfg(feature = "train")]
+pub mod io;
 pub mod kernels;
 pub mod optim;
 #[cfg(feature = "train")]

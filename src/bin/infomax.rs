@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use infomax::data::Split;
 use infomax::dim::{Dim, DimConfig, Estimator, HeadKind};
 use infomax::eval::EvalConfig;
+use infomax::io::{ExportDtype, export};
 use infomax::train::evaluate::{Report, evaluate_encoder, evaluate_pixels, format_table};
 use infomax::train::{self, DataConfig, DatasetKind, OptimConfig, Start, TrainConfig, TrainError, checkpoint};
 
@@ -44,6 +45,30 @@ enum Command {
     Eval(EvalArgs),
     /// Write a dataset's features (conv, fc, Y) to a safetensors file.
     Embed(EmbedArgs),
+    /// Export a checkpoint's encoder as an inference safetensors file (BN folded).
+    Export(ExportArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The training checkpoint.
+    checkpoint: PathBuf,
+    /// Output safetensors file.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Weight dtype.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DtypeArg,
+    /// Keep the batch norms as separate tensors (for PyTorch; the no_std plan needs folded files).
+    #[arg(long)]
+    unfolded: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -369,6 +394,25 @@ fn embed_cmd(args: EmbedArgs) -> Result<(), TrainError> {
     Ok(())
 }
 
+fn export_cmd(args: ExportArgs) -> Result<(), TrainError> {
+    let dtype = match args.dtype {
+        DtypeArg::F32 => ExportDtype::F32,
+        DtypeArg::F16 => ExportDtype::F16,
+        DtypeArg::Bf16 => ExportDtype::BF16,
+    };
+    let s = export::export(&args.checkpoint, &args.out, dtype, !args.unfolded)?;
+    println!(
+        "wrote {} ({} tensors, {} weight bytes, {} bytes, {}, {})",
+        args.out.display(),
+        s.tensors,
+        s.weight_bytes,
+        s.file_bytes,
+        dtype.name(),
+        if args.unfolded { "BN kept" } else { "BN folded" }
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
@@ -385,6 +429,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train_cmd(a, cli.quiet),
         Command::Eval(a) => eval_cmd(a, cli.quiet),
         Command::Embed(a) => embed_cmd(a),
+        Command::Export(a) => export_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

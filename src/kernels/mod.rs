@@ -35,4 +35,4 @@ pub use norm::{
     BN_MOMENTUM, BatchNormConfig, NORM_EPS, NormShape, batch_norm_eval_backward, batch_norm_eval_forward,
     batch_norm_train_backward, batch_norm_train_forward, layer_norm_backward, layer_norm_forward,
 };
-pub use pool::{MaxPoolShape, max_pool_backward, max_pool_forward};
+pub use pool::{MaxPoolShape, max_pool_backward, max_pool_forward, max_pool_forward_values};

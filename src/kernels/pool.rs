@@ -59,8 +59,32 @@ pub fn max_pool_forward<T: Float>(s: &MaxPoolShape, x: &[T], y: &mut [T], argmax
     check_len("max pool input", il, x.len())?;
     check_len("max pool output", ol, y.len())?;
     check_len("max pool argmax", ol, argmax.len())?;
+    windows(s, oh, ow, x, y, |o, best| argmax[o] = best as u32);
+    Ok(())
+}
+
+/// Forward without the argmax (inference): the same windows, same NaN rule.
+pub fn max_pool_forward_values<T: Float>(s: &MaxPoolShape, x: &[T], y: &mut [T]) -> Result<()> {
+    let (oh, ow, il, ol) = s.validate()?;
+    check_len("max pool input", il, x.len())?;
+    check_len("max pool output", ol, y.len())?;
+    windows(s, oh, ow, x, y, |_, _| {});
+    Ok(())
+}
+
+/// The window loop shared by both forwards; `argmax(o, i)` gets output
+/// index `o` (over the whole batch) and the winner's index in its plane.
+#[inline(always)]
+fn windows<T: Float>(
+    s: &MaxPoolShape,
+    oh: usize,
+    ow: usize,
+    x: &[T],
+    y: &mut [T],
+    mut argmax: impl FnMut(usize, usize),
+) {
     let plane = s.in_h * s.in_w;
-    for ((xp, yp), ap) in x.chunks_exact(plane).zip(y.chunks_exact_mut(oh * ow)).zip(argmax.chunks_exact_mut(oh * ow)) {
+    for (p, (xp, yp)) in x.chunks_exact(plane).zip(y.chunks_exact_mut(oh * ow)).enumerate() {
         for i in 0..oh {
             for j in 0..ow {
                 let (h0, w0) = (i * s.stride, j * s.stride);
@@ -77,11 +101,10 @@ pub fn max_pool_forward<T: Float>(s: &MaxPoolShape, x: &[T], y: &mut [T], argmax
                     }
                 }
                 yp[i * ow + j] = bv;
-                ap[i * ow + j] = best as u32;
+                argmax(p * oh * ow + i * ow + j, best);
             }
         }
     }
-    Ok(())
 }
 
 /// Backward: `dx` is zeroed, then each `dy` is added at its window's argmax.

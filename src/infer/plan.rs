@@ -1,0 +1,497 @@
+//! The inference plan: every shape, buffer and scratch offset decided once
+//! from an [`Arch`] and a batch size (tflite-micro style), then `encode`
+//! runs on caller memory only.
+//!
+//! Scratch (f32 elements), in order:
+//! - two activation slots `A`, `B`: layer outputs ping-pong between them
+//!   (a pooled layer writes its pre-pool map to one and pools into the
+//!   other), each as long as the largest map it ever holds;
+//! - im2col columns for the whole batch of the largest conv;
+//! - one weight tile: `tile_rows` rows of a weight matrix converted to f32
+//!   from the file's F32/F16/BF16 bytes, at most [`WEIGHT_TILE`] elements
+//!   (or one row, if a row is longer);
+//! - the current layer's bias, converted.
+
+use core::fmt::Write;
+
+use super::arch::{Arch, LayerSpec, MAX_LAYERS};
+use super::error::InferError;
+use super::safetensors::{Dtype, Tensor, Weights};
+use crate::kernels::conv::{add_bias, im2col};
+use crate::kernels::linear::add_bias_rows;
+use crate::kernels::{Backend, Conv2dShape, ConvDims, MatMut, MatRef, MaxPoolShape};
+use crate::kernels::{gemm_with, max_pool_forward_values, relu_inplace};
+
+/// Elements of one converted weight tile (16 KiB of f32).
+pub const WEIGHT_TILE: usize = 4096;
+
+/// A feature tap besides Y.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tap {
+    /// The local feature map (output of `local_layer`), NCHW.
+    Local,
+    /// Output of the last conv layer (flattened NCHW).
+    Conv,
+    /// Output of the last hidden linear layer.
+    Fc,
+}
+
+/// Optional tap outputs for [`Plan::encode_with_taps`]; each slice must be
+/// exactly [`Plan::tap_len`] long.
+#[derive(Debug, Default)]
+pub struct Taps<'t> {
+    /// The local map, `[batch, c, h, w]`.
+    pub local: Option<&'t mut [f32]>,
+    /// The conv tap, `[batch, c·h·w]`.
+    pub conv: Option<&'t mut [f32]>,
+    /// The fc tap, `[batch, features]`.
+    pub fc: Option<&'t mut [f32]>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Input,
+    A,
+    B,
+    Output,
+}
+
+impl Slot {
+    fn other(self) -> Slot {
+        if self == Slot::A { Slot::B } else { Slot::A }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// Shape at batch 1 (the batch loop is ours).
+    Conv(Conv2dShape, ConvDims),
+    Linear,
+}
+
+/// Tensor name stem: `encoder.conv{i}`, `encoder.fc`, `encoder.fc{i}`, `encoder.out`.
+#[derive(Clone, Copy, Debug)]
+enum Stem {
+    Conv(usize),
+    Fc,
+    FcN(usize),
+    Out,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    op: Op,
+    stem: Stem,
+    /// Weight rows (output channels or features).
+    rows: usize,
+    /// Weight row length (C_in·k·k or in_features).
+    k: usize,
+    /// Expected weight shape (rank 4 for conv, 2 for linear).
+    w_shape: [usize; 4],
+    tile_rows: usize,
+    relu: bool,
+    pool: Option<MaxPoolShape>,
+    /// Input, pre-pool and output elements per image.
+    in_len: usize,
+    pre_len: usize,
+    out_len: usize,
+    z_slot: Slot,
+    out_slot: Slot,
+}
+
+const EMPTY_STEP: Step = Step {
+    op: Op::Linear,
+    stem: Stem::Out,
+    rows: 0,
+    k: 0,
+    w_shape: [0; 4],
+    tile_rows: 0,
+    relu: false,
+    pool: None,
+    in_len: 0,
+    pre_len: 0,
+    out_len: 0,
+    z_slot: Slot::A,
+    out_slot: Slot::A,
+};
+
+/// Everything `encode` needs to know, computed once. `Copy`, no heap.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    arch: Arch,
+    batch: usize,
+    steps: [Step; MAX_LAYERS + 1],
+    n_steps: usize,
+    slot_len: [usize; 2],
+    cols_len: usize,
+    tile_len: usize,
+    bias_len: usize,
+    scratch_len: usize,
+    local: usize,
+    conv_tap: Option<usize>,
+    fc_tap: Option<usize>,
+}
+
+fn mul(a: usize, b: usize) -> Result<usize, InferError> {
+    a.checked_mul(b).ok_or(InferError::Kernel(crate::Error::Overflow { what: "inference plan" }))
+}
+
+fn add(a: usize, b: usize) -> Result<usize, InferError> {
+    a.checked_add(b).ok_or(InferError::Kernel(crate::Error::Overflow { what: "inference plan" }))
+}
+
+impl Plan {
+    /// Plans `arch` for `batch` images (≥ 1), checking every shape.
+    pub fn new(arch: &Arch, batch: usize) -> Result<Self, InferError> {
+        let bad = |reason| InferError::InvalidConfig { reason };
+        if batch == 0 {
+            return Err(bad("batch must be at least 1"));
+        }
+        let [c0, h0, w0] = arch.input();
+        if c0 == 0 || h0 == 0 || w0 == 0 {
+            return Err(bad("input dimensions must be at least 1"));
+        }
+        if arch.y_dim() == 0 {
+            return Err(bad("y_dim must be at least 1"));
+        }
+        let layers = arch.layers();
+        let n_linear = layers.iter().filter(|l| matches!(l, LayerSpec::Linear { .. })).count();
+        let mut steps = [EMPTY_STEP; MAX_LAYERS + 1];
+        let mut cur = arch.input();
+        let mut in_len = mul(mul(c0, h0)?, w0)?;
+        let mut seen_linear = false;
+        let mut linear_idx = 0;
+        let y = LayerSpec::Linear { out: arch.y_dim(), relu: false };
+        for (i, spec) in layers.iter().chain(core::iter::once(&y)).enumerate() {
+            let is_y = i == layers.len();
+            let mut st = Step { in_len, ..EMPTY_STEP };
+            match *spec {
+                LayerSpec::Conv { out, kernel, stride, padding, relu, pool } => {
+                    if seen_linear {
+                        return Err(bad("a conv layer follows a linear layer"));
+                    }
+                    let s = Conv2dShape::new(1, cur[0], (cur[1], cur[2]), out, kernel, stride, padding);
+                    let d = s.validate()?;
+                    st.op = Op::Conv(s, d);
+                    st.stem = Stem::Conv(i + 1);
+                    (st.rows, st.k, st.w_shape) = (out, d.col_rows, [out, cur[0], kernel, kernel]);
+                    st.relu = relu;
+                    st.pre_len = d.out_len;
+                    cur = [out, d.out_h, d.out_w];
+                    if pool {
+                        let ps = MaxPoolShape::k3s2(batch, out, d.out_h, d.out_w);
+                        let (ph, pw, _, _) = ps.validate()?;
+                        st.pool = Some(ps);
+                        cur = [out, ph, pw];
+                    }
+                }
+                LayerSpec::Linear { out, relu } => {
+                    if out == 0 {
+                        return Err(bad("linear layers need at least 1 output"));
+                    }
+                    seen_linear = true;
+                    st.op = Op::Linear;
+                    st.stem = if is_y {
+                        Stem::Out
+                    } else {
+                        linear_idx += 1;
+                        if n_linear == 1 { Stem::Fc } else { Stem::FcN(linear_idx) }
+                    };
+                    (st.rows, st.k, st.w_shape) = (out, in_len, [out, in_len, 0, 0]);
+                    st.relu = relu;
+                    st.pre_len = out;
+                    cur = [out, 1, 1];
+                }
+            }
+            st.out_len = mul(mul(cur[0], cur[1])?, cur[2])?;
+            st.tile_rows = (WEIGHT_TILE / st.k).clamp(1, st.rows);
+            in_len = st.out_len;
+            steps[i] = st;
+        }
+        let n_steps = layers.len() + 1;
+        let mut plan = Plan {
+            arch: *arch,
+            batch,
+            steps,
+            n_steps,
+            slot_len: [0; 2],
+            cols_len: 0,
+            tile_len: 0,
+            bias_len: 0,
+            scratch_len: 0,
+            local: arch.local_layer(),
+            conv_tap: layers.iter().rposition(|l| matches!(l, LayerSpec::Conv { .. })),
+            fc_tap: layers.iter().rposition(|l| matches!(l, LayerSpec::Linear { .. })),
+        };
+        // Route activations through the two slots and size everything.
+        let mut src = Slot::Input;
+        for (i, st) in plan.steps[..n_steps].iter_mut().enumerate() {
+            st.z_slot = if i + 1 == n_steps { Slot::Output } else { src.other() };
+            st.out_slot = if st.pool.is_some() { st.z_slot.other() } else { st.z_slot };
+            for (slot, len) in [(st.z_slot, st.pre_len), (st.out_slot, st.out_len)] {
+                let idx = match slot {
+                    Slot::A => 0,
+                    Slot::B => 1,
+                    _ => continue,
+                };
+                plan.slot_len[idx] = plan.slot_len[idx].max(mul(batch, len)?);
+            }
+            if let Op::Conv(_, d) = st.op
+                && !d.pointwise
+            {
+                plan.cols_len = plan.cols_len.max(mul(batch, d.col_len)?);
+            }
+            plan.tile_len = plan.tile_len.max(mul(st.tile_rows, st.k)?);
+            plan.bias_len = plan.bias_len.max(st.rows);
+            src = st.out_slot;
+        }
+        plan.scratch_len = [plan.slot_len[1], plan.cols_len, plan.tile_len, plan.bias_len]
+            .into_iter()
+            .try_fold(plan.slot_len[0], add)?;
+        Ok(plan)
+    }
+
+    /// Plans the architecture an exported file describes in its metadata.
+    pub fn from_weights<const N: usize>(w: &Weights<'_, N>, batch: usize) -> Result<Self, InferError> {
+        Self::new(&Arch::from_weights(w)?, batch)
+    }
+
+    /// Exact scratch length (f32 elements) `encode` needs.
+    pub fn scratch_len(&self) -> usize {
+        self.scratch_len
+    }
+
+    /// Images per call.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The planned architecture.
+    pub fn arch(&self) -> &Arch {
+        &self.arch
+    }
+
+    /// Input length: `batch · c · h · w`, values in [−1, 1] (see [`super::normalize`]).
+    pub fn input_len(&self) -> usize {
+        self.batch * self.steps[0].in_len
+    }
+
+    /// Output length: `batch · y_dim`.
+    pub fn output_len(&self) -> usize {
+        self.batch * self.arch.y_dim()
+    }
+
+    /// Length of a tap's output, or `None` if the encoder has no such layer.
+    pub fn tap_len(&self, tap: Tap) -> Option<usize> {
+        let i = match tap {
+            Tap::Local => Some(self.local),
+            Tap::Conv => self.conv_tap,
+            Tap::Fc => self.fc_tap,
+        }?;
+        Some(self.batch * self.steps[i].out_len)
+    }
+
+    /// Encodes `input` (`[batch, c, h, w]`, NCHW, in [−1, 1]) into Y
+    /// (`out`, `[batch, y_dim]`). Allocates nothing; NaN inputs propagate
+    /// to the outputs (no panic, no error).
+    pub fn encode<const N: usize>(
+        &self,
+        weights: &Weights<'_, N>,
+        input: &[f32],
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) -> Result<(), InferError> {
+        self.encode_with_taps(weights, input, scratch, out, Taps::default())
+    }
+
+    /// [`Plan::encode`], also writing the requested taps.
+    pub fn encode_with_taps<const N: usize>(
+        &self,
+        weights: &Weights<'_, N>,
+        input: &[f32],
+        scratch: &mut [f32],
+        out: &mut [f32],
+        mut taps: Taps<'_>,
+    ) -> Result<(), InferError> {
+        let len = |what, expected, got| {
+            if expected == got { Ok(()) } else { Err(InferError::WrongLength { what, expected, got }) }
+        };
+        len("input", self.input_len(), input.len())?;
+        len("output", self.output_len(), out.len())?;
+        if scratch.len() < self.scratch_len {
+            return Err(InferError::ScratchTooSmall { needed: self.scratch_len, got: scratch.len() });
+        }
+        // (layer, caller slice, name) per tap.
+        let mut tap_slots = [
+            (Some(self.local), taps.local.take(), "local"),
+            (self.conv_tap, taps.conv.take(), "conv"),
+            (self.fc_tap, taps.fc.take(), "fc"),
+        ];
+        for (layer, slice, name) in tap_slots.iter_mut() {
+            if let Some(s) = slice.as_deref() {
+                let l = layer.ok_or(InferError::TapUnavailable { tap: name })?;
+                len(name, self.batch * self.steps[l].out_len, s.len())?;
+            }
+        }
+        let (a, rest) = scratch.split_at_mut(self.slot_len[0]);
+        let (b, rest) = rest.split_at_mut(self.slot_len[1]);
+        let (cols, rest) = rest.split_at_mut(self.cols_len);
+        let (tile, rest) = rest.split_at_mut(self.tile_len);
+        let bias = &mut rest[..self.bias_len];
+        let n = self.batch;
+        let mut src_slot = Slot::Input;
+        for (i, st) in self.steps[..self.n_steps].iter().enumerate() {
+            let (wt, bt) = self.tensors(weights, i, st)?;
+            let bias = &mut bias[..st.rows];
+            bt.read_f32(0, bias).map_err(|_| InferError::WrongShape { layer: i, part: "bias" })?;
+            let (src, dst): (&[f32], &mut [f32]) = match (src_slot, st.z_slot) {
+                (Slot::Input, Slot::A) => (input, &mut *a),
+                (Slot::A, Slot::B) => (&*a, &mut *b),
+                (Slot::B, Slot::A) => (&*b, &mut *a),
+                (Slot::A, Slot::Output) => (&*a, &mut *out),
+                (Slot::B, Slot::Output) => (&*b, &mut *out),
+                (Slot::Input, Slot::Output) => (input, &mut *out),
+                _ => return Err(InferError::InvalidConfig { reason: "internal routing error" }),
+            };
+            let src = &src[..n * st.in_len];
+            let dst = &mut dst[..n * st.pre_len];
+            self.layer(i, st, &wt, bias, src, dst, cols, tile)?;
+            if st.relu {
+                relu_inplace(dst);
+            }
+            if let Some(ps) = &st.pool {
+                let (z, pooled): (&[f32], &mut [f32]) = match st.z_slot {
+                    Slot::A => (&*a, &mut *b),
+                    _ => (&*b, &mut *a),
+                };
+                max_pool_forward_values(ps, &z[..n * st.pre_len], &mut pooled[..n * st.out_len])?;
+            }
+            for (layer, slice, _) in tap_slots.iter_mut() {
+                if let (Some(l), Some(dst)) = (*layer, slice.as_deref_mut())
+                    && l == i
+                {
+                    let from: &[f32] = if st.out_slot == Slot::A { a } else { b };
+                    dst.copy_from_slice(&from[..dst.len()]);
+                }
+            }
+            src_slot = st.out_slot;
+        }
+        Ok(())
+    }
+
+    /// Looks up and checks layer `i`'s weight and bias.
+    fn tensors<'a, const N: usize>(
+        &self,
+        w: &Weights<'a, N>,
+        i: usize,
+        st: &Step,
+    ) -> Result<(Tensor<'a>, Tensor<'a>), InferError> {
+        let rank = if matches!(st.op, Op::Conv(..)) { 4 } else { 2 };
+        let get = |part: &'static str, shape: &[usize]| {
+            let mut name = NameBuf::default();
+            let ok = match st.stem {
+                Stem::Conv(k) => write!(name, "encoder.conv{k}.{part}"),
+                Stem::Fc => write!(name, "encoder.fc.{part}"),
+                Stem::FcN(k) => write!(name, "encoder.fc{k}.{part}"),
+                Stem::Out => write!(name, "encoder.out.{part}"),
+            };
+            let t =
+                ok.ok().and_then(|_| w.tensor(name.as_str())).ok_or(InferError::MissingTensor { layer: i, part })?;
+            if !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+                return Err(InferError::WrongDtype { layer: i, part, dtype: t.dtype() });
+            }
+            if t.shape() != shape {
+                return Err(InferError::WrongShape { layer: i, part });
+            }
+            Ok(t)
+        };
+        Ok((get("weight", &st.w_shape[..rank])?, get("bias", &[st.rows])?))
+    }
+
+    /// `dst = W · src + b` for one conv or linear layer, weights converted
+    /// tile by tile.
+    #[allow(clippy::too_many_arguments)]
+    fn layer(
+        &self,
+        i: usize,
+        st: &Step,
+        wt: &Tensor<'_>,
+        bias: &[f32],
+        src: &[f32],
+        dst: &mut [f32],
+        cols: &mut [f32],
+        tile: &mut [f32],
+    ) -> Result<(), InferError> {
+        let n = self.batch;
+        let shape_err = |_| InferError::WrongShape { layer: i, part: "weight" };
+        match st.op {
+            Op::Conv(s, d) => {
+                let hw = d.out_hw;
+                let ld = n * hw;
+                if !d.pointwise {
+                    for (img, x) in src.chunks_exact(st.in_len).enumerate() {
+                        im2col(&s, &d, x, cols, ld, img * hw);
+                    }
+                }
+                for r0 in (0..st.rows).step_by(st.tile_rows) {
+                    let t = st.tile_rows.min(st.rows - r0);
+                    let tw = &mut tile[..t * st.k];
+                    wt.read_f32(r0 * st.k, tw).map_err(shape_err)?;
+                    let am = MatRef::row_major(&*tw, t, st.k)?;
+                    for (img, y) in dst.chunks_exact_mut(st.pre_len).enumerate() {
+                        let bm = if d.pointwise {
+                            MatRef::row_major(&src[img * st.in_len..(img + 1) * st.in_len], st.k, hw)?
+                        } else {
+                            MatRef::new(&cols[img * hw..], st.k, hw, ld, 1)?
+                        };
+                        let cm = MatMut::row_major(&mut y[r0 * hw..(r0 + t) * hw], t, hw)?;
+                        gemm_with(Backend::Blocked, cm, am, bm, false)?;
+                    }
+                }
+                for y in dst.chunks_exact_mut(st.pre_len) {
+                    add_bias(y, bias, hw);
+                }
+            }
+            Op::Linear => {
+                let xm = MatRef::row_major(src, n, st.k)?;
+                for o0 in (0..st.rows).step_by(st.tile_rows) {
+                    let t = st.tile_rows.min(st.rows - o0);
+                    let tw = &mut tile[..t * st.k];
+                    wt.read_f32(o0 * st.k, tw).map_err(shape_err)?;
+                    let wm = MatRef::row_major(&*tw, t, st.k)?.t();
+                    let cm = MatMut::new(&mut dst[o0..], n, t, st.rows, 1)?;
+                    gemm_with(Backend::Blocked, cm, xm, wm, false)?;
+                }
+                add_bias_rows(dst, bias);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tensor name built on the stack.
+struct NameBuf {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for NameBuf {
+    fn default() -> Self {
+        Self { buf: [0; 48], len: 0 }
+    }
+}
+
+impl NameBuf {
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl Write for NameBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(core::fmt::Error)?;
+        self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}

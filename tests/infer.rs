@@ -1,0 +1,609 @@
+//! The inference path: export → zero-allocation reader → Plan/encode,
+//! against the training path's eval-mode forward; the reader's checks, one
+//! malformed file per rule; no panic on arbitrary bytes.
+
+mod common;
+
+use common::Rng;
+use infomax::dim::{Dim, DimConfig, Mode};
+use infomax::infer::{Arch, Dtype, InferError, LayerSpec, Plan, Tap, Taps, Weights};
+use infomax::io::{ExportDtype, to_bytes};
+use infomax::optim::{AdamConfig, adam_step};
+use proptest::prelude::*;
+
+/// A model after `steps` Adam steps (lr 1e-2) on random images, so weights,
+/// BN affine parameters and running statistics are all non-trivial.
+fn trained(preset: &str, steps: u64, seed: u64) -> Dim {
+    let mut model = Dim::new(DimConfig::new(preset).mi_units(64).seed(seed)).unwrap();
+    let n = 4;
+    let mut ws = model.workspace(n).unwrap();
+    let mut rng = Rng(seed ^ 0xD1A);
+    let (mut m, mut v) = (vec![0f32; model.params.len()], vec![0f32; model.params.len()]);
+    let in_len = model.encoder.input_len();
+    for t in 1..=steps {
+        let x = rng.vec_f32(n * in_len);
+        model.forward_backward(&x, &mut ws).unwrap();
+        let grads = model.grads.clone();
+        adam_step(&AdamConfig::torch_default(1e-2), t, &mut model.params, &grads, &mut m, &mut v).unwrap();
+    }
+    model
+}
+
+/// The training path's eval forward: (Y, local, conv tap, fc tap).
+type Reference = (Vec<f32>, Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>);
+
+fn reference(model: &mut Dim, x: &[f32], n: usize) -> Reference {
+    let enc = model.encoder.clone();
+    let mut acts = enc.alloc(n, false).unwrap();
+    enc.forward(&model.params, &mut model.buffers, x, &mut acts, Mode::Eval).unwrap();
+    let tap = |i: Option<usize>| i.map(|i| enc.block_out(&acts, i).to_vec());
+    (enc.y(&acts).to_vec(), enc.block_out(&acts, enc.cfg.local_layer).to_vec(), tap(enc.conv_tap()), tap(enc.fc_tap()))
+}
+
+/// max |a − b| / max |b|: the error relative to the output's scale.
+fn scaled_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs()));
+    let err = a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((f64::from(x) - f64::from(y)).abs()));
+    assert!(scale > 0.0, "reference output is all zeros");
+    err / scale
+}
+
+/// Runs the inference path on `x` and returns (Y, local, conv, fc).
+fn infer(bytes: &[u8], x: &[f32], n: usize) -> Reference {
+    let w = Weights::<32>::parse(bytes).unwrap();
+    let plan = Plan::from_weights(&w, n).unwrap();
+    let mut scratch = vec![f32::NAN; plan.scratch_len()];
+    let mut y = vec![0f32; plan.output_len()];
+    let mut local = vec![0f32; plan.tap_len(Tap::Local).unwrap()];
+    let mut conv = plan.tap_len(Tap::Conv).map(|l| vec![0f32; l]);
+    let mut fc = plan.tap_len(Tap::Fc).map(|l| vec![0f32; l]);
+    let taps = Taps { local: Some(&mut local), conv: conv.as_deref_mut(), fc: fc.as_deref_mut() };
+    plan.encode_with_taps(&w, x, &mut scratch, &mut y, taps).unwrap();
+    (y, local, conv, fc)
+}
+
+/// Tolerances (error relative to the output's scale, see `scaled_err`). Measured
+/// maxima over these tests: f32 1.0e-6, f16 7.7e-4, bf16 5.1e-3 (docs/inference.md).
+const TOL_F32: f64 = 1e-5;
+const TOL_F16: f64 = 2e-3;
+const TOL_BF16: f64 = 1.5e-2;
+
+fn parity(preset: &str, steps: u64) {
+    let mut model = trained(preset, steps, 7);
+    for n in [1, 3] {
+        let x = Rng(11 + n as u64).vec_f32(n * model.encoder.input_len());
+        let want = reference(&mut model, &x, n);
+        for (dtype, tol) in [(ExportDtype::F32, TOL_F32), (ExportDtype::F16, TOL_F16), (ExportDtype::BF16, TOL_BF16)] {
+            let bytes = to_bytes(&model, dtype, true, &[]).unwrap();
+            let got = infer(&bytes, &x, n);
+            let errs = [
+                ("y", scaled_err(&got.0, &want.0)),
+                ("local", scaled_err(&got.1, &want.1)),
+                ("conv", got.2.as_ref().map_or(0.0, |g| scaled_err(g, want.2.as_ref().unwrap()))),
+                ("fc", got.3.as_ref().map_or(0.0, |g| scaled_err(g, want.3.as_ref().unwrap()))),
+            ];
+            eprintln!("{preset} steps={steps} n={n} {}: {errs:?}", dtype.name());
+            for (tap, e) in errs {
+                assert!(
+                    e <= tol,
+                    "{preset} ({steps} steps, batch {n}, {}): {tap} error {e:.3e} > {tol:e}",
+                    dtype.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn parity_conv28_random_init() {
+    parity("conv28", 0);
+}
+
+#[test]
+fn parity_conv28_trained() {
+    parity("conv28", 3);
+}
+
+#[test]
+fn parity_conv32_trained() {
+    parity("conv32", 2);
+}
+
+#[test]
+fn parity_edge_random_init_and_trained() {
+    parity("edge", 0);
+    parity("edge", 3);
+}
+
+#[test]
+fn parity_custom_pool_no_relu_pointwise_two_fc() {
+    // Exercises max-pool, a layer without ReLU or BN, a 1×1 conv and fc1/fc2 names.
+    use infomax::dim::{EncoderConfig, EncoderSpec, Layer};
+    let enc = EncoderConfig {
+        input: [2, 12, 12],
+        layers: vec![
+            Layer::Conv { out: 6, kernel: 3, stride: 1, padding: 1, bn: true, relu: true, pool: true },
+            Layer::Conv { out: 5, kernel: 1, stride: 1, padding: 0, bn: false, relu: false, pool: false },
+            Layer::Linear { out: 7, bn: true, relu: true },
+            Layer::Linear { out: 9, bn: false, relu: true },
+        ],
+        local_layer: 1,
+        y_dim: 4,
+    };
+    let mut cfg = DimConfig::new("conv28").mi_units(8).seed(3);
+    cfg.encoder = EncoderSpec::Custom(enc);
+    let mut model = Dim::new(cfg).unwrap();
+    let mut ws = model.workspace(4).unwrap();
+    let x = Rng(5).vec_f32(4 * 2 * 144);
+    for _ in 0..3 {
+        model.forward_backward(&x, &mut ws).unwrap();
+    }
+    let n = 2;
+    let x = Rng(6).vec_f32(n * 2 * 144);
+    let want = reference(&mut model, &x, n);
+    let got = infer(&to_bytes(&model, ExportDtype::F32, true, &[]).unwrap(), &x, n);
+    assert!(scaled_err(&got.0, &want.0) <= TOL_F32);
+    assert!(scaled_err(&got.1, &want.1) <= TOL_F32);
+    assert!(scaled_err(got.3.as_ref().unwrap(), want.3.as_ref().unwrap()) <= TOL_F32);
+}
+
+#[test]
+fn presets_match_the_trainer_configs() {
+    for (name, arch) in [("conv28", Arch::conv28()), ("conv32", Arch::conv32()), ("edge", Arch::edge())] {
+        let model = Dim::new(DimConfig::new(name).mi_units(8)).unwrap();
+        let bytes = to_bytes(&model, ExportDtype::F16, true, &[]).unwrap();
+        let w = Weights::<32>::parse(&bytes).unwrap();
+        assert_eq!(Arch::from_weights(&w).unwrap(), arch, "{name}");
+    }
+}
+
+/// Scratch sizes at batch 1 (f32 elements), as documented in docs/inference.md.
+#[test]
+fn scratch_is_exact_and_documented() {
+    for (name, arch, want) in
+        [("conv28", Arch::conv28(), 104_512), ("conv32", Arch::conv32(), 95_232), ("edge", Arch::edge(), 16_112)]
+    {
+        let plan = Plan::new(&arch, 1).unwrap();
+        let model = Dim::new(DimConfig::new(name).mi_units(8)).unwrap();
+        let bytes = to_bytes(&model, ExportDtype::F32, true, &[]).unwrap();
+        let w = Weights::<32>::parse(&bytes).unwrap();
+        let weight_bytes: usize = w.tensors().iter().map(|t| t.data().len()).sum();
+        println!(
+            "{name}: batch 1 scratch {} f32 = {} bytes; f32 weights {weight_bytes} bytes, f16 {}",
+            plan.scratch_len(),
+            4 * plan.scratch_len(),
+            weight_bytes / 2
+        );
+        assert_eq!(plan.scratch_len(), want, "{name}: update docs/inference.md");
+        let x = vec![0.25f32; plan.input_len()];
+        let mut y = vec![0f32; plan.output_len()];
+        let mut scratch = vec![0f32; plan.scratch_len()];
+        assert_eq!(
+            plan.encode(&w, &x, &mut scratch[..plan.scratch_len() - 1], &mut y),
+            Err(InferError::ScratchTooSmall { needed: plan.scratch_len(), got: plan.scratch_len() - 1 })
+        );
+        plan.encode(&w, &x, &mut scratch, &mut y).unwrap();
+        assert!(y.iter().all(|v| v.is_finite()));
+        // Scratch grows with the batch; a larger scratch is fine.
+        let plan4 = Plan::new(&arch, 4).unwrap();
+        assert!(plan4.scratch_len() > plan.scratch_len());
+        let mut big = vec![0f32; plan.scratch_len() + 100];
+        let mut y2 = vec![0f32; plan.output_len()];
+        plan.encode(&w, &x, &mut big, &mut y2).unwrap();
+        assert_eq!(y, y2);
+    }
+}
+
+#[test]
+fn batch_results_equal_single_image_results() {
+    let model = trained("edge", 2, 1);
+    let bytes = to_bytes(&model, ExportDtype::F32, true, &[]).unwrap();
+    let w = Weights::<32>::parse(&bytes).unwrap();
+    let (p1, p3) = (Plan::from_weights(&w, 1).unwrap(), Plan::from_weights(&w, 3).unwrap());
+    let x = Rng(9).vec_f32(p3.input_len());
+    let mut y3 = vec![0f32; p3.output_len()];
+    p3.encode(&w, &x, &mut vec![0f32; p3.scratch_len()], &mut y3).unwrap();
+    for i in 0..3 {
+        let mut y1 = vec![0f32; 64];
+        p1.encode(&w, &x[i * 784..(i + 1) * 784], &mut vec![0f32; p1.scratch_len()], &mut y1).unwrap();
+        assert_eq!(y1, y3[i * 64..(i + 1) * 64], "image {i}");
+    }
+}
+
+#[test]
+fn encode_errors_are_typed() {
+    let model = Dim::new(DimConfig::new("edge").mi_units(8)).unwrap();
+    let bytes = to_bytes(&model, ExportDtype::F32, true, &[]).unwrap();
+    let w = Weights::<32>::parse(&bytes).unwrap();
+    let plan = Plan::from_weights(&w, 2).unwrap();
+    let mut s = vec![0f32; plan.scratch_len()];
+    let (x, mut y) = (vec![0f32; plan.input_len()], vec![0f32; plan.output_len()]);
+    assert_eq!(
+        plan.encode(&w, &x[1..], &mut s, &mut y),
+        Err(InferError::WrongLength { what: "input", expected: 2 * 784, got: 2 * 784 - 1 })
+    );
+    assert_eq!(
+        plan.encode(&w, &x, &mut s, &mut y[..64]),
+        Err(InferError::WrongLength { what: "output", expected: 128, got: 64 })
+    );
+    let mut bad_tap = vec![0f32; 3];
+    let taps = Taps { fc: Some(&mut bad_tap), ..Taps::default() };
+    assert_eq!(
+        plan.encode_with_taps(&w, &x, &mut s, &mut y, taps),
+        Err(InferError::WrongLength { what: "fc", expected: 512, got: 3 })
+    );
+    assert_eq!(
+        Plan::new(&Arch::edge(), 0).unwrap_err(),
+        InferError::InvalidConfig { reason: "batch must be at least 1" }
+    );
+    // A plan for another architecture against these weights.
+    let other = Plan::new(&Arch::conv28(), 1).unwrap();
+    let mut s2 = vec![0f32; other.scratch_len()];
+    assert_eq!(
+        other.encode(&w, &x[..784], &mut s2, &mut y[..64]),
+        Err(InferError::WrongShape { layer: 0, part: "weight" })
+    );
+    // An encoder with no linear layer has no fc tap.
+    let convs = Arch::new([1, 8, 8], &[LayerSpec::conv(2, 3, 2, 1)], 0, 4).unwrap();
+    let p = Plan::new(&convs, 1).unwrap();
+    assert_eq!(p.tap_len(Tap::Fc), None);
+    let mut fc = vec![0f32; 4];
+    let taps = Taps { fc: Some(&mut fc), ..Taps::default() };
+    assert_eq!(
+        p.encode_with_taps(&w, &[0.0; 64], &mut vec![0f32; p.scratch_len()], &mut [0f32; 4], taps),
+        Err(InferError::TapUnavailable { tap: "fc" })
+    );
+    let too_big_kernel = Arch::new([1, 2, 2], &[LayerSpec::conv(2, 5, 1, 0)], 0, 4).unwrap();
+    assert!(matches!(Plan::new(&too_big_kernel, 1), Err(InferError::Kernel(_))));
+}
+
+/// Writes a file with the `safetensors` crate from (name, dtype, shape, bytes).
+fn st_file(tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)], meta: &[(&str, &str)]) -> Vec<u8> {
+    let views = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()));
+    let meta = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+/// The exported file with tensor `drop` left out and `replace` swapped in.
+fn edited_export(drop: &str, replace: Option<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>) -> Vec<u8> {
+    let model = Dim::new(DimConfig::new("edge").mi_units(8)).unwrap();
+    let bytes = to_bytes(&model, ExportDtype::F32, true, &[]).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = md.metadata().clone().unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != drop)
+        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    if let Some((n, d, s, b)) = replace {
+        owned.push((n.to_string(), d, s, b));
+    }
+    let t: Vec<_> = owned.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), b.clone())).collect();
+    let m: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    st_file(&t, &m)
+}
+
+#[test]
+fn missing_tensor_wrong_dtype_and_bad_metadata_are_typed() {
+    let check = |bytes: &[u8], want: InferError| {
+        let w = Weights::<32>::parse(bytes).unwrap();
+        let plan = Plan::from_weights(&w, 1).unwrap();
+        let mut y = [0f32; 64];
+        let got = plan.encode(&w, &[0.0; 784], &mut vec![0f32; plan.scratch_len()], &mut y);
+        assert_eq!(got, Err(want));
+    };
+    check(&edited_export("encoder.conv2.bias", None), InferError::MissingTensor { layer: 1, part: "bias" });
+    let f64s = vec![0u8; 8 * 256];
+    check(
+        &edited_export("encoder.fc.bias", Some(("encoder.fc.bias", safetensors::Dtype::F64, vec![256], f64s))),
+        InferError::WrongDtype { layer: 3, part: "bias", dtype: Dtype::F64 },
+    );
+    check(
+        &edited_export("encoder.out.bias", Some(("encoder.out.bias", safetensors::Dtype::F32, vec![63], vec![0; 252]))),
+        InferError::WrongShape { layer: 4, part: "bias" },
+    );
+    let plain = st_file(&[("a", safetensors::Dtype::F32, vec![1], vec![0; 4])], &[]);
+    let w = Weights::<4>::parse(&plain).unwrap();
+    assert_eq!(Plan::from_weights(&w, 1).unwrap_err(), InferError::MissingMetadata { key: "format" });
+    let meta = [("format", "infomax-encoder"), ("format_version", "2"), ("folded", "true")];
+    let v2 = st_file(&[("a", safetensors::Dtype::F32, vec![1], vec![0; 4])], &meta);
+    assert_eq!(
+        Plan::from_weights(&Weights::<4>::parse(&v2).unwrap(), 1).unwrap_err(),
+        InferError::UnsupportedFormat { key: "format_version" }
+    );
+    let model = Dim::new(DimConfig::new("edge").mi_units(8)).unwrap();
+    let unfolded = to_bytes(&model, ExportDtype::F32, false, &[]).unwrap();
+    assert_eq!(
+        Plan::from_weights(&Weights::<64>::parse(&unfolded).unwrap(), 1).unwrap_err(),
+        InferError::UnsupportedFormat { key: "folded" }
+    );
+}
+
+#[test]
+fn config_json_parser() {
+    let cfg = infomax::dim::EncoderConfig::conv32();
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(Arch::from_config_json(&json).unwrap(), Arch::conv32());
+    // serde's defaults: bn and relu true, pool false; keys in any order.
+    let short = r#"{"y_dim":8,"local_layer":0,"layers":[{"out":4,"type":"conv","kernel":3,"stride":1,"padding":0},{"type":"linear","out":5,"relu":false}],"input":[1,5,5]}"#;
+    let a = Arch::from_config_json(short).unwrap();
+    assert_eq!(
+        a.layers(),
+        &[
+            LayerSpec::Conv { out: 4, kernel: 3, stride: 1, padding: 0, relu: true, pool: false },
+            LayerSpec::Linear { out: 5, relu: false }
+        ]
+    );
+    for bad in [
+        "",
+        "{}",
+        r#"{"input":[1,5,5],"layers":[],"local_layer":0,"y_dim":8}"#,
+        r#"{"input":[1,5,5],"layers":[{"type":"pool"}],"local_layer":0,"y_dim":8}"#,
+        r#"{"input":[1,5,5],"layers":[{"type":"linear","out":3,"kernel":3}],"local_layer":0,"y_dim":8}"#,
+        r#"{"input":[1,5],"layers":[{"type":"linear","out":3}],"local_layer":0,"y_dim":8}"#,
+        r#"{"input":[1,5,5],"layers":[{"type":"linear","out":3}],"local_layer":1,"y_dim":8}"#,
+        r#"{"input":[1,5,5],"layers":[{"type":"linear","out":3}],"local_layer":0,"y_dim":8,"x":1}"#,
+        r#"{"input":[1,5,5],"layers":[{"type":"linear","out":3}],"local_layer":0,"y_dim":8} x"#,
+    ] {
+        assert!(Arch::from_config_json(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn nan_input_propagates_without_panic() {
+    let model = trained("edge", 1, 2);
+    let bytes = to_bytes(&model, ExportDtype::F16, true, &[]).unwrap();
+    let w = Weights::<32>::parse(&bytes).unwrap();
+    let plan = Plan::from_weights(&w, 1).unwrap();
+    let mut x = vec![0.1f32; 784];
+    x[0] = f32::NAN;
+    x[400] = f32::INFINITY;
+    let mut y = [0f32; 64];
+    plan.encode(&w, &x, &mut vec![0f32; plan.scratch_len()], &mut y).unwrap();
+    assert!(y.iter().any(|v| v.is_nan()), "NaN must reach Y");
+}
+
+// ---------------------------------------------------------------- reader
+
+#[test]
+fn exported_files_are_valid_for_the_safetensors_crate() {
+    let model = trained("conv28", 1, 4);
+    for dtype in [ExportDtype::F32, ExportDtype::F16, ExportDtype::BF16] {
+        for folded in [true, false] {
+            let bytes = to_bytes(&model, dtype, folded, &[("note", "x\"y".into())]).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let ours = Weights::<32>::parse(&bytes).unwrap();
+            assert_eq!(st.len(), ours.tensors().len());
+            for (name, view) in st.tensors() {
+                let t = ours.tensor(&name).unwrap();
+                assert_eq!(t.shape(), view.shape(), "{name}");
+                assert_eq!(t.data(), view.data(), "{name}");
+                assert_eq!(t.dtype().name(), format!("{:?}", view.dtype()), "{name}");
+            }
+            assert!(ours.metadata("note").unwrap().eq_str("x\"y"));
+            // Encoder only: no MI head, prior or optimiser tensors.
+            assert!(st.names().iter().all(|n| n.starts_with("encoder.")));
+            let has_bn = st.names().iter().any(|n| n.contains(".bn"));
+            assert_eq!(has_bn, !folded);
+            // Deterministic bytes.
+            assert_eq!(bytes, to_bytes(&model, dtype, folded, &[("note", "x\"y".into())]).unwrap());
+        }
+    }
+}
+
+#[test]
+fn reads_files_written_by_the_safetensors_crate() {
+    use safetensors::Dtype as D;
+    let tensors = vec![
+        ("w", D::F32, vec![2, 3], (0..24).collect::<Vec<u8>>()),
+        ("h", D::F16, vec![3], vec![0, 60, 0, 64, 0, 192]),
+        ("b", D::BF16, vec![1], vec![128, 63]),
+        ("scalar", D::I64, vec![], vec![1, 0, 0, 0, 0, 0, 0, 0]),
+        ("empty", D::U8, vec![0, 4], vec![]),
+        ("é\"x", D::U8, vec![1], vec![7]),
+    ];
+    let bytes = st_file(&tensors, &[("k", "v")]);
+    let w = Weights::<8>::parse(&bytes).unwrap();
+    assert_eq!(w.tensors().len(), 6);
+    for (n, d, s, b) in &tensors {
+        let t = w.tensor(n).unwrap();
+        assert_eq!(t.shape(), &s[..]);
+        assert_eq!(t.data(), &b[..]);
+        assert_eq!(t.dtype().name(), format!("{d:?}"));
+    }
+    let mut h = [0f32; 3];
+    w.tensor("h").unwrap().read_f32(0, &mut h).unwrap();
+    assert_eq!(h, [1.0, 2.0, -2.0]);
+    let mut b = [0f32; 1];
+    w.tensor("b").unwrap().read_f32(0, &mut b).unwrap();
+    assert_eq!(b, [1.0]);
+    assert!(w.tensor("scalar").unwrap().read_f32(0, &mut b).is_err());
+    assert!(w.tensor("h").unwrap().read_f32(2, &mut h[..2]).is_err());
+    assert!(w.metadata("k").unwrap().eq_str("v"));
+    assert_eq!(Weights::<5>::parse(&bytes).unwrap_err(), InferError::TooManyTensors { capacity: 5 });
+}
+
+/// A file from a raw header and data section.
+fn raw(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn every_format_violation_is_a_typed_error() {
+    use InferError::*;
+    let t = |h: &str, d: &[u8]| Weights::<4>::parse(&raw(h, d)).map(|_| ());
+    let ok = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    assert_eq!(t(ok, &[0; 8]), Ok(()));
+    assert_eq!(t("{}", &[]), Ok(()));
+    assert_eq!(Weights::<4>::parse(&[1, 2, 3]).unwrap_err(), TooShort { len: 3 });
+    let mut huge = 100_000_001u64.to_le_bytes().to_vec();
+    huge.extend_from_slice(b"{}");
+    assert_eq!(Weights::<4>::parse(&huge).unwrap_err(), HeaderTooLarge { len: 100_000_001 });
+    let mut oob = 50u64.to_le_bytes().to_vec();
+    oob.extend_from_slice(b"{}");
+    assert_eq!(Weights::<4>::parse(&oob).unwrap_err(), HeaderOutOfBounds { header_len: 50, file_len: 10 });
+    let mut bad_utf8 = raw("{\"a\":1}", &[]);
+    bad_utf8[10] = 0xFF;
+    assert_eq!(Weights::<4>::parse(&bad_utf8).unwrap_err(), InvalidUtf8 { offset: 2 });
+    for bad_json in [
+        "",
+        "[]",
+        "{",
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#,
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},}"#,
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#,
+        r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#,
+        r#"{"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}}"#,
+        r#"{"a":{"dtype":"F32","shape":[2]}}"#,
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}"#,
+        r#"{"a":{"dtype":"F32","shape":[2],"shape":[2],"data_offsets":[0,8]}}"#,
+        r#"{"__metadata__":{"k":1}}"#,
+        r#"{} {}"#,
+    ] {
+        assert!(matches!(t(bad_json, &[0; 8]), Err(InvalidJson { .. })), "{bad_json}");
+    }
+    let two = |a: &str, b: &str| format!(r#"{{{a},{b}}}"#);
+    let ta = r#""a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let tb = r#""b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}"#;
+    assert_eq!(t(&two(ta, tb), &[0; 8]), Ok(()));
+    assert_eq!(t(&two(tb, ta), &[0; 8]), Ok(()), "file order need not be data order");
+    let ta_esc = r#""\u0061":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}"#;
+    assert_eq!(t(&two(ta, ta_esc), &[0; 8]), Err(DuplicateName { index: 1 }));
+    assert_eq!(t(r#"{"__metadata__":{},"__metadata__":{}}"#, &[]), Err(DuplicateName { index: 1 }));
+    assert_eq!(t(r#"{"__metadata__":{"k":"1","k":"2"}}"#, &[]), Err(DuplicateName { index: 1 }));
+    assert_eq!(t(r#"{"a":{"dtype":"F33","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]), Err(UnknownDtype { index: 0 }));
+    assert_eq!(
+        t(r#"{"a":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]}}"#, &[0]),
+        Err(RankTooLarge { index: 0 })
+    );
+    let big = format!(r#"{{"a":{{"dtype":"F32","shape":[{},{}],"data_offsets":[0,4]}}}}"#, usize::MAX / 2, 3);
+    assert_eq!(t(&big, &[0; 4]), Err(ShapeOverflow { index: 0 }));
+    assert_eq!(
+        t(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, &[0; 4]),
+        Err(OffsetsDisagreeWithShape { index: 0 })
+    );
+    assert_eq!(
+        t(r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}}"#, &[0; 4]),
+        Err(OffsetsDisagreeWithShape { index: 0 })
+    );
+    assert_eq!(t(ok, &[0; 4]), Err(OffsetsOutOfBounds { index: 0 }));
+    let overlap = r#""b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    assert_eq!(t(&two(ta, overlap), &[0; 4]), Err(NotContiguous { offset: 0 }));
+    let hole = r#""b":{"dtype":"U8","shape":[1],"data_offsets":[5,6]}"#;
+    assert_eq!(t(&two(ta, hole), &[0; 6]), Err(NotContiguous { offset: 4 }));
+    assert_eq!(t(ok, &[0; 9]), Err(DataLengthMismatch { covered: 8, data_len: 9 }));
+    let mis = r#""b":{"dtype":"F32","shape":[1],"data_offsets":[1,5]}"#;
+    let byte = r#""a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}"#;
+    assert_eq!(t(&two(byte, mis), &[0; 5]), Err(Misaligned { index: 1 }));
+    let many: Vec<String> =
+        (0..5).map(|i| format!(r#""t{i}":{{"dtype":"U8","shape":[1],"data_offsets":[{i},{}]}}"#, i + 1)).collect();
+    assert_eq!(t(&format!("{{{}}}", many.join(",")), &[0; 5]), Err(TooManyTensors { capacity: 4 }));
+    let metas: Vec<String> = (0..33).map(|i| format!(r#""k{i}":"v""#)).collect();
+    assert_eq!(
+        t(&format!(r#"{{"__metadata__":{{{}}}}}"#, metas.join(",")), &[]),
+        Err(TooManyMetadata { capacity: 32 })
+    );
+}
+
+fn valid_small_file() -> Vec<u8> {
+    let model = Dim::new(DimConfig::new("edge").mi_units(8)).unwrap();
+    to_bytes(&model, ExportDtype::F16, true, &[]).unwrap()
+}
+
+/// Parse, and if that works, plan and encode: must return, never panic.
+fn parse_plan_encode(bytes: &[u8], x: &[f32]) {
+    let Ok(w) = Weights::<16>::parse(bytes) else { return };
+    // Whatever we accept, the reference implementation accepts too.
+    assert!(safetensors::SafeTensors::deserialize(bytes).is_ok(), "accepted a file the safetensors crate rejects");
+    let Ok(plan) = Plan::from_weights(&w, 1) else { return };
+    if plan.scratch_len() > 1 << 22 || plan.input_len() != x.len() {
+        return;
+    }
+    let mut s = vec![0f32; plan.scratch_len()];
+    let mut y = vec![0f32; plan.output_len()];
+    let _ = plan.encode(&w, x, &mut s, &mut y);
+}
+
+proptest! {
+    #![proptest_config(common::cfg(256))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), len in 0u64..300) {
+        let mut v = len.to_le_bytes().to_vec();
+        v.extend_from_slice(&bytes);
+        parse_plan_encode(&bytes, &[0.0; 784]);
+        parse_plan_encode(&v, &[0.0; 784]);
+    }
+
+    #[test]
+    fn mutated_exports_never_panic(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+                                   cut in any::<usize>(), x in -2f32..2.0) {
+        let base = valid_small_file();
+        let header = 8 + u64::from_le_bytes(base[..8].try_into().unwrap()) as usize;
+        let mut v = base.clone();
+        // Mostly edit the header, where the parser is.
+        for (pos, byte) in &edits {
+            let p = pos % header.max(1);
+            v[p] = *byte;
+        }
+        parse_plan_encode(&v, &[x; 784]);
+        let mut t = base;
+        t.truncate(cut % (t.len() + 1));
+        parse_plan_encode(&t, &[x; 784]);
+    }
+}
+
+#[test]
+fn export_cli_writes_the_same_bytes_and_reports_bad_input() {
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("infomax-export-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = trained("edge", 1, 8);
+    let ckpt = dir.join("ckpt.safetensors");
+    let progress = infomax::train::checkpoint::Progress { step: 1, ..Default::default() };
+    infomax::train::checkpoint::save(&ckpt, &model, None, &progress, &[]).unwrap();
+    let bin = env!("CARGO_BIN_EXE_infomax");
+    let out_file = dir.join("edge-f16.safetensors");
+    let out = Command::new(bin)
+        .args(["export", ckpt.to_str().unwrap(), "--out", out_file.to_str().unwrap(), "--dtype", "f16"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written = std::fs::read(&out_file).unwrap();
+    assert_eq!(written, to_bytes(&model, ExportDtype::F16, true, &[("trained_steps", "1".into())]).unwrap());
+    let w = Weights::<32>::parse(&written).unwrap();
+    assert!(w.metadata("dtype").unwrap().eq_str("f16"));
+    Plan::from_weights(&w, 1).unwrap();
+
+    let unfolded = dir.join("edge-unfolded.safetensors");
+    let out = Command::new(bin)
+        .args(["export", ckpt.to_str().unwrap(), "-o", unfolded.to_str().unwrap(), "--unfolded"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let st_bytes = std::fs::read(&unfolded).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+    assert!(st.names().contains(&"encoder.bn1.running_var"));
+
+    let fail = |args: &[&str], code: i32, msg: &str| {
+        let out = Command::new(bin).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{args:?}: {err}");
+    };
+    let o = dir.join("x.safetensors");
+    let o = o.to_str().unwrap();
+    fail(&["export", "/nonexistent.safetensors", "--out", o], 1, "cannot read checkpoint");
+    fail(&["export", out_file.to_str().unwrap(), "--out", o], 1, "not an infomax checkpoint");
+    fail(&["export", ckpt.to_str().unwrap(), "--out", o, "--dtype", "f8"], 2, "invalid value");
+    fail(&["export", ckpt.to_str().unwrap()], 2, "--out");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
