@@ -188,6 +188,9 @@ struct TrainArgs {
     /// Do not evaluate after training.
     #[arg(long)]
     no_eval: bool,
+    /// Do not export the encoder (f32 and f16, BN folded) and check it through the no-alloc inference path.
+    #[arg(long)]
+    no_export: bool,
     #[command(flatten)]
     probe: ProbeArgs,
 }
@@ -348,6 +351,62 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
     if !args.no_eval {
         let reports = run_eval(&mut summary.model, &cfg.data, &args.probe, quiet, Some(&args.out))?;
         print_summary(&reports);
+    }
+    if !args.no_export {
+        deploy(&mut summary.model, &cfg.data, &args.out)?;
+    }
+    Ok(())
+}
+
+/// Exports the trained encoder (BN folded, f32 and f16) next to the
+/// checkpoint, then encodes every test image through the `no_std`,
+/// allocation-free inference path from the exported bytes, and checks Y
+/// against the training path's eval-mode forward.
+fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainError> {
+    use infomax::infer::{Plan, Weights, normalize_into};
+    let test = data.load(Split::Test)?;
+    let reference = train::extract_features(model, &test, 500)?.y.1;
+    let y_dim = model.encoder.cfg.y_dim;
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    println!("\nExported encoder, run through the no-alloc inference path on {} test images:", test.n);
+    for dtype in [ExportDtype::F32, ExportDtype::F16] {
+        let path = out.join(format!("encoder-{}.safetensors", dtype.name()));
+        let bytes = export::to_bytes(model, dtype, true, &[])?;
+        checkpoint::write_atomic(&path, &bytes)?;
+        let bad = |e: infomax::infer::InferError| TrainError::Format { path: path.clone(), reason: e.to_string() };
+        let weights = Weights::<32>::parse(&bytes).map_err(bad)?;
+        let plan = Plan::from_weights(&weights, 1).map_err(bad)?;
+        // The application's buffers, allocated once; `encode` itself allocates nothing.
+        let mut scratch = vec![0f32; plan.scratch_len()];
+        let mut input = vec![0f32; plan.input_len()];
+        let mut y = vec![0f32; plan.output_len()];
+        let img = input.len();
+        let t0 = std::time::Instant::now();
+        let mut err = 0f32;
+        for i in 0..test.n {
+            normalize_into(&test.images[i * img..(i + 1) * img], &mut input).map_err(bad)?;
+            plan.encode(&weights, &input, &mut scratch, &mut y).map_err(bad)?;
+            for (a, b) in y.iter().zip(&reference[i * y_dim..(i + 1) * y_dim]) {
+                err = err.max((a - b).abs());
+            }
+        }
+        let us = t0.elapsed().as_secs_f64() * 1e6 / test.n.max(1) as f64;
+        println!(
+            "  {}: {} bytes, scratch {} B, {:.0} µs/image at batch 1 on one thread, max |ΔY| {:.1e} of max |Y| {:.2}",
+            path.display(),
+            bytes.len(),
+            4 * plan.scratch_len(),
+            us,
+            err,
+            scale
+        );
+        let tol = if dtype == ExportDtype::F32 { 1e-5 } else { 2e-3 };
+        if err > tol * scale {
+            return Err(TrainError::Format {
+                path,
+                reason: format!("the inference path's Y differs from training's by {err:e} (tolerance {tol:e} of scale)"),
+            });
+        }
     }
     Ok(())
 }
