@@ -184,7 +184,7 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
             }
             std::thread::sleep(Duration::from_millis(next(20)));
         } else {
-            std::thread::sleep(Duration::from_millis(next(reference_ms / 3 + 1)));
+            std::thread::sleep(Duration::from_millis(reference_ms / 10 + next(reference_ms / 4 + 1)));
         }
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "the run failed on its own: {status}");
