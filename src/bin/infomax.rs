@@ -185,6 +185,9 @@ struct TrainArgs {
     /// Keep parameters whose name starts with this prefix frozen (repeatable).
     #[arg(long)]
     freeze: Vec<String>,
+    /// Log gradient norms (global and per tensor) to OUT/train.jsonl every epoch.
+    #[arg(long)]
+    log_grad_norm: bool,
     /// Do not evaluate after training.
     #[arg(long)]
     no_eval: bool,
@@ -289,7 +292,7 @@ fn print_summary(reports: &[Report]) {
 }
 
 fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
-    let cfg = match &args.config {
+    let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_file(p)?,
         None => {
             let estimator = match args.estimator {
@@ -320,6 +323,7 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
             }
         }
     };
+    cfg.log_grad_norm |= args.log_grad_norm;
     cfg.validate()?;
     let start = match (&args.init, args.resume) {
         (Some(p), _) => Start::From(p.clone()),
@@ -472,8 +476,31 @@ fn export_cmd(args: ExportArgs) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// Test-only fault injection (docs/reliability.md): a pause inside every
+/// checkpoint write, and a simulated full disk after a byte budget.
+fn set_faults_from_env() -> Result<(), String> {
+    let var = |name: &str| -> Result<Option<u64>, String> {
+        match std::env::var(name) {
+            Ok(v) => v.trim().parse().map(Some).map_err(|_| format!("{name}={v:?} is not a whole number")),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(e) => Err(format!("{name}: {e}")),
+        }
+    };
+    if let Some(ms) = var("INFOMAX_FAULT_WRITE_PAUSE_MS")? {
+        checkpoint::faults::set_write_pause_ms(ms);
+    }
+    if let Some(bytes) = var("INFOMAX_FAULT_DISK_FULL_AFTER_BYTES")? {
+        checkpoint::faults::set_disk_full_after(bytes);
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = set_faults_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(t) = cli.threads {
         if t == 0 {
             eprintln!("error: --threads must be at least 1");

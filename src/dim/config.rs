@@ -166,7 +166,10 @@ impl EncoderConfig {
                     if oc == 0 || kernel == 0 || stride == 0 {
                         return Err(Error::ZeroSize { what: "encoder conv layer (out, kernel and stride)" });
                     }
-                    let (ph, pw) = (cur[1] + 2 * padding, cur[2] + 2 * padding);
+                    let padded = |side: usize| padding.checked_mul(2).and_then(|p| side.checked_add(p));
+                    let (Some(ph), Some(pw)) = (padded(cur[1]), padded(cur[2])) else {
+                        return Err(Error::Overflow { what: "encoder conv layer padding" });
+                    };
                     if kernel > ph || kernel > pw {
                         return Err(Error::InvalidShape {
                             what: "encoder conv layer",

@@ -27,6 +27,8 @@ pub const FORMAT: &str = "infomax-checkpoint";
 pub const VERSION: &str = "1";
 /// Name of the pointer file in a run folder.
 pub const LATEST: &str = "latest";
+/// Largest safetensors header read (the `safetensors` crate's limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Training progress saved with the weights.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -54,14 +56,92 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// Fault injection for the crash-safety tests: a pause in the middle of
+/// every atomic write (so a SIGKILL can land while a temporary file is half
+/// written) and a simulated full disk. Process-wide; the `infomax` binary
+/// sets them from `INFOMAX_FAULT_*` variables (see docs/reliability.md).
+#[doc(hidden)]
+pub mod faults {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static WRITE_PAUSE_MS: AtomicU64 = AtomicU64::new(0);
+    static BYTES_LEFT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+    /// Pauses `ms` milliseconds after the first half of every atomic write.
+    pub fn set_write_pause_ms(ms: u64) {
+        WRITE_PAUSE_MS.store(ms, Ordering::Relaxed);
+    }
+
+    /// Lets this process write `bytes` more bytes through [`super::write_atomic`],
+    /// then fails like a full disk (`ErrorKind::StorageFull`).
+    pub fn set_disk_full_after(bytes: u64) {
+        BYTES_LEFT.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(super) fn write_pause_ms() -> u64 {
+        WRITE_PAUSE_MS.load(Ordering::Relaxed)
+    }
+
+    /// Takes up to `want` bytes of the budget; returns how many were granted.
+    pub(super) fn take(want: usize) -> usize {
+        let want = want as u64;
+        let granted = BYTES_LEFT
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| Some(left.saturating_sub(want)))
+            .map_or(0, |left| left.min(want));
+        granted as usize
+    }
+}
+
+/// Writes through the fault hooks (a no-op layer unless a test set them).
+fn write_with_faults(f: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    let (first, second) = bytes.split_at(bytes.len() / 2);
+    for (i, part) in [first, second].into_iter().enumerate() {
+        let granted = faults::take(part.len());
+        f.write_all(&part[..granted])?;
+        if granted < part.len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device (injected)"));
+        }
+        let pause = faults::write_pause_ms();
+        if i == 0 && pause > 0 {
+            f.flush()?;
+            std::thread::sleep(std::time::Duration::from_millis(pause));
+        }
+    }
+    Ok(())
+}
+
+/// Marker in the names of temporary files (`.<name>.tmp-<pid>`).
+const TMP_MARKER: &str = ".tmp-";
+
+/// Removes temporary files that a killed writer left in `dir` (never this
+/// process's own). Returns how many were removed.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
+    let own = format!("{TMP_MARKER}{}", std::process::id());
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(io(dir, "list output folder"))? {
+        let entry = entry.map_err(io(dir, "list output folder"))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with('.')
+            && name
+                .rsplit_once(TMP_MARKER)
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if ours && !name.ends_with(&own) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            fs::remove_file(entry.path()).map_err(io(entry.path(), "remove stale temporary file"))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Writes `bytes` to `path` atomically (tmp, fsync, rename, fsync folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| TrainError::Config(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(".{}{TMP_MARKER}{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(io(&tmp, "create temporary file"))?;
-        f.write_all(bytes).map_err(io(&tmp, "write"))?;
+        write_with_faults(&mut f, bytes).map_err(io(&tmp, "write"))?;
         f.sync_all().map_err(io(&tmp, "fsync"))?;
         drop(f);
         fs::rename(&tmp, path).map_err(io(path, "rename temporary file onto"))?;
@@ -198,9 +278,48 @@ pub(crate) fn read_tensor(
     Ok(())
 }
 
+/// Refuses a safetensors header that names a tensor twice (the
+/// `safetensors` crate keeps the last one silently).
+fn check_unique_names(path: &Path, bytes: &[u8]) -> Result<()> {
+    struct Unique(Option<String>);
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Keys;
+            impl<'de> serde::de::Visitor<'de> for Keys {
+                type Value = Unique;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Unique, A::Error> {
+                    let mut seen = std::collections::HashSet::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        if !seen.insert(key.clone()) {
+                            return Ok(Unique(Some(key)));
+                        }
+                    }
+                    Ok(Unique(None))
+                }
+            }
+            d.deserialize_map(Keys)
+        }
+    }
+    // Any other defect (length prefix, size, JSON) is left to `read_metadata`.
+    let n = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes).unwrap_or(0);
+    if n > MAX_HEADER_BYTES {
+        return Ok(());
+    }
+    let header = usize::try_from(n).ok().and_then(|n| bytes.get(8..8usize.checked_add(n)?)).unwrap_or_default();
+    match serde_json::from_slice::<Unique>(header) {
+        Ok(Unique(Some(name))) => Err(bad(path, format!("the header names tensor {name} twice"))),
+        _ => Ok(()),
+    }
+}
+
 /// Loads a checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<Loaded> {
     let bytes = fs::read(path).map_err(io(path, "read checkpoint"))?;
+    check_unique_names(path, &bytes)?;
     let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
     let metadata = md.metadata().clone().unwrap_or_default();
     if metadata.get("format").map(String::as_str) != Some(FORMAT) {
@@ -216,6 +335,14 @@ pub fn load(path: &Path) -> Result<Loaded> {
         None => Progress::default(),
     };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("invalid safetensors: {e}")))?;
+    let need = crate::train::min_param_count(&cfg).map_err(|e| bad(path, format!("model_config: {e}")))?;
+    let held = (bytes.len() / 4) as u128;
+    if need > held || need > crate::train::MAX_PARAMS {
+        return Err(bad(
+            path,
+            format!("its model config needs at least {need} parameters but the file holds at most {held}"),
+        ));
+    }
     let mut model = Dim::new(cfg)?;
     let (table, btable) = (model.table.clone(), model.buffer_table.clone());
     for e in table.entries() {

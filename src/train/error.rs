@@ -30,12 +30,16 @@ pub enum TrainError {
     Model(crate::Error),
     /// A dataset could not be read.
     Data(crate::data::DataError),
-    /// Training diverged (NaN or Inf).
+    /// Training diverged (NaN or Inf). Nothing is written after it: the
+    /// last good checkpoint stays as it was.
     Diverged {
         /// Global step (1-based) where it was seen.
         step: u64,
-        /// Which quantity ("loss", or a tensor name).
+        /// Which quantity: "loss", or "gradient of <tensor>",
+        /// "parameter <tensor>", "BN statistic <tensor>".
         what: String,
+        /// The last good checkpoint (`latest`), if one was written.
+        checkpoint: Option<PathBuf>,
     },
 }
 
@@ -47,8 +51,12 @@ impl fmt::Display for TrainError {
             TrainError::Config(m) => write!(f, "invalid config: {m}"),
             TrainError::Model(e) => write!(f, "{e}"),
             TrainError::Data(e) => write!(f, "{e}"),
-            TrainError::Diverged { step, what } => {
-                write!(f, "training diverged at step {step}: {what} is not finite (the last good checkpoint is kept)")
+            TrainError::Diverged { step, what, checkpoint } => {
+                write!(f, "training diverged at step {step}: {what} is not finite; ")?;
+                match checkpoint {
+                    Some(p) => write!(f, "the last good checkpoint {} is kept", p.display()),
+                    None => write!(f, "no checkpoint had been written yet"),
+                }
             }
         }
     }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{self, Augment, Dataset, Loader, Split};
 use crate::dim::{Dim, DimConfig, Mode};
 use crate::optim::{AdamConfig, adam_step};
+use crate::params::ParamTable;
 use crate::rng::Rng;
 pub use checkpoint::{AdamState, Progress};
 pub use error::{Result, TrainError};
@@ -144,7 +145,8 @@ pub struct TrainConfig {
     /// `encoder.conv1`.
     #[serde(default)]
     pub freeze: Vec<String>,
-    /// Log the global gradient norm every epoch.
+    /// Log gradient norms every epoch (`grad_norm`, `grad_norm_max` and
+    /// per-tensor `grad_norms` in train.jsonl).
     #[serde(default)]
     pub log_grad_norm: bool,
 }
@@ -153,6 +155,12 @@ impl TrainConfig {
     /// Checks what the model config does not.
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
+        let params = min_param_count(&self.model)?;
+        if params > MAX_PARAMS {
+            return Err(TrainError::Config(format!(
+                "the model needs at least {params} parameters, more than the limit of {MAX_PARAMS}"
+            )));
+        }
         self.optimizer.adam().validate()?;
         if self.batch_size < 2 {
             return Err(TrainError::Config("batch_size must be at least 2 (DIM needs negatives)".into()));
@@ -206,6 +214,12 @@ pub struct EpochLog {
     /// Global L2 norm of the last step's gradient, if asked for.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub grad_norm: Option<f64>,
+    /// Largest global gradient L2 norm of the epoch's steps, if asked for.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grad_norm_max: Option<f64>,
+    /// L2 norm of each parameter's gradient at the last step, if asked for.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grad_norms: Option<std::collections::BTreeMap<String, f64>>,
     /// True when the epoch was cut short by the budget.
     pub partial: bool,
 }
@@ -265,6 +279,92 @@ fn trainable_ranges(model: &Dim, freeze: &[String]) -> Vec<core::ops::Range<usiz
     out
 }
 
+/// Largest model accepted (parameters; 16 GiB of f32 weights): a typed
+/// error instead of an allocation failure for absurd configs.
+pub const MAX_PARAMS: u128 = 1 << 32;
+
+/// A lower bound on the parameter count of `cfg` (the weight matrices of
+/// the encoder and the local head's D×D layer), in u128 so no config can
+/// overflow it. Configs and checkpoints are checked against it before
+/// `Dim::new` allocates (and before its table arithmetic could overflow).
+pub(crate) fn min_param_count(cfg: &crate::dim::DimConfig) -> crate::error::Result<u128> {
+    use crate::dim::Layer;
+    let enc = cfg.validate()?;
+    let shapes = enc.shapes()?;
+    let u = |v: usize| v as u128;
+    let mut total = u(cfg.mi_units).saturating_mul(u(cfg.mi_units));
+    let mut prev = enc.input;
+    for (layer, out) in enc.layers.iter().zip(&shapes) {
+        let weights = match *layer {
+            Layer::Conv { kernel, .. } => {
+                u(out[0]).saturating_mul(u(prev[0])).saturating_mul(u(kernel)).saturating_mul(u(kernel))
+            }
+            Layer::Linear { .. } => {
+                u(out[0]).saturating_mul(u(prev[0])).saturating_mul(u(prev[1])).saturating_mul(u(prev[2]))
+            }
+        };
+        total = total.saturating_add(weights);
+        prev = *out;
+    }
+    let flat = u(prev[0]).saturating_mul(u(prev[1])).saturating_mul(u(prev[2]));
+    Ok(total.saturating_add(flat.saturating_mul(u(enc.y_dim))))
+}
+
+/// Per-tensor sums of squares (f64, fixed order: any thread count gives the
+/// same bits), or the name of the first tensor holding a NaN or Inf.
+fn tensor_sums_of_squares(table: &ParamTable, values: &[f32]) -> std::result::Result<Vec<f64>, String> {
+    let sums: Vec<f64> = table
+        .entries()
+        .par_iter()
+        .map(|e| values[e.range()].iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>())
+        .collect();
+    // A finite f32's square is at most ~1.2e77, so only NaN/Inf make it non-finite.
+    match sums.iter().position(|s| !s.is_finite()) {
+        Some(i) => Err(table.entries()[i].name.clone()),
+        None => Ok(sums),
+    }
+}
+
+/// The tensor with the largest |weight| and that value: where a
+/// non-finite loss most likely came from.
+fn largest_weights(table: &ParamTable, values: &[f32]) -> String {
+    let max_abs = |e: &crate::params::ParamEntry| values[e.range()].iter().fold(0f32, |m, v| m.max(v.abs()));
+    table
+        .entries()
+        .iter()
+        .map(|e| (e, max_abs(e)))
+        .fold(None, |best: Option<(&crate::params::ParamEntry, f32)>, (e, m)| match best {
+            Some((_, bm)) if bm >= m => best,
+            _ => Some((e, m)),
+        })
+        .map_or_else(|| "none".into(), |(e, m)| format!("{}, max |w| {m:.3e}", e.name))
+}
+
+/// The name of the first tensor of `table` holding a NaN or Inf.
+fn first_non_finite(table: &ParamTable, values: &[f32]) -> Option<String> {
+    table
+        .entries()
+        .par_iter()
+        .position_first(|e| !values[e.range()].iter().all(|v| v.is_finite()))
+        .map(|i| table.entries()[i].name.clone())
+}
+
+/// Keeps the log lines of steps up to `step` (what the checkpoint holds):
+/// a run killed after logging an epoch but before its checkpoint, or in the
+/// middle of a line, would otherwise log that epoch twice.
+fn trim_log(path: &Path, step: u64) -> Result<()> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::Io { path: path.to_path_buf(), action: "read log", source: e }),
+    };
+    let keep: String = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n') && serde_json::from_str::<EpochLog>(l).is_ok_and(|e| e.step <= step))
+        .collect();
+    if keep.len() != text.len() { checkpoint::write_atomic(path, keep.as_bytes()) } else { Ok(()) }
+}
+
 /// Checkpoint file name after `epoch` epochs (or a final partial one).
 fn checkpoint_name(progress: &Progress, partial: bool) -> String {
     if partial {
@@ -288,9 +388,10 @@ pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Re
 fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Result<TrainSummary> {
     cfg.validate()?;
     fs::create_dir_all(out_dir).map_err(error::io(out_dir, "create output folder"))?;
+    checkpoint::remove_stale_temporaries(out_dir)?;
     let ds = cfg.data.load(Split::Train)?;
-    let mut model = Dim::new(cfg.model.clone())?;
-    let input = model.encoder.cfg.input;
+    // Shapes are checked before the model is allocated.
+    let input = cfg.model.validate()?.input;
     let augment = cfg.data.augment();
     let (c, h, w) = augment.output_shape(ds.channels, ds.height, ds.width)?;
     if [c, h, w] != input {
@@ -299,6 +400,7 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
             input[0], input[1], input[2]
         )));
     }
+    let mut model = Dim::new(cfg.model.clone())?;
     let n_params = model.table.len();
     let mut adam = AdamState { m: vec![0.0; n_params], v: vec![0.0; n_params] };
     let mut progress = Progress { rng_state: Rng::derive(cfg.seed, 7).state(), ..Progress::default() };
@@ -319,6 +421,7 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
                 .adam
                 .ok_or_else(|| TrainError::Format { path: path.clone(), reason: "has no optimiser state".into() })?;
             progress = loaded.progress;
+            trim_log(&out_dir.join("train.jsonl"), progress.step)?;
         }
         Start::From(path) => {
             let loaded = checkpoint::load(path)?;
@@ -369,6 +472,7 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
         let epoch_start = Instant::now();
         let (mut sum_loss, mut sum_mi, mut sum_pos, mut sum_neg, mut done) = (0f64, 0f64, 0f64, 0f64, 0usize);
         let mut partial = false;
+        let (mut grad_norm_max, mut last_norms) = (0f64, Vec::new());
         for (b, batch) in epoch.batches().enumerate() {
             let mut aug_rng = loader.augment_rng(progress.epoch, b as u64);
             augment.write_batch(&ds, batch, &mut aug_rng, &mut x)?;
@@ -377,14 +481,29 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
             progress.step += 1;
             // Prior samples per step from (seed, step): resume needs no RNG state.
             let mut prior_rng = Rng::derive(cfg.seed ^ 0x0050_5249_4F52, progress.step);
+            let diverged = |what: String| TrainError::Diverged {
+                step: progress.step,
+                what,
+                checkpoint: (!last_ckpt.as_os_str().is_empty()).then(|| last_ckpt.clone()),
+            };
             if let Some(ps) = model.prior_step(&ws, &mut prior_rng)?
                 && !ps.d_loss.is_finite()
             {
-                return Err(TrainError::Diverged { step: progress.step, what: "prior discriminator loss".into() });
+                return Err(diverged("prior discriminator loss".into()));
+            }
+            if let Some(name) = model.prior.as_ref().and_then(|p| first_non_finite(p.table(), p.params())) {
+                return Err(diverged(format!("prior discriminator parameter {name}")));
             }
             if !stats.loss.is_finite() {
-                return Err(TrainError::Diverged { step: progress.step, what: "loss".into() });
+                return Err(diverged(format!(
+                    "loss (largest weights: {})",
+                    largest_weights(&model.table, &model.params)
+                )));
             }
+            let norms = tensor_sums_of_squares(&model.table, &model.grads)
+                .map_err(|name| diverged(format!("gradient of {name}")))?;
+            grad_norm_max = grad_norm_max.max(norms.iter().sum::<f64>().sqrt());
+            last_norms = norms;
             let t = progress.step;
             for r in &ranges {
                 // Element-wise, so any split gives the same bits.
@@ -393,6 +512,12 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
                     .zip(model.grads[r.clone()].par_chunks(ADAM_CHUNK))
                     .zip(adam.m[r.clone()].par_chunks_mut(ADAM_CHUNK).zip(adam.v[r.clone()].par_chunks_mut(ADAM_CHUNK)))
                     .try_for_each(|((p, g), (m, v))| adam_step(&adam_cfg, t, p, g, m, v))?;
+            }
+            if let Some(name) = first_non_finite(&model.table, &model.params) {
+                return Err(diverged(format!("parameter {name}")));
+            }
+            if let Some(name) = first_non_finite(&model.buffer_table, &model.buffers) {
+                return Err(diverged(format!("BN statistic {name}")));
             }
             sum_loss += stats.loss;
             sum_mi += stats.local.mi;
@@ -418,11 +543,6 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
             progress.epoch += 1;
         }
         progress.rng_state = rng.state();
-        if let Some(bad) = model.params.iter().position(|v| !v.is_finite()) {
-            let name =
-                model.table.entries().iter().find(|e| e.range().contains(&bad)).map_or("?".into(), |e| e.name.clone());
-            return Err(TrainError::Diverged { step: progress.step, what: format!("parameter {name}") });
-        }
         let d = done.max(1) as f64;
         let entry = EpochLog {
             epoch: progress.epoch + u64::from(partial),
@@ -434,9 +554,11 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
             lr: cfg.optimizer.lr,
             images_per_s: (done * n) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
             wall_s: progress.wall_s,
-            grad_norm: cfg
-                .log_grad_norm
-                .then(|| model.grads.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt()),
+            grad_norm: cfg.log_grad_norm.then(|| last_norms.iter().sum::<f64>().sqrt()),
+            grad_norm_max: cfg.log_grad_norm.then_some(grad_norm_max),
+            grad_norms: cfg.log_grad_norm.then(|| {
+                model.table.entries().iter().zip(&last_norms).map(|(e, s)| (e.name.clone(), s.sqrt())).collect()
+            }),
             partial,
         };
         let line = serde_json::to_string(&entry).map_err(|e| TrainError::Config(e.to_string()))?;

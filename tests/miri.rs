@@ -1,0 +1,108 @@
+//! The `unsafe` blocks of the kernels on small inputs, for Miri
+//! (`cargo +nightly miri test --test miri`, see docs/reliability.md): the
+//! AVX2 dispatch of the blocked GEMM and the call into the `gemm` crate,
+//! over dense, transposed and padded-stride views, f32 and f64, with and
+//! without accumulation. Also runs (fast) in the normal test suite.
+
+use infomax::kernels::{Backend, MatMut, MatRef, gemm_with};
+
+/// Naive f64 reference of `C (+)= A·B` on strided views.
+#[allow(clippy::too_many_arguments)]
+fn reference(m: usize, n: usize, k: usize, a: &[f64], a_rs: usize, a_cs: usize, b: &[f64], c0: &[f64]) -> Vec<f64> {
+    let mut c = c0.to_vec();
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0;
+            for p in 0..k {
+                s += a[i * a_rs + p * a_cs] * b[p * n + j];
+            }
+            c[i * n + j] += s;
+        }
+    }
+    c
+}
+
+fn backends() -> Vec<Backend> {
+    vec![Backend::Blocked, Backend::GemmCrate]
+}
+
+/// Small shapes that cross the blocked kernel's 6×16 tile edges.
+const SHAPES: [(usize, usize, usize); 4] = [(1, 1, 1), (7, 17, 3), (6, 16, 5), (13, 5, 9)];
+
+#[test]
+fn gemm_backends_match_the_reference_f32_and_f64() {
+    for backend in backends() {
+        for (m, n, k) in SHAPES {
+            for transposed_a in [false, true] {
+                for accumulate in [false, true] {
+                    // A is [m, k]; stored transposed it is a [k, m] buffer with a padded row stride.
+                    let a_rs_store = if transposed_a { m + 2 } else { k };
+                    let a_len = if transposed_a { k * (m + 2) } else { m * k };
+                    let a: Vec<f64> = (0..a_len).map(|i| ((i * 7 + 3) % 11) as f64 - 5.0).collect();
+                    let b: Vec<f64> = (0..k * n).map(|i| ((i * 5 + 1) % 13) as f64 - 6.0).collect();
+                    let c0: Vec<f64> = (0..m * n).map(|i| (i % 3) as f64).collect();
+                    let (a_rs, a_cs) = if transposed_a { (1, a_rs_store) } else { (k, 1) };
+                    let start = if accumulate { c0.clone() } else { vec![0.0; m * n] };
+                    let want = reference(m, n, k, &a, a_rs, a_cs, &b, &start);
+
+                    let mut c = c0.clone();
+                    let av = if transposed_a {
+                        MatRef::new(&a, k, m, a_rs_store, 1).unwrap().t()
+                    } else {
+                        MatRef::row_major(&a, m, k).unwrap()
+                    };
+                    let bv = MatRef::row_major(&b, k, n).unwrap();
+                    gemm_with(backend, MatMut::row_major(&mut c, m, n).unwrap(), av, bv, accumulate).unwrap();
+                    // Small integers: every product and sum is exact in f64 and f32.
+                    assert_eq!(c, want, "{backend:?} f64 {m}x{n}x{k} t={transposed_a} acc={accumulate}");
+
+                    let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+                    let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+                    let mut c32: Vec<f32> = c0.iter().map(|&v| v as f32).collect();
+                    let av = if transposed_a {
+                        MatRef::new(&a32, k, m, a_rs_store, 1).unwrap().t()
+                    } else {
+                        MatRef::row_major(&a32, m, k).unwrap()
+                    };
+                    let bv = MatRef::row_major(&b32, k, n).unwrap();
+                    gemm_with(backend, MatMut::row_major(&mut c32, m, n).unwrap(), av, bv, accumulate).unwrap();
+                    let want32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+                    assert_eq!(c32, want32, "{backend:?} f32 {m}x{n}x{k} t={transposed_a} acc={accumulate}");
+                }
+            }
+        }
+    }
+}
+
+/// A column-major C (strided writes) and a sub-view of a larger buffer:
+/// only the view's elements change.
+#[test]
+fn gemm_writes_only_inside_a_strided_output_view() {
+    for backend in backends() {
+        let (m, n, k) = (5, 7, 4);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 - 2.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 - 3.0).collect();
+        // C stored column-major with column stride m + 3 inside a guarded buffer.
+        let ld = m + 3;
+        let mut buf = vec![99f32; ld * n];
+        gemm_with(
+            backend,
+            MatMut::new(&mut buf, m, n, 1, ld).unwrap(),
+            MatRef::row_major(&a, m, k).unwrap(),
+            MatRef::row_major(&b, k, n).unwrap(),
+            false,
+        )
+        .unwrap();
+        for j in 0..n {
+            for i in 0..ld {
+                let got = buf[j * ld + i];
+                if i < m {
+                    let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                    assert_eq!(got, want, "{backend:?} ({i}, {j})");
+                } else {
+                    assert_eq!(got, 99.0, "{backend:?} wrote outside the view at ({i}, {j})");
+                }
+            }
+        }
+    }
+}

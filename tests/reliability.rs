@@ -1,0 +1,865 @@
+//! Issue 6: deterministic training, crash-safe checkpoints (SIGKILL at
+//! random moments), the divergence guard, and hostile checkpoints, configs
+//! and command lines. docs/reliability.md maps every row to a test here or
+//! in tests/data.rs, tests/train.rs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use infomax::data::{self, Split};
+use infomax::dim::{Dim, DimConfig, Estimator};
+use infomax::train::checkpoint::{self, AdamState, Progress};
+use infomax::train::{self, DataConfig, DatasetKind, OptimConfig, Start, TrainConfig, TrainError};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+const BIN: &str = env!("CARGO_BIN_EXE_infomax");
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("infomax-rel-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Writes the first `n` images of a bundled split as raw IDX files.
+fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
+    let mut img = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        img.extend_from_slice(&d.to_be_bytes());
+    }
+    img.extend_from_slice(&ds.images[..n * 784]);
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend_from_slice(&(n as u32).to_be_bytes());
+    lab.extend(ds.labels.as_ref().unwrap()[..n].iter().map(|&l| l as u8));
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+}
+
+/// `n` training images (and 32 test images) of the bundled subset.
+fn small_data(name: &str, n: usize) -> PathBuf {
+    let dir = tmp(name);
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset");
+    write_idx(&dir, "train", &data::load_mnist_dir(&bundled, Split::Train).unwrap(), n);
+    write_idx(&dir, "t10k", &data::load_mnist_dir(&bundled, Split::Test).unwrap(), 32);
+    dir
+}
+
+fn config(data: &Path, encoder: &str, est: Estimator, batch: usize) -> TrainConfig {
+    TrainConfig {
+        model: DimConfig::new(encoder).mi_units(16).estimator(est).seed(3),
+        data: DataConfig { kind: DatasetKind::FashionMnist, dir: data.to_path_buf(), crop: None, flip: false },
+        batch_size: batch,
+        epochs: None,
+        minutes: None,
+        steps: None,
+        optimizer: OptimConfig::default(),
+        seed: 11,
+        freeze: vec![],
+        log_grad_norm: false,
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
+// ------------------------------------------------------------ 1. determinism
+
+/// conv28, D = 16, 4 steps of batch 8: the weights, BN statistics and Adam
+/// moments are bitwise identical with 1 and 2 threads, and across runs.
+#[test]
+fn training_is_bitwise_identical_for_1_and_2_threads_and_across_runs() {
+    let data = small_data("det-data", 48);
+    for est in [Estimator::Jsd, Estimator::Nce] {
+        let mut cfg = config(&data, "conv28", est, 8);
+        cfg.steps = Some(4);
+        let run = |threads: usize, name: &str| {
+            let out = tmp(name);
+            let s = in_pool(threads, || train::train(&cfg, &out, Start::Fresh, true)).unwrap();
+            assert_eq!(s.progress.step, 4);
+            let ck = checkpoint::load(&s.checkpoint).unwrap();
+            let adam = ck.adam.unwrap();
+            [bits(&s.model.params), bits(&s.model.buffers), bits(&adam.m), bits(&adam.v)]
+        };
+        let one = run(1, "det-1");
+        let two = run(2, "det-2");
+        let again = run(2, "det-2-again");
+        let init = Dim::new(cfg.model.clone()).unwrap();
+        assert_ne!(one[0], bits(&init.params), "{est:?}: training must move the weights");
+        for (i, what) in ["parameters", "BN statistics", "Adam m", "Adam v"].iter().enumerate() {
+            assert!(one[i] == two[i], "{est:?}: {what} differ between 1 and 2 threads");
+            assert!(two[i] == again[i], "{est:?}: {what} differ between two runs");
+        }
+    }
+}
+
+// ------------------------------------------------------------ 2. crash safety
+
+/// `.<name>.tmp-<pid>` files of process `pid` in `dir`.
+fn temporaries_of(dir: &Path, pid: u32) -> Vec<String> {
+    let suffix = format!(".tmp-{pid}");
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.') && n.ends_with(&suffix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn train_args(data: &Path, out: &Path, epochs: u64) -> Vec<String> {
+    let mut v: Vec<String> =
+        ["--quiet", "--threads", "1", "train", "--encoder", "edge", "--mi-units", "16"].map(String::from).into();
+    v.extend(["--batch-size", "16", "--seed", "5", "--no-eval"].map(String::from));
+    v.extend(["--epochs".into(), epochs.to_string(), "--data".into(), data.display().to_string()]);
+    v.extend(["--out".into(), out.display().to_string()]);
+    v
+}
+
+/// Parsed train.jsonl: (epoch, step, loss bits, mi bits) per line.
+fn log_rows(dir: &Path) -> Vec<(u64, u64, u64, u64)> {
+    std::fs::read_to_string(dir.join("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let e: train::EpochLog = serde_json::from_str(l).unwrap();
+            (e.epoch, e.step, e.loss.to_bits(), e.mi.to_bits())
+        })
+        .collect()
+}
+
+/// Starts `infomax train`, SIGKILLs it at seeded random moments (half of the
+/// kills aimed at a checkpoint write, which a fault hook pauses for 25 ms
+/// half-way), checks after every kill that `latest` loads, resumes, and
+/// finally compares with an uninterrupted run bit for bit.
+#[test]
+fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
+    const EPOCHS: u64 = 12;
+    /// Kills that land after the first checkpoint (so `--resume` is tested).
+    const KILLS: usize = 10;
+    let data = small_data("kill-data", 64);
+    let reference = tmp("kill-reference");
+    let t0 = Instant::now();
+    let st = Command::new(BIN).args(train_args(&data, &reference, EPOCHS)).status().unwrap();
+    assert!(st.success());
+    let reference_ms = t0.elapsed().as_millis() as u64;
+
+    let out = tmp("kill-run");
+    let mut rng = 0x5EED_u64;
+    let mut next = move |n: u64| {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (rng >> 33) % n.max(1)
+    };
+    let (mut kills, mut in_checkpoint, mut in_pointer, mut before_first) = (0, 0, 0, 0);
+    let mut last_step = 0;
+    while kills - before_first < KILLS {
+        let resume = checkpoint::latest(&out).unwrap().is_some();
+        let mut args = train_args(&data, &out, EPOCHS);
+        if resume {
+            args.push("--resume".into());
+        }
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("INFOMAX_FAULT_WRITE_PAUSE_MS", "25")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        if next(2) == 0 {
+            // Aim at a write: wait for this process's temporary file.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while temporaries_of(&out, pid).is_empty() && Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            std::thread::sleep(Duration::from_millis(next(20)));
+        } else {
+            std::thread::sleep(Duration::from_millis(reference_ms / 10 + next(reference_ms / 4 + 1)));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the run failed on its own: {status}");
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL on Unix.
+        child.wait().unwrap();
+        kills += 1;
+        let left = temporaries_of(&out, pid);
+        if left.iter().any(|n| n.contains(".safetensors")) {
+            in_checkpoint += 1;
+        } else if !left.is_empty() {
+            in_pointer += 1;
+        }
+        match checkpoint::latest(&out).unwrap() {
+            Some(p) => {
+                let ck = checkpoint::load(&p).unwrap_or_else(|e| panic!("kill {kills}: latest does not load: {e}"));
+                assert!(ck.progress.step >= last_step, "kill {kills}: progress went back");
+                last_step = ck.progress.step;
+            }
+            None => before_first += 1,
+        }
+    }
+    // Let it finish.
+    let mut args = train_args(&data, &out, EPOCHS);
+    if checkpoint::latest(&out).unwrap().is_some() {
+        args.push("--resume".into());
+    }
+    assert!(Command::new(BIN).args(&args).stdout(Stdio::null()).status().unwrap().success());
+    eprintln!(
+        "sigkill: {kills} kills, {in_checkpoint} during a checkpoint write, {in_pointer} during a `latest` \
+         write, {before_first} before the first checkpoint (reference run {reference_ms} ms)"
+    );
+    assert!(kills - before_first >= KILLS, "only {kills} kills landed before the run finished");
+    assert!(in_checkpoint >= 2, "only {in_checkpoint} kills landed inside a checkpoint write");
+    assert!(temporaries_of(&out, 0).is_empty());
+    let stale: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(stale.is_empty(), "stale temporaries left: {stale:?}");
+
+    let a = checkpoint::load(&checkpoint::latest(&reference).unwrap().unwrap()).unwrap();
+    let b = checkpoint::load(&checkpoint::latest(&out).unwrap().unwrap()).unwrap();
+    assert_eq!((b.progress.epoch, b.progress.step), (a.progress.epoch, a.progress.step));
+    assert!(bits(&a.model.params) == bits(&b.model.params), "parameters differ from the uninterrupted run");
+    assert!(bits(&a.model.buffers) == bits(&b.model.buffers), "BN statistics differ");
+    let (ma, mb) = (a.adam.unwrap(), b.adam.unwrap());
+    assert!(bits(&ma.m) == bits(&mb.m) && bits(&ma.v) == bits(&mb.v), "Adam moments differ");
+    // The log holds each epoch once, with the uninterrupted run's values.
+    assert_eq!(log_rows(&out), log_rows(&reference));
+    assert_eq!(log_rows(&out).len(), EPOCHS as usize);
+}
+
+#[test]
+fn atomic_writes_replace_whole_files_and_clean_up() {
+    let dir = tmp("atomic");
+    let p = dir.join("f.bin");
+    checkpoint::write_atomic(&p, b"first").unwrap();
+    checkpoint::write_atomic(&p, b"second, longer").unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"second, longer");
+    checkpoint::set_latest(&dir, "f.bin").unwrap();
+    assert_eq!(checkpoint::latest(&dir).unwrap(), Some(p.clone()));
+    // A killed writer's temporary (another pid) is removed; our own is not.
+    let stale = dir.join(".epoch-0003.safetensors.tmp-99999999");
+    let own = dir.join(format!(".x.tmp-{}", std::process::id()));
+    let user = dir.join(".notes.tmp-draft");
+    for f in [&stale, &own, &user] {
+        std::fs::write(f, b"partial").unwrap();
+    }
+    assert_eq!(checkpoint::remove_stale_temporaries(&dir).unwrap(), 1);
+    assert!(!stale.exists() && own.exists() && user.exists());
+    // `latest` naming another folder's file is refused.
+    std::fs::write(dir.join("latest"), "../elsewhere.safetensors\n").unwrap();
+    assert!(matches!(checkpoint::latest(&dir), Err(TrainError::Format { .. })));
+    // A failed write leaves the old file and no temporary.
+    let sub = dir.join("missing-folder").join("g.bin");
+    assert!(matches!(checkpoint::write_atomic(&sub, b"x"), Err(TrainError::Io { .. })));
+}
+
+// ------------------------------------------------------------ 3. divergence
+
+#[test]
+fn huge_learning_rate_stops_with_step_and_tensor_and_keeps_the_last_checkpoint() {
+    let data = small_data("div-data", 64);
+    let out = tmp("div");
+    let mut cfg = config(&data, "edge", Estimator::Jsd, 16);
+    cfg.epochs = Some(1);
+    let good = train::train(&cfg, &out, Start::Fresh, true).unwrap();
+    assert_eq!(good.progress.step, 4);
+    let good_bytes = std::fs::read(&good.checkpoint).unwrap();
+    let log_before = std::fs::read_to_string(out.join("train.jsonl")).unwrap();
+    cfg.epochs = Some(5);
+    cfg.optimizer.lr = 1e38;
+    let e = train::train(&cfg, &out, Start::Resume, true).unwrap_err();
+    let TrainError::Diverged { step, what, checkpoint: kept } = &e else { panic!("{e}") };
+    eprintln!("divergence: {e}");
+    assert!(*step > 4, "{e}");
+    let model = Dim::new(cfg.model.clone()).unwrap();
+    let named = what
+        .strip_prefix("parameter ")
+        .or_else(|| what.strip_prefix("gradient of "))
+        .or_else(|| what.strip_prefix("loss (largest weights: "))
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .unwrap_or(what);
+    assert!(model.table.get(named).is_some(), "{what} does not name a parameter");
+    assert_eq!(kept.as_deref(), Some(good.checkpoint.as_path()));
+    assert!(e.to_string().contains(&format!("step {step}")) && e.to_string().contains(named), "{e}");
+    // Nothing was written: same latest, same bytes, same log.
+    assert_eq!(checkpoint::latest(&out).unwrap().unwrap(), good.checkpoint);
+    assert_eq!(std::fs::read(&good.checkpoint).unwrap(), good_bytes);
+    assert_eq!(std::fs::read_to_string(out.join("train.jsonl")).unwrap(), log_before);
+    let names: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+/// A NaN planted in a checkpoint's weight shows up as a non-finite loss or
+/// gradient at the first resumed step; an Inf likewise.
+#[test]
+fn non_finite_weights_in_a_checkpoint_stop_training_at_the_first_step() {
+    let data = small_data("nan-data", 32);
+    for (poison, name) in [(f32::NAN, "nan"), (f32::INFINITY, "inf")] {
+        let out = tmp(name);
+        let mut cfg = config(&data, "edge", Estimator::Nce, 16);
+        cfg.epochs = Some(1);
+        let s = train::train(&cfg, &out, Start::Fresh, true).unwrap();
+        let mut ck = checkpoint::load(&s.checkpoint).unwrap();
+        ck.model.tensor_mut("encoder.conv2.weight").unwrap()[5] = poison;
+        checkpoint::save(&s.checkpoint, &ck.model, ck.adam.as_ref(), &ck.progress, &[]).unwrap();
+        cfg.epochs = Some(2);
+        let e = train::train(&cfg, &out, Start::Resume, true).unwrap_err();
+        let TrainError::Diverged { step, what, .. } = &e else { panic!("{e}") };
+        assert_eq!(*step, s.progress.step + 1, "{e}");
+        assert!(what.starts_with("loss (largest weights: ") || what.starts_with("gradient of "), "{e}");
+    }
+}
+
+#[test]
+fn log_grad_norm_flag_writes_global_and_per_tensor_norms() {
+    let data = small_data("gn-data", 32);
+    let out = tmp("gn");
+    let mut args = train_args(&data, &out, 2);
+    args.push("--log-grad-norm".into());
+    let o = Command::new(BIN).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = Dim::new(DimConfig::new("edge").mi_units(16).seed(5)).unwrap();
+    let text = std::fs::read_to_string(out.join("train.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    for line in text.lines() {
+        let e: train::EpochLog = serde_json::from_str(line).unwrap();
+        let per: HashMap<_, _> = e.grad_norms.unwrap().into_iter().collect();
+        assert_eq!(per.len(), model.table.entries().len());
+        assert!(model.table.entries().iter().all(|t| per.contains_key(&t.name)));
+        let global = e.grad_norm.unwrap();
+        let from_parts = per.values().map(|n| n * n).sum::<f64>().sqrt();
+        assert!(global > 0.0 && (global - from_parts).abs() <= 1e-9 * global, "{global} vs {from_parts}");
+        assert!(e.grad_norm_max.unwrap() >= global);
+    }
+    // Without the flag nothing is logged.
+    let out2 = tmp("gn-off");
+    assert!(Command::new(BIN).args(train_args(&data, &out2, 1)).status().unwrap().success());
+    assert!(!std::fs::read_to_string(out2.join("train.jsonl")).unwrap().contains("grad_norm"));
+}
+
+// ------------------------------------------------------------ 4. hostile checkpoints
+
+/// A valid checkpoint of a small model, its model config and the bytes.
+fn small_checkpoint() -> (DimConfig, Vec<u8>) {
+    let cfg = DimConfig::new("edge").mi_units(8);
+    let model = Dim::new(cfg.clone()).unwrap();
+    let adam = AdamState { m: vec![0.5; model.table.len()], v: vec![0.25; model.table.len()] };
+    (cfg, checkpoint::to_bytes(&model, Some(&adam), &Progress::default(), &[]).unwrap())
+}
+
+type Tensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Re-serialises `bytes` after `edit` changed its tensors or metadata.
+fn rewrite(bytes: &[u8], edit: impl FnOnce(&mut Vec<Tensor>, &mut HashMap<String, String>)) -> Vec<u8> {
+    let (_, md) = SafeTensors::read_metadata(bytes).unwrap();
+    let mut meta = md.metadata().clone().unwrap();
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors: Vec<Tensor> =
+        st.tensors().into_iter().map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
+    edit(&mut tensors, &mut meta);
+    let views: Vec<_> =
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+/// A raw safetensors file: length prefix, header, data.
+fn raw(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+fn load_err(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    match checkpoint::load(&p) {
+        Err(e @ TrainError::Format { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(name), "the message must name the file: {msg}");
+            msg
+        }
+        Err(e) => panic!("{name}: expected a format error, got {e:?}"),
+        Ok(_) => panic!("{name}: loaded"),
+    }
+}
+
+#[test]
+fn hostile_checkpoints_are_refused_with_the_reason() {
+    let dir = tmp("hostile-ckpt");
+    let (cfg, good) = small_checkpoint();
+    checkpoint::load(&{
+        let p = dir.join("good.safetensors");
+        std::fs::write(&p, &good).unwrap();
+        p
+    })
+    .unwrap();
+    let rows: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("short.st", good[..5].to_vec(), "header too small"),
+        (
+            "header-longer-than-file.st",
+            {
+                let mut b = good.clone();
+                b[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+                b
+            },
+            "invalid header length",
+        ),
+        (
+            "header-over-100mb.st",
+            raw("{}", &[]).iter().copied().enumerate().map(|(i, b)| if i == 3 { 0x10 } else { b }).collect(),
+            "header too large",
+        ),
+        ("invalid-json.st", raw("{\"a\": {\"dtype\": ", &[]), "not a safetensors file"),
+        ("not-utf8.st", [2u64.to_le_bytes().as_slice(), &[0xff, 0xfe]].concat(), "not a safetensors file"),
+        (
+            "duplicate-name.st",
+            raw(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+            ),
+            "names tensor a twice",
+        ),
+        (
+            "offsets-out-of-bounds.st",
+            raw(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, &[0; 8]),
+            "incomplete metadata",
+        ),
+        (
+            "offsets-overlap.st",
+            raw(
+                r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
+                &[0; 24],
+            ),
+            "invalid offset for tensor `b`",
+        ),
+        (
+            "offsets-hole.st",
+            raw(
+                r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[20,36]}}"#,
+                &[0; 36],
+            ),
+            "invalid offset for tensor `b`",
+        ),
+        (
+            "offsets-disagree-with-shape.st",
+            raw(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#, &[0; 16]),
+            "invalid shape, data type, or offset",
+        ),
+        (
+            "shape-overflow.st",
+            raw(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,0]}}"#, &[]),
+            "overflow computing buffer size",
+        ),
+        (
+            "not-a-checkpoint.st",
+            raw(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 4]),
+            "not an infomax checkpoint",
+        ),
+        (
+            "future-version.st",
+            rewrite(&good, |_, m| {
+                m.insert("version".into(), "99".into());
+            }),
+            "unsupported checkpoint version",
+        ),
+        (
+            "bad-model-config.st",
+            rewrite(&good, |_, m| {
+                m.insert("model_config".into(), "{\"encoder\": \"conv99\"}".into());
+            }),
+            "unknown preset",
+        ),
+        (
+            "dtype-mismatch.st",
+            rewrite(&good, |t, _| {
+                let x = t.iter_mut().find(|x| x.0 == "encoder.conv1.weight").unwrap();
+                x.1 = Dtype::I32;
+            }),
+            "tensor encoder.conv1.weight has dtype I32, expected F32",
+        ),
+        (
+            "missing-tensor.st",
+            rewrite(&good, |t, _| t.retain(|x| x.0 != "local_head.ln.weight")),
+            "missing tensor local_head.ln.weight",
+        ),
+        (
+            "missing-adam-moment.st",
+            rewrite(&good, |t, _| t.retain(|x| x.0 != "optim.v.encoder.out.bias")),
+            "missing tensor optim.v.encoder.out.bias",
+        ),
+        (
+            "wrong-shape.st",
+            rewrite(&good, |t, _| {
+                let x = t.iter_mut().find(|x| x.0 == "encoder.conv2.weight").unwrap();
+                x.2 = vec![x.2.iter().product()];
+            }),
+            "tensor encoder.conv2.weight has shape [4608], expected [32, 16, 3, 3] for this config",
+        ),
+        (
+            "config-of-another-model.st",
+            rewrite(&good, |_, m| {
+                m.insert("model_config".into(), serde_json::to_string(&cfg.clone().mi_units(9)).unwrap());
+            }),
+            "has shape [8",
+        ),
+    ];
+    for (name, bytes, expected) in &rows {
+        let msg = load_err(&dir, name, bytes);
+        assert!(msg.contains(expected), "{name}: {msg:?} does not contain {expected:?}");
+    }
+}
+
+/// A header that asks for a model far larger than the file is refused
+/// before anything that size is allocated.
+#[test]
+fn checkpoint_config_larger_than_the_file_is_refused_without_allocating() {
+    let dir = tmp("hostile-huge");
+    let (cfg, good) = small_checkpoint();
+    for d in [1usize << 20, 1 << 40, usize::MAX / 8] {
+        let bytes = rewrite(&good, |_, m| {
+            m.insert("model_config".into(), serde_json::to_string(&cfg.clone().mi_units(d)).unwrap());
+        });
+        let msg = load_err(&dir, "huge.st", &bytes);
+        assert!(msg.contains("model") && msg.contains("file"), "{msg}");
+    }
+}
+
+#[test]
+fn resume_refuses_a_checkpoint_of_another_model_config() {
+    let data = small_data("other-data", 32);
+    let out = tmp("other");
+    let mut cfg = config(&data, "edge", Estimator::Jsd, 16);
+    cfg.epochs = Some(1);
+    train::train(&cfg, &out, Start::Fresh, true).unwrap();
+    cfg.model = cfg.model.mi_units(32);
+    cfg.epochs = Some(2);
+    let e = train::train(&cfg, &out, Start::Resume, true).unwrap_err();
+    assert!(matches!(e, TrainError::Config(_)) && e.to_string().contains("another model config"), "{e}");
+}
+
+// ------------------------------------------------------------ 4. hostile configs
+
+fn config_err(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    TrainConfig::from_file(&p).map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn hostile_config_files_are_refused_with_the_reason() {
+    let dir = tmp("hostile-cfg");
+    let data = "[data]\nkind = \"fashion-mnist\"\ndir = \"x\"\n";
+    let model = "[model]\nencoder = \"conv28\"\n";
+    let rows: Vec<(&str, String, &str)> = vec![
+        ("unknown-top.toml", format!("epochs = 1\nlearning_rate = 3\n{model}{data}"), "unknown field `learning_rate`"),
+        ("unknown-model.toml", format!("epochs = 1\n{model}depth = 3\n{data}"), "unknown field `depth`"),
+        ("unknown-data.toml", format!("epochs = 1\n{model}{data}shuffle = true\n"), "unknown field `shuffle`"),
+        (
+            "unknown-optimizer.toml",
+            format!(
+                "epochs = 1\n[optimizer]\nlr = 1e-4\nbeta1 = 0.5\nbeta2 = 0.999\neps = 1e-8\nmomentum = 0.9\n{model}{data}"
+            ),
+            "unknown field `momentum`",
+        ),
+        (
+            "unknown-layer-key.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [1, 28, 28]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 0, dilation = 2 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
+            ),
+            "did not match any variant of untagged enum EncoderSpec",
+        ),
+        (
+            "unknown.json",
+            r#"{"epochs": 1, "model": {"encoder": "conv28"}, "data": {"kind": "mnist", "dir": "x"}, "extra": 0}"#
+                .into(),
+            "unknown field `extra`",
+        ),
+        ("negative-mi.toml", format!("epochs = 1\n{model}mi_units = -1\n{data}"), "invalid value: integer `-1`"),
+        ("negative-batch.toml", format!("epochs = 1\nbatch_size = -64\n{model}{data}"), "invalid value: integer `-64`"),
+        (
+            "negative-epochs.json",
+            r#"{"epochs": -2, "model": {"encoder": "conv28"}, "data": {"kind": "mnist", "dir": "x"}}"#.into(),
+            "invalid value: integer `-2`",
+        ),
+        (
+            "negative-lr.toml",
+            format!("epochs = 1\n[optimizer]\nlr = -1e-4\nbeta1 = 0.5\nbeta2 = 0.999\neps = 1e-8\n{model}{data}"),
+            "adam lr",
+        ),
+        ("negative-alpha.toml", format!("epochs = 1\n{model}alpha = -0.5\n{data}"), "alpha"),
+        ("negative-minutes.toml", format!("minutes = -3.0\n{model}{data}"), "minutes must be finite and > 0"),
+        ("zero-mi.toml", format!("epochs = 1\n{model}mi_units = 0\n{data}"), "mi_units"),
+        ("zero-batch.toml", format!("epochs = 1\nbatch_size = 0\n{model}{data}"), "batch_size must be at least 2"),
+        (
+            "zero-channels.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [1, 28, 28]\nlayers = [{{ type = \"conv\", out = 0, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
+            ),
+            "encoder conv layer (out, kernel and stride): size must be at least 1, got 0",
+        ),
+        (
+            "zero-input.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [1, 0, 28]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
+            ),
+            "encoder input: size must be at least 1, got 0",
+        ),
+        (
+            "zero-y.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [1, 28, 28]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 0\n{data}"
+            ),
+            "encoder y_dim: size must be at least 1, got 0",
+        ),
+        (
+            "kernel-too-large.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [1, 4, 4]\nlayers = [{{ type = \"conv\", out = 4, kernel = 9, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
+            ),
+            "kernel is larger",
+        ),
+        (
+            "local-layer-out-of-range.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [1, 28, 28]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 7\ny_dim = 8\n{data}"
+            ),
+            "encoder local_layer: invalid shape: index past the last layer",
+        ),
+        (
+            "shape-overflow.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [4294967296, 4294967296, 4294967296]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
+            ),
+            "more than the limit of 4294967296",
+        ),
+        ("huge-mi-units.toml", format!("epochs = 1\n{model}mi_units = 4294967296\n{data}"), "more than the limit"),
+        (
+            "huge-padding.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [1, 28, 28]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 9223372036854775807 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
+            ),
+            "overflow",
+        ),
+        ("unknown-preset.toml", format!("epochs = 1\n[model]\nencoder = \"conv99\"\n{data}"), "unknown preset"),
+        ("no-budget.toml", format!("{model}{data}"), "set a budget"),
+        (
+            "unknown-dataset.toml",
+            format!("epochs = 1\n{model}[data]\nkind = \"imagenet\"\ndir = \"x\"\n"),
+            "unknown variant `imagenet`",
+        ),
+        ("not-toml.toml", "epochs = = 1".into(), "not-toml.toml: TOML parse error at line 1, column 10"),
+        ("not-json.json", "{\"epochs\": ".into(), "EOF"),
+        ("empty.toml", String::new(), "missing field"),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for (name, text, expected) in &rows {
+        assert!(seen.insert(*name));
+        let msg = config_err(&dir, name, text);
+        eprintln!("{name}: {msg}");
+        assert!(msg.contains(expected), "{name}: {msg:?} does not contain {expected:?}");
+    }
+}
+
+// ------------------------------------------------------------ 4. hostile command lines
+
+fn cli(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn cli_missing_files_and_unwritable_output_are_errors() {
+    let data = small_data("cli-data", 32);
+    let d = data.to_str().unwrap();
+    let dir = tmp("cli");
+    let rows: Vec<(Vec<String>, i32, String)> = vec![
+        (
+            vec!["train".into(), "--config".into(), "/nonexistent/c.toml".into()],
+            1,
+            "/nonexistent/c.toml: cannot read config".into(),
+        ),
+        (
+            vec!["train".into(), "--quiet".into(), "--data".into(), "/nonexistent/data".into()],
+            1,
+            "/nonexistent/data".into(),
+        ),
+        (
+            vec![
+                "train".into(),
+                "--quiet".into(),
+                "--data".into(),
+                d.into(),
+                "--init".into(),
+                "/nonexistent/w.safetensors".into(),
+                "--out".into(),
+                dir.join("i").display().to_string(),
+            ],
+            1,
+            "/nonexistent/w.safetensors: cannot read checkpoint".into(),
+        ),
+        (
+            vec![
+                "train".into(),
+                "--quiet".into(),
+                "--data".into(),
+                d.into(),
+                "--resume".into(),
+                "--out".into(),
+                dir.join("empty").display().to_string(),
+            ],
+            1,
+            "has no checkpoint yet".into(),
+        ),
+        (vec!["eval".into(), "/nonexistent/w.safetensors".into()], 1, "cannot read checkpoint".into()),
+        (
+            vec!["embed".into(), "/nonexistent/w.safetensors".into(), "--out".into(), "x.st".into()],
+            1,
+            "cannot read checkpoint".into(),
+        ),
+    ];
+    for (args, code, expected) in &rows {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (c, err) = cli(&args);
+        assert_eq!(c, Some(*code), "{args:?}: {err}");
+        assert!(err.contains(expected.as_str()), "{args:?}: {err:?} does not contain {expected:?}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // An output folder under a regular file cannot be created (even by root).
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = file.join("run");
+    let (c, err) = cli(&[
+        "--quiet",
+        "train",
+        "--data",
+        d,
+        "--encoder",
+        "edge",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-eval",
+    ]);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("cannot create output folder") && err.contains("a-file/run"), "{err}");
+    // A read-only folder: only meaningful when permissions apply (not root).
+    let ro = dir.join("read-only");
+    std::fs::create_dir_all(&ro).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(ro.join("probe"), b"x").is_ok() {
+        eprintln!("skipped the read-only folder row: this user (root?) writes through mode 0555");
+    } else {
+        let (c, err) = cli(&[
+            "--quiet",
+            "train",
+            "--data",
+            d,
+            "--encoder",
+            "edge",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--out",
+            ro.to_str().unwrap(),
+            "--no-eval",
+        ]);
+        assert_eq!(c, Some(1), "{err}");
+        assert!(err.contains("Permission denied"), "{err}");
+    }
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Checks a run that hit a full disk in its second epoch: exit 1 with the
+/// OS message, `latest` still names epoch 1, which loads, and no temporary
+/// is left behind.
+fn check_full_disk_run(out: &Path, code: Option<i32>, err: &str) {
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("No space left on device") || err.contains("no space left on device"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let latest = checkpoint::latest(out).unwrap().expect("epoch 1 was written");
+    assert!(latest.ends_with("epoch-0001.safetensors"), "{}", latest.display());
+    assert_eq!(checkpoint::load(&latest).unwrap().progress.epoch, 1);
+    let tmps: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(tmps.is_empty(), "{tmps:?}");
+}
+
+fn checkpoint_len(data: &Path, name: &str) -> u64 {
+    let probe = tmp(name);
+    assert!(Command::new(BIN).args(train_args(data, &probe, 1)).status().unwrap().success());
+    std::fs::metadata(probe.join("epoch-0001.safetensors")).unwrap().len()
+}
+
+#[test]
+fn full_disk_injected_writer_error() {
+    let data = small_data("enospc-data", 32);
+    let len = checkpoint_len(&data, "enospc-probe");
+    let out = tmp("enospc");
+    // Room for the first checkpoint and its pointer, not the second checkpoint.
+    let o = Command::new(BIN)
+        .args(train_args(&data, &out, 3))
+        .env("INFOMAX_FAULT_DISK_FULL_AFTER_BYTES", (len + len / 2).to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    check_full_disk_run(&out, o.status.code(), &err);
+    assert!(err.contains("cannot write"), "{err}");
+    // A malformed fault variable is a usage error.
+    let o =
+        Command::new(BIN).args(["eval", "/nonexistent"]).env("INFOMAX_FAULT_WRITE_PAUSE_MS", "soon").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("INFOMAX_FAULT_WRITE_PAUSE_MS"));
+}
+
+/// The same on a real full file system: a tmpfs sized for 1.5 checkpoints.
+/// Needs root (mount); skipped with the reason otherwise.
+#[test]
+fn full_disk_on_a_small_tmpfs() {
+    let data = small_data("tmpfs-data", 32);
+    let len = checkpoint_len(&data, "tmpfs-probe");
+    let mnt = tmp("tmpfs");
+    let size = format!("size={}k", (len + len / 2) / 1024);
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", &size, "tmpfs", mnt.to_str().unwrap()]).output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!("skipped the tmpfs full-disk row: mount failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped the tmpfs full-disk row: cannot run mount: {e}");
+            return;
+        }
+    }
+    let out = mnt.join("run");
+    let o = Command::new(BIN).args(train_args(&data, &out, 3)).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let result = std::panic::catch_unwind(|| check_full_disk_run(&out, o.status.code(), &err));
+    let _ = Command::new("umount").arg(&mnt).status();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
