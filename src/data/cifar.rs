@@ -40,45 +40,13 @@ struct Layout {
 }
 
 fn load(paths: &[&Path], layout: &Layout) -> Result<Dataset> {
-    let record_len = layout.label_bytes + CIFAR_IMAGE_BYTES;
     if paths.is_empty() {
         return Err(DataError::Invalid { what: layout.format, reason: "no files given".into() });
     }
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for &path in paths {
-        let bytes = read_file(path)?;
-        if !bytes.len().is_multiple_of(record_len) {
-            return Err(DataError::PartialRecord {
-                path: path.to_path_buf(),
-                format: layout.format,
-                record_len,
-                len: bytes.len() as u64,
-            });
-        }
-        if bytes.is_empty() {
-            return Err(DataError::Empty { path: path.to_path_buf() });
-        }
-        let n = bytes.len() / record_len;
-        images.try_reserve(n * CIFAR_IMAGE_BYTES).map_err(|_| DataError::TooLarge {
-            path: path.to_path_buf(),
-            limit: (images.len() + n * CIFAR_IMAGE_BYTES) as u64,
-        })?;
-        labels.reserve(n);
-        for (record, rec) in bytes.chunks_exact(record_len).enumerate() {
-            let label = rec[layout.label_at];
-            if usize::from(label) >= layout.classes {
-                return Err(DataError::LabelOutOfRange {
-                    path: path.to_path_buf(),
-                    what: layout.what,
-                    record,
-                    label: u32::from(label),
-                    valid: 0..=(layout.classes as u32 - 1),
-                });
-            }
-            labels.push(u16::from(label));
-            images.extend_from_slice(&rec[layout.label_bytes..]);
-        }
+        append_records(path, &read_file(path)?, layout, &mut images, &mut labels)?;
     }
     Ok(Dataset {
         n: labels.len(),
@@ -91,26 +59,99 @@ fn load(paths: &[&Path], layout: &Layout) -> Result<Dataset> {
     })
 }
 
+/// Checks one file's (decompressed) bytes and appends its records.
+fn append_records(
+    path: &Path,
+    bytes: &[u8],
+    layout: &Layout,
+    images: &mut Vec<u8>,
+    labels: &mut Vec<u16>,
+) -> Result<()> {
+    let record_len = layout.label_bytes + CIFAR_IMAGE_BYTES;
+    if !bytes.len().is_multiple_of(record_len) {
+        return Err(DataError::PartialRecord {
+            path: path.to_path_buf(),
+            format: layout.format,
+            record_len,
+            len: bytes.len() as u64,
+        });
+    }
+    if bytes.is_empty() {
+        return Err(DataError::Empty { path: path.to_path_buf() });
+    }
+    let n = bytes.len() / record_len;
+    images.try_reserve(n * CIFAR_IMAGE_BYTES).map_err(|_| DataError::TooLarge {
+        path: path.to_path_buf(),
+        limit: (images.len() + n * CIFAR_IMAGE_BYTES) as u64,
+    })?;
+    labels.reserve(n);
+    for (record, rec) in bytes.chunks_exact(record_len).enumerate() {
+        let label = rec[layout.label_at];
+        if usize::from(label) >= layout.classes {
+            return Err(DataError::LabelOutOfRange {
+                path: path.to_path_buf(),
+                what: layout.what,
+                record,
+                label: u32::from(label),
+                valid: 0..=(layout.classes as u32 - 1),
+            });
+        }
+        labels.push(u16::from(label));
+        images.extend_from_slice(&rec[layout.label_bytes..]);
+    }
+    Ok(())
+}
+
+const CIFAR10: Layout = Layout { format: "CIFAR-10 record", label_bytes: 1, label_at: 0, what: "label", classes: 10 };
+const CIFAR100_FINE: Layout =
+    Layout { format: "CIFAR-100 record", label_bytes: 2, label_at: 1, what: "fine label", classes: 100 };
+const CIFAR100_COARSE: Layout =
+    Layout { format: "CIFAR-100 record", label_bytes: 2, label_at: 0, what: "coarse label", classes: 20 };
+
+fn parse(path: &Path, bytes: &[u8], layout: &Layout) -> Result<Dataset> {
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    append_records(path, bytes, layout, &mut images, &mut labels)?;
+    Ok(Dataset {
+        n: labels.len(),
+        images,
+        labels: Some(labels),
+        channels: 3,
+        height: 32,
+        width: 32,
+        classes: layout.classes,
+    })
+}
+
+/// Parses the (decompressed) bytes of one CIFAR-10 binary batch file;
+/// `path` only names the file in errors.
+pub fn parse_cifar10(path: &Path, bytes: &[u8]) -> Result<Dataset> {
+    parse(path, bytes, &CIFAR10)
+}
+
+/// Parses the (decompressed) bytes of one CIFAR-100 binary file with the
+/// fine or coarse labels; `path` only names the file in errors.
+pub fn parse_cifar100(path: &Path, bytes: &[u8], which: Cifar100Labels) -> Result<Dataset> {
+    parse(path, bytes, cifar100_layout(which))
+}
+
+fn cifar100_layout(which: Cifar100Labels) -> &'static Layout {
+    match which {
+        Cifar100Labels::Fine => &CIFAR100_FINE,
+        Cifar100Labels::Coarse => &CIFAR100_COARSE,
+    }
+}
+
 /// Loads CIFAR-10 binary batch files (in order, concatenated): 3×32×32, 10 classes.
 pub fn load_cifar10<P: AsRef<Path>>(paths: &[P]) -> Result<Dataset> {
     let paths: Vec<&Path> = paths.iter().map(AsRef::as_ref).collect();
-    let layout = Layout { format: "CIFAR-10 record", label_bytes: 1, label_at: 0, what: "label", classes: 10 };
-    load(&paths, &layout)
+    load(&paths, &CIFAR10)
 }
 
 /// Loads CIFAR-100 binary files (in order, concatenated) with the fine (100)
 /// or coarse (20) labels: 3×32×32.
 pub fn load_cifar100<P: AsRef<Path>>(paths: &[P], which: Cifar100Labels) -> Result<Dataset> {
     let paths: Vec<&Path> = paths.iter().map(AsRef::as_ref).collect();
-    let layout = match which {
-        Cifar100Labels::Fine => {
-            Layout { format: "CIFAR-100 record", label_bytes: 2, label_at: 1, what: "fine label", classes: 100 }
-        }
-        Cifar100Labels::Coarse => {
-            Layout { format: "CIFAR-100 record", label_bytes: 2, label_at: 0, what: "coarse label", classes: 20 }
-        }
-    };
-    load(&paths, &layout)
+    load(&paths, cifar100_layout(which))
 }
 
 /// Loads a CIFAR-10 split from the extracted `cifar-10-batches-bin`

@@ -382,6 +382,14 @@ pub fn read_file_limited(path: impl AsRef<Path>, max_gz_bytes: u64) -> Result<Ve
     if head[..got] == [0x1f, 0x8b] { read_gz(path, reader, max_gz_bytes) } else { read_raw(path, reader, file_len) }
 }
 
+/// Decodes bytes already in memory as [`read_file_limited`] decodes a file:
+/// gunzipped (with `max_gz_bytes` as the decompressed limit) if they start
+/// with the gzip magic, as they are otherwise. `path` only names the data in
+/// errors. This is the readers' entry point for in-memory input (and fuzzing).
+pub fn decode_bytes(path: &Path, bytes: Vec<u8>, max_gz_bytes: u64) -> Result<Vec<u8>> {
+    if bytes.starts_with(&[0x1f, 0x8b]) { read_gz(path, bytes.as_slice(), max_gz_bytes) } else { Ok(bytes) }
+}
+
 fn read_raw(path: &Path, reader: impl Read, file_len: u64) -> Result<Vec<u8>> {
     let too_large = || DataError::TooLarge { path: path.to_path_buf(), limit: isize::MAX as u64 };
     let cap = usize::try_from(file_len).ok().filter(|&c| isize::try_from(c).is_ok()).ok_or_else(too_large)?;

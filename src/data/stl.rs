@@ -70,7 +70,12 @@ pub fn parse_stl10_images(path: &Path, mut bytes: Vec<u8>) -> Result<(usize, Vec
 /// Reads an STL-10 label file, converting labels 1..=10 to 0..=9.
 pub fn read_stl10_labels(path: impl AsRef<Path>) -> Result<Vec<u16>> {
     let path = path.as_ref();
-    let bytes = read_file(path)?;
+    parse_stl10_labels(path, &read_file(path)?)
+}
+
+/// Parses the (decompressed) bytes of an STL-10 label file, converting
+/// labels 1..=10 to 0..=9; `path` only names the file in errors.
+pub fn parse_stl10_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u16>> {
     if bytes.is_empty() {
         return Err(DataError::Empty { path: path.to_path_buf() });
     }

@@ -178,15 +178,28 @@ impl TrainConfig {
     /// with `{`). Unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = fs::read_to_string(path).map_err(error::io(path, "read config"))?;
-        let parsed: std::result::Result<Self, String> =
-            if path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{') {
-                serde_json::from_str(&text).map_err(|e| e.to_string())
-            } else {
-                toml::from_str(&text).map_err(|e| e.to_string())
-            };
-        let cfg = parsed.map_err(|reason| TrainError::Format { path: path.to_path_buf(), reason })?;
+        let json = path.extension().is_some_and(|e| e == "json");
+        let cfg = Self::deserialize_text(&text, json)
+            .map_err(|reason| TrainError::Format { path: path.to_path_buf(), reason })?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Parses and validates a config held in memory: JSON if `json` or if
+    /// it starts with `{`, TOML otherwise. Unknown keys are errors; a syntax
+    /// error is [`TrainError::Config`].
+    pub fn parse(text: &str, json: bool) -> Result<Self> {
+        let cfg = Self::deserialize_text(text, json).map_err(TrainError::Config)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn deserialize_text(text: &str, json: bool) -> std::result::Result<Self, String> {
+        if json || text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(text).map_err(|e| e.to_string())
+        }
     }
 }
 
