@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-20}
 toolchain=${2:-nightly}
-# Inference targets (issue 4) join this list: safetensors_reader load_encode
-targets=(idx idx_gz cifar stl10 config)
+targets=(idx idx_gz cifar stl10 config safetensors_reader load_encode)
 max_len=32768 # one STL-10 image is 27 648 bytes
 
 cargo "+$toolchain" fuzz build # all targets, once
@@ -20,14 +19,17 @@ summary=""
 for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t"
     log="$scratch/$t.log"
+    # The inference targets (issue 4) get at least 60 s each.
+    secs=$seconds
+    case $t in safetensors_reader | load_encode) secs=$((seconds > 60 ? seconds : 60)) ;; esac
     if ! cargo "+$toolchain" fuzz run "$t" "$scratch/$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$secs" -max_len="$max_len" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "fuzz target $t FAILED"
         exit 1
     fi
     runs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -n 1)
-    summary+=$(printf '%-8s %s\n' "$t" "$runs")$'\n'
+    summary+=$(printf '%-18s %s\n' "$t" "$runs")$'\n'
 done
-echo "fuzz executions per target (${seconds}s each):"
+echo "fuzz executions per target (${seconds}s each, inference targets at least 60s):"
 printf '%s' "$summary"

@@ -607,3 +607,45 @@ fn export_cli_writes_the_same_bytes_and_reports_bad_input() {
     fail(&["export", ckpt.to_str().unwrap()], 2, "--out");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The tiny models that seed the inference fuzz targets
+/// (`fuzz/corpus/{safetensors_reader,load_encode}/tiny-*`): a 1×8×8 input,
+/// one 3×3/2 conv with pool-free BN, FC 6, Y 3, in every dtype. The test
+/// fails if the committed seeds drift from what the exporter writes now;
+/// `INFOMAX_WRITE_FUZZ_SEEDS=1` rewrites them.
+#[test]
+fn fuzz_seed_models_are_current() {
+    use infomax::dim::{EncoderConfig, EncoderSpec, Layer};
+    let enc = EncoderConfig {
+        input: [1, 8, 8],
+        layers: vec![
+            Layer::Conv { out: 4, kernel: 3, stride: 2, padding: 1, bn: true, relu: true, pool: false },
+            Layer::Linear { out: 6, bn: true, relu: true },
+        ],
+        local_layer: 0,
+        y_dim: 3,
+    };
+    let mut cfg = DimConfig::new("conv28").mi_units(4).seed(9);
+    cfg.encoder = EncoderSpec::Custom(enc);
+    let model = Dim::new(cfg).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for (dtype, name) in [(ExportDtype::F32, "f32"), (ExportDtype::F16, "f16"), (ExportDtype::BF16, "bf16")] {
+        let bytes = to_bytes(&model, dtype, true, &[]).unwrap();
+        // The seed must exercise the whole path: parse, plan, encode.
+        let w = Weights::<16>::parse(&bytes).unwrap();
+        let plan = Plan::from_weights(&w, 1).unwrap();
+        let mut s = vec![0f32; plan.scratch_len()];
+        let mut y = vec![0f32; plan.output_len()];
+        plan.encode(&w, &[0.5; 64], &mut s, &mut y).unwrap();
+        // load_encode reads a mode byte first (3: inputs from the data).
+        let with_mode: Vec<u8> = [3u8].iter().chain(&bytes).copied().collect();
+        for (target, seed) in [("safetensors_reader", &bytes), ("load_encode", &with_mode)] {
+            let path = root.join(target).join(format!("tiny-{name}"));
+            if std::env::var_os("INFOMAX_WRITE_FUZZ_SEEDS").is_some() {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, seed).unwrap();
+            }
+            assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&seed[..]), "{} is stale", path.display());
+        }
+    }
+}

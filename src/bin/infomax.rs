@@ -408,7 +408,9 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainErr
         if err > tol * scale {
             return Err(TrainError::Format {
                 path,
-                reason: format!("the inference path's Y differs from training's by {err:e} (tolerance {tol:e} of scale)"),
+                reason: format!(
+                    "the inference path's Y differs from training's by {err:e} (tolerance {tol:e} of scale)"
+                ),
             });
         }
     }
