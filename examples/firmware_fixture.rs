@@ -6,6 +6,8 @@
 //!
 //! `cargo run --release --example firmware_fixture`
 
+#[path = "../embedded/cortex-m4/src/edge.rs"]
+mod edge;
 #[path = "../embedded/cortex-m4/src/model.rs"]
 #[allow(dead_code)]
 mod model;
@@ -45,6 +47,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model::forward(&params, image, &mut arena, &mut argmax, &mut logits)?;
         // `{:?}` prints the shortest decimal that reads back to the same f32.
         let row: Vec<String> = logits.iter().map(|v| format!("{v:?}")).collect();
+        writeln!(src, "    [{}],", row.join(", "))?;
+    }
+    writeln!(src, "];")?;
+    writeln!(src, "/// Y of the DIM edge encoder (weights/dim-fmnist-edge.safetensors) on them, on the host.")?;
+    writeln!(src, "pub const EDGE_Y: [[f32; {}]; N_IMAGES] = [", edge::Y_DIM)?;
+    let mut scratch = vec![0f32; edge::SCRATCH_LEN];
+    for image in images.chunks_exact(model::IMAGE_LEN) {
+        let mut y = [0f32; edge::Y_DIM];
+        edge::encode(image, &mut scratch, &mut y).map_err(|e| e.to_string())?;
+        let row: Vec<String> = y.iter().map(|v| format!("{v:?}")).collect();
         writeln!(src, "    [{}],", row.join(", "))?;
     }
     writeln!(src, "];")?;

@@ -8,6 +8,8 @@
 #[allow(dead_code)]
 mod model;
 #[rustfmt::skip] // generated
+#[path = "../embedded/cortex-m4/src/edge.rs"]
+mod edge;
 #[path = "../embedded/cortex-m4/src/expected.rs"]
 mod expected;
 
@@ -173,4 +175,54 @@ fn wrong_lengths_are_typed_errors() {
     assert!(matches!(err, infomax::Error::LengthMismatch { what: "smoke model image", .. }), "{err:?}");
     let err = model::forward(&p[1..], &image, &mut arena, &mut argmax, &mut logits).unwrap_err();
     assert!(matches!(err, infomax::Error::LengthMismatch { what: "smoke model params", .. }), "{err:?}");
+}
+
+#[test]
+fn committed_edge_outputs_match_the_host_and_the_training_path() {
+    // The firmware compares its Y with EDGE_Y; EDGE_Y must be what the host's
+    // no-alloc path gives on the shipped weights now, and that must be the
+    // eval-mode forward of the same weights loaded into the training model.
+    use infomax::dim::{Dim, DimConfig, Mode};
+    let committed =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/embedded/cortex-m4/fixtures/images.bin")).unwrap();
+    let mut scratch = vec![0f32; edge::SCRATCH_LEN];
+    // The training path: the edge encoder with the file's folded weights as
+    // conv/linear weights and biases and identity BN statistics.
+    let w = infomax::infer::Weights::<16>::parse(edge::WEIGHTS).unwrap();
+    let mut model = Dim::new(DimConfig::new("edge").mi_units(8)).unwrap();
+    let read = |name: &str| {
+        let t = w.tensor(name).unwrap();
+        let n: usize = t.shape().iter().product();
+        let mut v = vec![0f32; n];
+        t.read_f32(0, &mut v).unwrap();
+        v
+    };
+    for (i, (conv, bn)) in [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("fc", "bn4")].iter().enumerate() {
+        let wname = format!("encoder.{conv}.weight");
+        let bias = read(&format!("encoder.{conv}.bias"));
+        model.tensor_mut(&wname).unwrap().copy_from_slice(&read(&wname));
+        // BN in eval mode with mean 0, var 1 − ε, γ 1: y = x + β, so β carries the folded bias.
+        model.tensor_mut(&format!("encoder.{bn}.bias")).unwrap().copy_from_slice(&bias);
+        let rv = model.tensor_mut(&format!("encoder.{bn}.running_var")).unwrap();
+        rv.iter_mut().for_each(|v| *v = 1.0 - 1e-5);
+        assert!(i < 4);
+    }
+    for name in ["encoder.out.weight", "encoder.out.bias"] {
+        model.tensor_mut(name).unwrap().copy_from_slice(&read(name));
+    }
+    let enc = &model.encoder;
+    let mut acts = enc.alloc(1, false).unwrap();
+    for (i, (image, want)) in committed.chunks_exact(edge::IMAGE_LEN).zip(&expected::EDGE_Y).enumerate() {
+        let mut y = [0f32; edge::Y_DIM];
+        edge::encode(image, &mut scratch, &mut y).unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (&g, &c) in y.iter().zip(want) {
+            assert!((g - c).abs() <= 1e-5 * scale, "image {i}: host {g}, committed {c} (regenerate the fixture?)");
+        }
+        let x: Vec<f32> = image.iter().map(|&p| infomax::infer::normalize(p)).collect();
+        enc.forward(&model.params, &mut model.buffers, &x, &mut acts, Mode::Eval).unwrap();
+        for (&g, &t) in y.iter().zip(enc.y(&acts)) {
+            assert!((g - t).abs() <= 1e-5 * scale, "image {i}: inference {g}, training path {t}");
+        }
+    }
 }

@@ -649,3 +649,67 @@ fn fuzz_seed_models_are_current() {
         }
     }
 }
+
+/// Loads a shipped, BN-folded file into the training model of `preset`:
+/// each folded weight goes to its conv/linear, each folded bias to the
+/// following BN's β, with identity statistics (γ 1, mean 0, var 1 − ε), so
+/// the training path's eval forward computes exactly the folded network.
+fn dim_from_folded(bytes: &[u8], preset: &str) -> Dim {
+    let w = Weights::<32>::parse(bytes).unwrap();
+    let read = |name: &str| {
+        let t = w.tensor(name).unwrap_or_else(|| panic!("{name} missing"));
+        let mut v = vec![0f32; t.shape().iter().product()];
+        t.read_f32(0, &mut v).unwrap();
+        v
+    };
+    let mut model = Dim::new(DimConfig::new(preset).mi_units(8)).unwrap();
+    let names: Vec<String> = model.table.entries().iter().map(|e| e.name.clone()).collect();
+    let mut layer: Option<String> = None;
+    for name in names.iter().filter(|n| n.starts_with("encoder.")) {
+        let module = name.trim_end_matches(".weight").trim_end_matches(".bias").to_string();
+        if module.starts_with("encoder.bn") {
+            if name.ends_with(".bias") {
+                let l = layer.as_ref().unwrap();
+                model.tensor_mut(name).unwrap().copy_from_slice(&read(&format!("{l}.bias")));
+                let rv = model.tensor_mut(&format!("{module}.running_var")).unwrap();
+                rv.iter_mut().for_each(|v| *v = 1.0 - 1e-5);
+            }
+        } else {
+            model.tensor_mut(name).unwrap().copy_from_slice(&read(name));
+            layer = Some(module);
+        }
+    }
+    model
+}
+
+#[test]
+fn parity_on_the_shipped_weights() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let test =
+        infomax::data::load_mnist_dir(root.join("data/fashion-mnist-subset"), infomax::data::Split::Test).unwrap();
+    let n = 16;
+    let x: Vec<f32> = test.images[..n * 784].iter().map(|&p| infomax::infer::normalize(p)).collect();
+    let mut checked = 0;
+    for (file, preset) in [("dim-fmnist-edge.safetensors", "edge"), ("dim-fmnist-conv28.safetensors", "conv28")] {
+        let Ok(bytes) = std::fs::read(root.join("weights").join(file)) else { continue };
+        let mut model = dim_from_folded(&bytes, preset);
+        let want = reference(&mut model, &x, n);
+        // The file as shipped: the same (rounded) weights on both sides, so
+        // only the arithmetic differs and the f32 tolerance applies.
+        let got = infer(&bytes, &x, n);
+        let e = scaled_err(&got.0, &want.0);
+        eprintln!("{file} as shipped: Y error {e:.1e}");
+        assert!(e <= TOL_F32, "{file}: Y error {e:e}");
+        // Re-exported in each dtype from those weights.
+        for (dtype, tol) in [(ExportDtype::F32, TOL_F32), (ExportDtype::F16, TOL_F16), (ExportDtype::BF16, TOL_BF16)] {
+            let got = infer(&to_bytes(&model, dtype, true, &[]).unwrap(), &x, n);
+            for (what, g, w) in [("Y", &got.0, &want.0), ("local", &got.1, &want.1)] {
+                let e = scaled_err(g, w);
+                eprintln!("{file} {dtype:?}: {what} error {e:.1e}");
+                assert!(e <= tol, "{file} {dtype:?}: {what} error {e:e}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "no shipped weights found under weights/");
+}

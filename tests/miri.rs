@@ -106,3 +106,19 @@ fn gemm_writes_only_inside_a_strided_output_view() {
         }
     }
 }
+
+#[test]
+fn dot_matches_exact_small_integer_sums() {
+    // The dispatched dot product (AVX2+FMA when the CPU has it, which Miri
+    // runs with `-C target-feature=+avx2,+fma`): lengths around the 16-lane
+    // blocks, exact in f32 and f64 because every term is a small integer.
+    for len in [0usize, 1, 15, 16, 17, 33, 64] {
+        let a: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..len).map(|i| (i % 5) as f32 - 2.0).collect();
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert_eq!(infomax::kernels::dot(&a, &b), want, "f32 len {len}");
+        let (a64, b64): (Vec<f64>, Vec<f64>) =
+            (a.iter().map(|&v| f64::from(v)).collect(), b.iter().map(|&v| f64::from(v)).collect());
+        assert_eq!(infomax::kernels::dot(&a64, &b64), f64::from(want), "f64 len {len}");
+    }
+}

@@ -93,6 +93,20 @@ proptest! {
     }
 
     #[test]
+    fn dot_matches_naive(len in 0usize..=300, extra in 0usize..3, seed in any::<u64>()) {
+        // The inference path's batch-1 linear layers: one dot per output.
+        let mut rng = Rng(seed);
+        let a = rng.vec_f32(len + extra);
+        let b = rng.vec_f32(len);
+        let want: f64 = a.iter().zip(&b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+        let norm: f64 = a.iter().zip(&b).map(|(&x, &y)| (f64::from(x) * f64::from(y)).abs()).sum();
+        let got = f64::from(k::dot(&a, &b));
+        prop_assert!((got - want).abs() <= 1e-6 * norm.max(1e-30) + 1e-30, "{} vs {}", got, want);
+        let (a64, b64) = (to_f64(&a), to_f64(&b));
+        prop_assert!((k::dot(&a64, &b64) - want).abs() <= 1e-12 * norm.max(1e-300));
+    }
+
+    #[test]
     fn linear_matches_naive(n in 1usize..=20, fin in 1usize..=80, fout in 1usize..=80, bias in any::<bool>(), seed in any::<u64>()) {
         let s = k::LinearShape::new(n, fin, fout);
         let mut rng = Rng(seed);

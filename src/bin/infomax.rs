@@ -367,7 +367,7 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
 /// allocation-free inference path from the exported bytes, and checks Y
 /// against the training path's eval-mode forward.
 fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainError> {
-    use infomax::infer::{Plan, Weights, normalize_into};
+    use infomax::infer::{Arch, Plan, Weights, normalize_into};
     let test = data.load(Split::Test)?;
     let reference = train::extract_features(model, &test, 500)?.y.1;
     let y_dim = model.encoder.cfg.y_dim;
@@ -379,7 +379,9 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainErr
         checkpoint::write_atomic(&path, &bytes)?;
         let bad = |e: infomax::infer::InferError| TrainError::Format { path: path.clone(), reason: e.to_string() };
         let weights = Weights::<32>::parse(&bytes).map_err(bad)?;
-        let plan = Plan::from_weights(&weights, 1).map_err(bad)?;
+        // A server-sized weight tile (1 Mi f32): each layer is one GEMM.
+        let arch = Arch::from_weights(&weights).map_err(bad)?;
+        let plan = Plan::with_weight_tile(&arch, 1, 1 << 20).map_err(bad)?;
         // The application's buffers, allocated once; `encode` itself allocates nothing.
         let mut scratch = vec![0f32; plan.scratch_len()];
         let mut input = vec![0f32; plan.input_len()];

@@ -20,10 +20,14 @@ use super::safetensors::{Dtype, Tensor, Weights};
 use crate::kernels::conv::{add_bias, im2col};
 use crate::kernels::linear::add_bias_rows;
 use crate::kernels::{Backend, Conv2dShape, ConvDims, MatMut, MatRef, MaxPoolShape};
-use crate::kernels::{gemm_with, max_pool_forward_values, relu_inplace};
+use crate::kernels::{dot, gemm_with, max_pool_forward_values, relu_inplace};
 
 /// Elements of one converted weight tile (16 KiB of f32).
 pub const WEIGHT_TILE: usize = 4096;
+
+/// Below this batch, linear layers run as one dot per (image, output):
+/// the blocked GEMM's 6-row tile would mostly multiply padding.
+const GEMV_MAX_BATCH: usize = 6;
 
 /// A feature tap besides Y.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,8 +145,17 @@ fn add(a: usize, b: usize) -> Result<usize, InferError> {
 }
 
 impl Plan {
-    /// Plans `arch` for `batch` images (≥ 1), checking every shape.
+    /// Plans `arch` for `batch` images (≥ 1), checking every shape, with
+    /// weight tiles of at most [`WEIGHT_TILE`] elements (microcontroller-sized).
     pub fn new(arch: &Arch, batch: usize) -> Result<Self, InferError> {
+        Self::with_weight_tile(arch, batch, WEIGHT_TILE)
+    }
+
+    /// [`Plan::new`] with weight tiles of up to `weight_tile` elements.
+    /// Larger tiles cost scratch (`weight_tile` f32) and buy speed: each
+    /// tile is one GEMM, so a tile holding a whole layer packs its input
+    /// once. On a server, `1 << 20` holds every layer of the presets.
+    pub fn with_weight_tile(arch: &Arch, batch: usize, weight_tile: usize) -> Result<Self, InferError> {
         let bad = |reason| InferError::InvalidConfig { reason };
         if batch == 0 {
             return Err(bad("batch must be at least 1"));
@@ -204,7 +217,7 @@ impl Plan {
                 }
             }
             st.out_len = mul(mul(cur[0], cur[1])?, cur[2])?;
-            st.tile_rows = (WEIGHT_TILE / st.k).clamp(1, st.rows);
+            st.tile_rows = (weight_tile / st.k).clamp(1, st.rows);
             in_len = st.out_len;
             steps[i] = st;
         }
@@ -458,6 +471,15 @@ impl Plan {
                     let t = st.tile_rows.min(st.rows - o0);
                     let tw = &mut tile[..t * st.k];
                     wt.read_f32(o0 * st.k, tw).map_err(shape_err)?;
+                    if n < GEMV_MAX_BATCH {
+                        // A few images: one dot per (image, output), no padding.
+                        for (x, y) in src.chunks_exact(st.k).zip(dst.chunks_exact_mut(st.rows)) {
+                            for (o, w) in y[o0..o0 + t].iter_mut().zip(tw.chunks_exact(st.k)) {
+                                *o = dot(w, x);
+                            }
+                        }
+                        continue;
+                    }
                     let wm = MatRef::row_major(&*tw, t, st.k)?.t();
                     let cm = MatMut::new(&mut dst[o0..], n, t, st.rows, 1)?;
                     gemm_with(Backend::Blocked, cm, xm, wm, false)?;

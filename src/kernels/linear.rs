@@ -102,3 +102,66 @@ pub fn linear_backward<T: Float>(
     }
     Ok(())
 }
+
+/// Lanes of independent partial sums in [`dot`]: two AVX2 vectors, so the
+/// loop vectorises without reassociating a single running sum.
+const DOT_LANES: usize = 16;
+
+/// `Σ a[i]·b[i]` over the common length, with [`DOT_LANES`] partial sums
+/// added pairwise at the end (a fixed order: the result does not depend on
+/// the machine, only the rounding of FMA versus multiply-add does). The
+/// matrix–vector product of batch-1 inference is a dot per output, which a
+/// GEMM tile would pad 6× in rows and 16× in columns.
+pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the running CPU supports AVX2 and FMA (checked just
+            // above), which is all `dot_avx2_fma` requires.
+            return unsafe { dot_avx2_fma(a, b) };
+        }
+    }
+    #[cfg(target_feature = "fma")]
+    {
+        dot_impl::<T, true>(a, b)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        dot_impl::<T, false>(a, b)
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2_fma<T: Float>(a: &[T], b: &[T]) -> T {
+    dot_impl::<T, true>(a, b)
+}
+
+#[inline(always)]
+fn dot_impl<T: Float, const FMA: bool>(a: &[T], b: &[T]) -> T {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
+    let mut acc = [T::ZERO; DOT_LANES];
+    let mut ac = a.chunks_exact(DOT_LANES);
+    let mut bc = b.chunks_exact(DOT_LANES);
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        let (Ok(x), Ok(y)) = (<&[T; DOT_LANES]>::try_from(x), <&[T; DOT_LANES]>::try_from(y)) else {
+            continue;
+        };
+        for j in 0..DOT_LANES {
+            acc[j] = if FMA { x[j].mul_add(y[j], acc[j]) } else { x[j] * y[j] + acc[j] };
+        }
+    }
+    for (j, (&x, &y)) in ac.remainder().iter().zip(bc.remainder()).enumerate() {
+        acc[j] = if FMA { x.mul_add(y, acc[j]) } else { x * y + acc[j] };
+    }
+    let mut w = DOT_LANES;
+    while w > 1 {
+        w /= 2;
+        for j in 0..w {
+            let hi = acc[j + w];
+            acc[j] += hi;
+        }
+    }
+    acc[0]
+}
