@@ -122,3 +122,27 @@ fn dot_matches_exact_small_integer_sums() {
         assert_eq!(infomax::kernels::dot(&a64, &b64), f64::from(want), "f64 len {len}");
     }
 }
+
+#[test]
+fn no_alloc_reader_parses_and_reads_a_small_file() {
+    // The zero-allocation safetensors reader on a hand-made file (so Miri
+    // checks its byte handling): one F32 tensor, one F16 tensor, metadata.
+    let header = r#"{"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[1],"data_offsets":[8,10]}}"#;
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&1.5f32.to_le_bytes());
+    file.extend_from_slice(&(-2.0f32).to_le_bytes());
+    file.extend_from_slice(&0x3C00u16.to_le_bytes()); // 1.0 in f16
+    let w = infomax::infer::Weights::<4>::parse(&file).unwrap();
+    let mut a = [0f32; 2];
+    w.tensor("a").unwrap().read_f32(0, &mut a).unwrap();
+    assert_eq!(a, [1.5, -2.0]);
+    let mut b = [0f32; 1];
+    w.tensor("b").unwrap().read_f32(0, &mut b).unwrap();
+    assert_eq!(b, [1.0]);
+    assert!(w.metadata("k").is_some());
+    // Truncations of a valid file are typed errors, never out-of-bounds reads.
+    for cut in 0..file.len() {
+        assert!(infomax::infer::Weights::<4>::parse(&file[..cut]).is_err(), "cut {cut}");
+    }
+}
