@@ -39,40 +39,47 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max) / scale
 }
 
+/// The fixture's conv28-shaped encoder, from its width metadata.
+fn fixture_encoder(f: &Fixture) -> EncoderConfig {
+    let conv = |out| Layer::Conv { out, kernel: 5, stride: 2, padding: 2, bn: true, relu: true, pool: false };
+    EncoderConfig {
+        input: [1, 28, 28],
+        layers: vec![
+            conv(meta_usize(f, "conv1_out")),
+            conv(meta_usize(f, "conv2_out")),
+            Layer::Linear { out: meta_usize(f, "fc_out"), bn: true, relu: true },
+        ],
+        local_layer: 1,
+        y_dim: meta_usize(f, "y_dim"),
+    }
+}
+
+/// Checks the model has the fixture's tensors under the same names in the
+/// same order, and copies their values (parameters and BN buffers) in.
+fn load_fixture_params(model: &mut Dim, f: &Fixture) {
+    let names: Vec<String> = f.meta["param_names"].split(',').map(str::to_owned).collect();
+    let ours: Vec<String> = model.table.entries().iter().map(|e| e.name.clone()).collect();
+    assert_eq!(ours, names, "parameter table differs from the PyTorch state_dict");
+    let all: Vec<String> =
+        model.table.entries().iter().chain(model.buffer_table.entries()).map(|e| e.name.clone()).collect();
+    for name in all {
+        model.tensor_mut(&name).unwrap().copy_from_slice(&f.t[&name]);
+    }
+}
+
 fn run(name: &str, est: Estimator) {
     run_with(name, est, 0.0);
 }
 
 fn run_with(name: &str, est: Estimator, alpha: f64) {
     let f = load(name);
-    let (c1, c2, fc, d, n) = (
-        meta_usize(&f, "conv1_out"),
-        meta_usize(&f, "conv2_out"),
-        meta_usize(&f, "fc_out"),
-        meta_usize(&f, "mi_units"),
-        meta_usize(&f, "batch"),
-    );
-    let conv = |out| Layer::Conv { out, kernel: 5, stride: 2, padding: 2, bn: true, relu: true, pool: false };
-    let enc = EncoderConfig {
-        input: [1, 28, 28],
-        layers: vec![conv(c1), conv(c2), Layer::Linear { out: fc, bn: true, relu: true }],
-        local_layer: 1,
-        y_dim: meta_usize(&f, "y_dim"),
-    };
+    let (d, n) = (meta_usize(&f, "mi_units"), meta_usize(&f, "batch"));
+    let enc = fixture_encoder(&f);
     let mut cfg = DimConfig::new("conv28").mi_units(d).estimator(est).weights(alpha, 1.0, 0.0);
     cfg.encoder = EncoderSpec::Custom(enc);
     let mut model = Dim::new(cfg).unwrap();
 
-    // The same tensors, under the same names, in the same order.
-    let names: Vec<String> = f.meta["param_names"].split(',').map(str::to_owned).collect();
-    let ours: Vec<String> = model.table.entries().iter().map(|e| e.name.clone()).collect();
-    assert_eq!(ours, names, "parameter table differs from the PyTorch state_dict");
-    for e in model.table.entries().to_vec() {
-        model.tensor_mut(&e.name).unwrap().copy_from_slice(&f.t[&e.name]);
-    }
-    for e in model.buffer_table.entries().to_vec() {
-        model.tensor_mut(&e.name).unwrap().copy_from_slice(&f.t[&e.name]);
-    }
+    load_fixture_params(&mut model, &f);
 
     let mut ws = model.workspace(n).unwrap();
     let stats = model.forward_backward(&f.t["x"], &mut ws).unwrap();
@@ -169,33 +176,13 @@ fn dim_step_global_nce_matches_pytorch() {
 /// pairing drawn by our RNG for (seed, step) and ported to the script.
 fn run_concat(name: &str, est: Estimator) {
     let f = load(name);
-    let (c1, c2, fc, h, n) = (
-        meta_usize(&f, "conv1_out"),
-        meta_usize(&f, "conv2_out"),
-        meta_usize(&f, "fc_out"),
-        meta_usize(&f, "hidden"),
-        meta_usize(&f, "batch"),
-    );
-    let conv = |out| Layer::Conv { out, kernel: 5, stride: 2, padding: 2, bn: true, relu: true, pool: false };
-    let enc = EncoderConfig {
-        input: [1, 28, 28],
-        layers: vec![conv(c1), conv(c2), Layer::Linear { out: fc, bn: true, relu: true }],
-        local_layer: 1,
-        y_dim: meta_usize(&f, "y_dim"),
-    };
+    let (h, n) = (meta_usize(&f, "hidden"), meta_usize(&f, "batch"));
+    let enc = fixture_encoder(&f);
     let mut cfg =
         DimConfig::new("conv28").mi_units(h).estimator(est).head(HeadKind::Concat).seed(meta_usize(&f, "seed") as u64);
     cfg.encoder = EncoderSpec::Custom(enc);
     let mut model = Dim::new(cfg).unwrap();
-    let names: Vec<String> = f.meta["param_names"].split(',').map(str::to_owned).collect();
-    let ours: Vec<String> = model.table.entries().iter().map(|e| e.name.clone()).collect();
-    assert_eq!(ours, names, "parameter table differs from the PyTorch state_dict");
-    for e in model.table.entries().to_vec() {
-        model.tensor_mut(&e.name).unwrap().copy_from_slice(&f.t[&e.name]);
-    }
-    for e in model.buffer_table.entries().to_vec() {
-        model.tensor_mut(&e.name).unwrap().copy_from_slice(&f.t[&e.name]);
-    }
+    load_fixture_params(&mut model, &f);
     let mut ws = model.workspace(n).unwrap();
     ws.set_step(meta_usize(&f, "step") as u64);
     let stats = model.forward_backward(&f.t["x"], &mut ws).unwrap();

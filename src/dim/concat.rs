@@ -66,6 +66,10 @@ pub(crate) struct ConcatActs {
     db: Vec<f32>,
     dw_l: Vec<f32>,
     dw_y: Vec<f32>,
+    /// `dB · W1_y`, added into the caller's `d_y`.
+    dy: Vec<f32>,
+    /// π⁻¹.
+    inv: Vec<usize>,
 }
 
 impl ConcatHead {
@@ -105,6 +109,8 @@ impl ConcatHead {
             db: z(n * h),
             dw_l: z(h * self.c),
             dw_y: z(h * self.y_dim),
+            dy: z(n * self.y_dim),
+            inv: vec![0; n],
         })
     }
 
@@ -214,11 +220,11 @@ impl ConcatHead {
         relu_mask_par(&mut acts.dh1, &acts.h1);
 
         // Layer 1: dA[j,p] = dZ⁺[j,p] + dZ⁻[π⁻¹(j),p]; dB[i] = Σ_p dZ⁺[i,p] + dZ⁻[i,p].
-        let mut inv = vec![0usize; n];
         for (i, &j) in acts.perm.iter().enumerate() {
-            inv[j] = i;
+            acts.inv[j] = i;
         }
         {
+            let inv = &acts.inv;
             let (dpos, dneg) = acts.dh1.split_at(np * h);
             acts.da.par_chunks_mut(p * h).enumerate().for_each(|(j, img)| {
                 let i = inv[j];
@@ -244,9 +250,8 @@ impl ConcatHead {
         par::par_gemm(d_local, dam, w1_l, false)?;
         par::par_gemm(&mut acts.dw_l, dam.t(), lm, false)?;
         par::par_gemm(&mut acts.dw_y, dbm.t(), ym, false)?;
-        let mut dy_add = vec![0f32; n * yd];
-        par::par_gemm(&mut dy_add, dbm, w1_y, false)?;
-        for (d, &v) in d_y.iter_mut().zip(&dy_add) {
+        par::par_gemm(&mut acts.dy, dbm, w1_y, false)?;
+        for (d, &v) in d_y.iter_mut().zip(&acts.dy) {
             *d += v;
         }
         let gw1 = &mut grads[self.w1..self.w1 + h * fan1];
