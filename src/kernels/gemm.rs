@@ -215,37 +215,72 @@ fn fill<T: Copy>(c: MatMut<'_, T>, v: T) {
 
 #[cfg(feature = "train")]
 fn gemm_crate<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
+    use core::any::TypeId;
     // Strides as isize: views were validated, so every offset fits in the
     // slice and therefore in isize.
     let s = |v: usize| v as isize;
+    let (m, n, k) = (c.rows, c.cols, a.cols);
+    let (cp, ap, bp) = (c.data.as_mut_ptr(), a.data.as_ptr(), b.data.as_ptr());
+    let par = gemm_common::Parallelism::None;
     // SAFETY: `gemm_with` checked the shapes chain; `MatRef::new` and
     // `MatMut::new` checked that every element (i, j) of each view lies inside
     // its slice, and that C's elements are pairwise distinct. C is borrowed
-    // mutably and A, B immutably, so C cannot overlap them. The gemm crate
-    // reads `m·k` and `k·n` elements and writes `m·n` at exactly those offsets,
-    // and supports f32 and f64 (the only `Float` types).
-    unsafe {
-        gemm::gemm(
-            c.rows,
-            c.cols,
-            a.cols,
-            c.data.as_mut_ptr(),
-            s(c.cs),
-            s(c.rs),
-            accumulate,
-            a.data.as_ptr(),
-            s(a.cs),
-            s(a.rs),
-            b.data.as_ptr(),
-            s(b.cs),
-            s(b.rs),
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    // mutably and A, B immutably, so C cannot overlap them. The gemm kernels
+    // read `m·k` and `k·n` elements and write `m·n` at exactly those offsets.
+    // The pointer casts are identity casts: each branch runs only when `T`
+    // is exactly that type.
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        unsafe {
+            gemm_f32::gemm::f32::get_gemm_fn()(
+                m,
+                n,
+                k,
+                cp.cast::<f32>(),
+                s(c.cs),
+                s(c.rs),
+                accumulate,
+                ap.cast::<f32>(),
+                s(a.cs),
+                s(a.rs),
+                bp.cast::<f32>(),
+                s(b.cs),
+                s(b.rs),
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
+        // SAFETY: as above, with `T` exactly f64.
+        unsafe {
+            gemm_f64::gemm::f64::get_gemm_fn()(
+                m,
+                n,
+                k,
+                cp.cast::<f64>(),
+                s(c.cs),
+                s(c.rs),
+                accumulate,
+                ap.cast::<f64>(),
+                s(a.cs),
+                s(a.rs),
+                bp.cast::<f64>(),
+                s(b.cs),
+                s(b.rs),
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    } else {
+        // Another `Float` type (a user's impl) takes the portable kernel.
+        blocked(c, a, b, accumulate);
     }
 }
 
