@@ -257,7 +257,11 @@ fn check_grads_and_bn(name: &str, model: &Dim, f: &Fixture) -> f64 {
 
 /// Builds the fixture's model with `variant` applied, loads its tensors and
 /// runs one step at the fixture's (seed, step).
-fn run_variant(name: &str, est: Estimator, variant: impl Fn(DimConfig) -> DimConfig) -> (Fixture, Dim, infomax::dim::Workspace) {
+fn run_variant(
+    name: &str,
+    est: Estimator,
+    variant: impl Fn(DimConfig) -> DimConfig,
+) -> (Fixture, Dim, infomax::dim::Workspace) {
     let f = load(name);
     let (d, n) = (meta_usize(&f, "mi_units"), meta_usize(&f, "batch"));
     let mut cfg = DimConfig::new("conv28").mi_units(d).estimator(est).seed(meta_usize(&f, "seed") as u64);
@@ -317,8 +321,7 @@ fn occlusion_step_nce_matches_pytorch() {
 /// Multiple globals (spec §7.1): 25 globals from the 7×7 local map, the
 /// N×25×N×49 score tensor through each estimator.
 fn run_multi(name: &str, est: Estimator, samples: Option<usize>) {
-    let (f, model, ws) =
-        run_variant(name, est, |c| c.multi_globals(MultiGlobal { channels: None, samples }));
+    let (f, model, ws) = run_variant(name, est, |c| c.multi_globals(MultiGlobal { channels: None, samples }));
     assert_eq!(model.globals(), 25);
     match samples {
         Some(s) => {
@@ -354,11 +357,11 @@ fn multi_global_one_sample_step_nce_matches_pytorch() {
     run_multi("multi_sample_step_nce", Estimator::Nce, Some(1));
 }
 
-/// Occlusion, multiple globals (3 sampled per image) and global DIM in one
-/// model, a combination no fixture covers: the step's gradient against
+/// Occlusion, multiple globals (3 sampled per image), global DIM and the
+/// prior in one model, a combination no fixture covers: the step's gradient against
 /// central differences of the step's loss, in f32, for the largest-gradient
 /// entry of tensors on every path (clean and occluded encoder passes, the
-/// global conv stack, both heads, global DIM).
+/// global conv stack, both heads, global DIM, the prior's encoder loss).
 #[test]
 fn combined_variants_gradient_matches_finite_differences() {
     let conv = |out| Layer::Conv { out, kernel: 5, stride: 2, padding: 2, bn: true, relu: true, pool: false };
@@ -371,7 +374,7 @@ fn combined_variants_gradient_matches_finite_differences() {
     let mut cfg = DimConfig::new("conv28")
         .mi_units(16)
         .estimator(Estimator::Nce)
-        .weights(0.5, 1.0, 0.0)
+        .weights(0.5, 1.0, 0.1)
         .seed(3)
         .occlusion(10)
         .multi_globals(MultiGlobal { channels: Some(6), samples: Some(3) });
@@ -395,8 +398,7 @@ fn combined_variants_gradient_matches_finite_differences() {
         "global_dim.out.weight",
     ] {
         let r = model.table.get(name).unwrap().range();
-        let (i, &g) =
-            grads[r.clone()].iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
+        let (i, &g) = grads[r.clone()].iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
         let idx = r.start + i;
         let h = 2e-3f32;
         let orig = model.params[idx];
@@ -411,4 +413,13 @@ fn combined_variants_gradient_matches_finite_differences() {
         assert!(err < 3e-2, "{name}[{i}]: analytic {g} vs finite difference {num}");
     }
     eprintln!("combined variants: worst finite-difference rel err {worst:.2e}");
+
+    // Occlusion with the concat head: the head scores the occluded pass's Y.
+    let mut cfg = DimConfig::new("conv28").mi_units(16).head(HeadKind::Concat).seed(3).occlusion(10);
+    cfg.encoder = model.cfg.encoder.clone();
+    let mut concat = Dim::new(cfg).unwrap();
+    let mut ws = concat.workspace(4).unwrap();
+    let stats = concat.forward_backward(&x, &mut ws).unwrap();
+    assert!(stats.loss.is_finite() && concat.grads.iter().all(|g| g.is_finite()));
+    assert!(concat.grad("encoder.out.weight").unwrap().iter().any(|&g| g != 0.0));
 }

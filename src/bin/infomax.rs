@@ -329,8 +329,7 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
                 EstimatorArg::Dv => Estimator::Dv,
             };
             let budget_given = args.epochs.is_some() || args.minutes.is_some() || args.steps.is_some();
-            if args.globals == GlobalsArg::Single && (args.global_channels.is_some() || args.global_samples.is_some())
-            {
+            if args.globals == GlobalsArg::Single && (args.global_channels.is_some() || args.global_samples.is_some()) {
                 return Err(TrainError::Config("--global-channels and --global-samples need --globals multi".into()));
             }
             let mut model = DimConfig::new(&args.encoder)

@@ -130,7 +130,13 @@ impl Dim {
         let local_head = dot.then(|| MiHead::new(&mut table, &mut buffer_table, "local_head", c, d));
         let concat = (!dot).then(|| ConcatHead::new(&mut table, c, enc_cfg.y_dim, d));
         let multi = cfg.globals.map(|g| {
-            MultiGlobalNet::new(&mut table, &mut buffer_table, encoder.local_shape(), g.channels.unwrap_or(c), g.samples)
+            MultiGlobalNet::new(
+                &mut table,
+                &mut buffer_table,
+                encoder.local_shape(),
+                g.channels.unwrap_or(c),
+                g.samples,
+            )
         });
         let global_in = multi.as_ref().map_or(enc_cfg.y_dim, |m| m.c_out);
         let global_head =
@@ -232,8 +238,9 @@ impl Dim {
         let [c, h, w] = self.encoder.local_shape();
         let p = h * w;
         let d = self.cfg.mi_units;
-        let Self { encoder, local_head, concat, multi, global_head, global, prior, params, grads, buffers, cfg, .. } =
-            self;
+        let Self {
+            encoder, local_head, concat, multi, global_head, global, prior, params, grads, buffers, cfg, ..
+        } = self;
         let Workspace {
             step,
             enc,
