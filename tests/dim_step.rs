@@ -288,7 +288,7 @@ fn run_variant(
 /// encoder passes summed; the fixture also holds each pass's share.
 fn run_occlude(name: &str, est: Estimator) {
     let (f, model, ws) = run_variant(name, est, |c| c.occlusion(14));
-    let (x_occ, squares) = model.occlusion(&ws).unwrap();
+    let (x_occ, squares) = (model.occluded_input(&ws).unwrap(), model.occlusion_squares(&ws).unwrap());
     let sq: Vec<f32> = squares.iter().flat_map(|&(r, c)| [r as f32, c as f32]).collect();
     assert_eq!(sq, f.t["squares"], "{name}: occlusion squares");
     assert_eq!(x_occ, &f.t["x_occ"][..], "{name}: occluded input");

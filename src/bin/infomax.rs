@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a DIM encoder (and evaluate it unless --no-eval).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint with the paper's protocol.
     Eval(EvalArgs),
     /// Write a dataset's features (conv, fc, Y) to a safetensors file.
@@ -569,7 +569,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Train(a) => train_cmd(a, cli.quiet),
+        Command::Train(a) => train_cmd(*a, cli.quiet),
         Command::Eval(a) => eval_cmd(a, cli.quiet),
         Command::Embed(a) => embed_cmd(a),
         Command::Export(a) => export_cmd(a),

@@ -440,10 +440,15 @@ impl Dim {
         ws.occ.as_ref().map_or(&ws.enc, |o| &o.enc)
     }
 
-    /// The occluded input of the last forward and each image's square
-    /// (top-left row, column); `None` without occlusion.
-    pub fn occlusion<'a>(&self, ws: &'a Workspace) -> Option<(&'a [f32], &'a [(usize, usize)])> {
-        ws.occ.as_ref().map(|o| (o.x.as_slice(), o.squares.as_slice()))
+    /// The occluded input of the last forward; `None` without occlusion.
+    pub fn occluded_input<'a>(&self, ws: &'a Workspace) -> Option<&'a [f32]> {
+        ws.occ.as_ref().map(|o| o.x.as_slice())
+    }
+
+    /// Each image's occluded square in the last forward (top-left row,
+    /// column); `None` without occlusion.
+    pub fn occlusion_squares<'a>(&self, ws: &'a Workspace) -> Option<&'a [(usize, usize)]> {
+        ws.occ.as_ref().map(|o| o.squares.as_slice())
     }
 
     /// The globals scored in the last forward, as rows `i·K + k` of the
