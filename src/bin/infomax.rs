@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use infomax::data::Split;
-use infomax::dim::{Dim, DimConfig, Estimator, HeadKind};
+use infomax::dim::{Dim, DimConfig, Estimator, HeadKind, MultiGlobal, Occlusion};
 use infomax::eval::EvalConfig;
 use infomax::io::{ExportDtype, export};
 use infomax::train::evaluate::{Report, evaluate_encoder, evaluate_pixels, format_table};
@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a DIM encoder (and evaluate it unless --no-eval).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint with the paper's protocol.
     Eval(EvalArgs),
     /// Write a dataset's features (conv, fc, Y) to a safetensors file.
@@ -84,6 +84,15 @@ enum HeadArg {
     Dot,
     /// Concat-and-convolve (spec §4.2): one permuted negative per location.
     Concat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GlobalsArg {
+    /// One global vector per image: Y (the paper's main setting).
+    Single,
+    /// K global vectors per image from a 3×3-conv → 1×1-conv stack over the local map (spec §7.1):
+    /// 25 from a 7×7 map, each summarising a 3×3 block and scored against every local vector.
+    Multi,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -155,6 +164,25 @@ struct TrainArgs {
     /// Weight γ of adversarial prior matching (0: off; the paper uses 0.1).
     #[arg(long, default_value_t = 0.0)]
     gamma: f64,
+    /// Occlusion (spec §7.2): compute Y from a copy of each image with a random SIZE×SIZE square
+    /// blanked (redrawn every step), the local features from the clean image, so Y must predict
+    /// what it cannot see. Half the image side is a good start (14 for 28×28). Costs a second
+    /// encoder pass per step.
+    #[arg(long, value_name = "SIZE")]
+    occlude: Option<usize>,
+    /// Value written into the occluded square, in normalised [−1, 1] units (0 = mid-grey).
+    #[arg(long, value_name = "VALUE", default_value_t = 0.0, allow_negative_numbers = true)]
+    occlude_fill: f32,
+    /// Global vectors: `single` (Y) or `multi` (K globals from the local map, spec §7.1).
+    #[arg(long, value_enum, default_value = "single")]
+    globals: GlobalsArg,
+    /// With `--globals multi`: channels of the globals' two convs (default: the local map's).
+    #[arg(long, value_name = "C")]
+    global_channels: Option<usize>,
+    /// With `--globals multi`: score only S of the K globals per image each step, drawn at
+    /// random (1 = the paper's "one 3×3 block of the local map"; default: all K).
+    #[arg(long, value_name = "S")]
+    global_samples: Option<usize>,
     /// Images per step.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -301,16 +329,23 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
                 EstimatorArg::Dv => Estimator::Dv,
             };
             let budget_given = args.epochs.is_some() || args.minutes.is_some() || args.steps.is_some();
+            if args.globals == GlobalsArg::Single && (args.global_channels.is_some() || args.global_samples.is_some()) {
+                return Err(TrainError::Config("--global-channels and --global-samples need --globals multi".into()));
+            }
+            let mut model = DimConfig::new(&args.encoder)
+                .mi_units(args.mi_units)
+                .estimator(estimator)
+                .head(match args.head {
+                    HeadArg::Dot => HeadKind::Dot,
+                    HeadArg::Concat => HeadKind::Concat,
+                })
+                .weights(args.alpha, args.beta, args.gamma)
+                .seed(args.seed);
+            model.occlusion = args.occlude.map(|size| Occlusion { size, fill: args.occlude_fill });
+            model.globals = (args.globals == GlobalsArg::Multi)
+                .then_some(MultiGlobal { channels: args.global_channels, samples: args.global_samples });
             TrainConfig {
-                model: DimConfig::new(&args.encoder)
-                    .mi_units(args.mi_units)
-                    .estimator(estimator)
-                    .head(match args.head {
-                        HeadArg::Dot => HeadKind::Dot,
-                        HeadArg::Concat => HeadKind::Concat,
-                    })
-                    .weights(args.alpha, args.beta, args.gamma)
-                    .seed(args.seed),
+                model,
                 data: data_config(&args.data),
                 batch_size: args.batch_size,
                 epochs: if budget_given { args.epochs } else { Some(3) },
@@ -331,8 +366,18 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
         (None, false) => Start::Fresh,
     };
     if !quiet {
+        let mut variants = String::new();
+        if let Some(o) = &cfg.model.occlusion {
+            variants += &format!(", occlusion {}×{}", o.size, o.size);
+        }
+        if let Some(g) = &cfg.model.globals {
+            variants += &match g.samples {
+                Some(s) => format!(", multiple globals ({s} sampled per image)"),
+                None => ", multiple globals".into(),
+            };
+        }
         eprintln!(
-            "training {} (D={}, {:?}) on {} with batch {} -> {}",
+            "training {} (D={}, {:?}{variants}) on {} with batch {} -> {}",
             match &cfg.model.encoder {
                 infomax::dim::EncoderSpec::Preset(p) => p.clone(),
                 infomax::dim::EncoderSpec::Custom(_) => "custom encoder".into(),
@@ -524,7 +569,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Train(a) => train_cmd(a, cli.quiet),
+        Command::Train(a) => train_cmd(*a, cli.quiet),
         Command::Eval(a) => eval_cmd(a, cli.quiet),
         Command::Embed(a) => embed_cmd(a),
         Command::Export(a) => export_cmd(a),

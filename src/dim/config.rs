@@ -251,6 +251,41 @@ impl EncoderSpec {
     }
 }
 
+/// Occlusion (spec §7.2): Y is computed from a copy of the input with one
+/// random axis-aligned square per image overwritten by `fill`, while the
+/// local features come from the clean input. The square is redrawn every
+/// step from `(seed, step)`, uniformly among the positions where it fits.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Occlusion {
+    /// Side of the square in pixels, `1..=min(height, width)` (half the
+    /// image side is a good start: 14 for 28×28).
+    pub size: usize,
+    /// Value written into the square, in normalised units. Default 0: the
+    /// middle of [−1, 1], i.e. mid-grey under the (x − 0.5)/0.5
+    /// normalisation; the model never sees the dataset's own mean.
+    #[serde(default)]
+    pub fill: f32,
+}
+
+/// Multiple globals (spec §7.1): K global vectors from a small conv stack
+/// over the local map (3×3 conv, no padding → BN → ReLU → 1×1 conv → BN →
+/// ReLU; K = (M − 2)² for an M×M map, 25 for conv28's 7×7), each embedded
+/// by the global MI head and scored against every local vector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiGlobal {
+    /// Channels of both convs (default: the local map's channels).
+    #[serde(default)]
+    pub channels: Option<usize>,
+    /// Globals scored per image per step, drawn uniformly with replacement
+    /// from `(seed, step)` after the MI head, as the reference's
+    /// `global_samples` (default: all K). `1` is the paper's "one 3×3 block
+    /// of the local map, picked at random".
+    #[serde(default)]
+    pub samples: Option<usize>,
+}
+
 fn default_mi_units() -> usize {
     2048
 }
@@ -291,9 +326,16 @@ pub struct DimConfig {
     /// Gradient-penalty weight λ of the prior discriminator.
     #[serde(default = "default_lambda")]
     pub prior_lambda: f64,
-    /// Seed for initialisation.
+    /// Seed for initialisation (and for the per-step draws of the concat
+    /// head, occlusion and global sampling).
     #[serde(default)]
     pub seed: u64,
+    /// Occlusion (spec §7.2); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occlusion: Option<Occlusion>,
+    /// Multiple globals (spec §7.1); one global (Y) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<MultiGlobal>,
 }
 
 impl DimConfig {
@@ -309,7 +351,22 @@ impl DimConfig {
             gamma: 0.0,
             prior_lambda: 1.0,
             seed: 0,
+            occlusion: None,
+            globals: None,
         }
+    }
+
+    /// Builder: occlude a `size`×`size` square (filled with 0) of the input
+    /// Y is computed from.
+    pub fn occlusion(mut self, size: usize) -> Self {
+        self.occlusion = Some(Occlusion { size, fill: 0.0 });
+        self
+    }
+
+    /// Builder: multiple globals.
+    pub fn multi_globals(mut self, g: MultiGlobal) -> Self {
+        self.globals = Some(g);
+        self
     }
 
     /// Builder: MI width.
@@ -361,6 +418,52 @@ impl DimConfig {
         if self.alpha == 0.0 && self.beta == 0.0 {
             return Err(Error::InvalidParameter { what: "alpha, beta", reason: "at least one MI term must be on" });
         }
+        if let Some(o) = &self.occlusion {
+            let [_, h, w] = enc.input;
+            if o.size == 0 || o.size > h.min(w) {
+                return Err(Error::InvalidParameter {
+                    what: "occlusion.size",
+                    reason: "must be between 1 and the image's smaller side",
+                });
+            }
+            if !o.fill.is_finite() {
+                return Err(Error::InvalidParameter { what: "occlusion.fill", reason: "must be finite" });
+            }
+        }
+        if let Some(g) = &self.globals {
+            self.globals_count(&enc)?;
+            if g.channels == Some(0) {
+                return Err(Error::InvalidParameter { what: "globals.channels", reason: "must be at least 1" });
+            }
+            if self.head != HeadKind::Dot {
+                return Err(Error::InvalidParameter {
+                    what: "globals",
+                    reason: "multiple globals need the dot head (the concat head scores Y)",
+                });
+            }
+        }
         Ok(enc)
+    }
+
+    /// Global vectors per image scored by local DIM: 1 without multiple
+    /// globals, else K = (M − 2)² or the configured sample count.
+    pub fn globals_count(&self, enc: &EncoderConfig) -> Result<usize> {
+        let Some(g) = &self.globals else { return Ok(1) };
+        let [_, h, w] = enc.shapes()?[enc.local_layer];
+        if h < 3 || w < 3 {
+            return Err(Error::InvalidParameter {
+                what: "globals",
+                reason: "the local map must be at least 3×3 (the first global conv is 3×3 without padding)",
+            });
+        }
+        let k = (h - 2) * (w - 2);
+        match g.samples {
+            None => Ok(k),
+            Some(s) if s >= 1 && s <= k => Ok(s),
+            Some(_) => Err(Error::InvalidParameter {
+                what: "globals.samples",
+                reason: "must be between 1 and the number of globals K = (M − 2)²",
+            }),
+        }
     }
 }

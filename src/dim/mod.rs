@@ -10,10 +10,12 @@ pub mod estimator;
 pub(crate) mod global;
 pub mod head;
 pub mod model;
+pub(crate) mod multi;
+pub(crate) mod occlusion;
 pub mod prior;
 
 pub use block::Mode;
-pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer};
+pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer, MultiGlobal, Occlusion};
 pub use encoder::{Encoder, EncoderActs};
 pub use estimator::{EstimatorStats, ScoreShape, estimate, estimate_pairs};
 pub use head::MiHead;

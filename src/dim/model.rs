@@ -3,13 +3,15 @@
 
 use rayon::prelude::*;
 
-use crate::dim::block::Mode;
+use crate::dim::block::{Mode, add_assign_par};
 use crate::dim::concat::{ConcatActs, ConcatHead};
 use crate::dim::config::{DimConfig, EncoderConfig, HeadKind};
 use crate::dim::encoder::{Encoder, EncoderActs};
 use crate::dim::estimator::{EstimatorStats, ScoreShape, estimate};
 use crate::dim::global::{GlobalActs, GlobalDim};
 use crate::dim::head::{HeadActs, MiHead};
+use crate::dim::multi::{MultiActs, MultiGlobalNet};
+use crate::dim::occlusion::OccActs;
 use crate::dim::prior::{Prior, PriorConfig, PriorStats};
 use crate::error::{Error, Result, check_len};
 use crate::kernels::{MatRef, par};
@@ -26,7 +28,10 @@ pub struct Dim {
     local_head: Option<MiHead>,
     /// Concat-and-convolve local head (`head = "concat"`).
     concat: Option<ConcatHead>,
-    /// `None` when Y is already D wide (the reference's `NopNet`).
+    /// Multiple globals' conv stack (`globals` set).
+    multi: Option<MultiGlobalNet>,
+    /// Embeds Y, or the multiple globals; `None` when its input is already
+    /// D wide (the reference's `NopNet`).
     global_head: Option<MiHead>,
     /// Global DIM (α > 0).
     global: Option<GlobalDim>,
@@ -49,7 +54,11 @@ pub struct Dim {
 pub struct Workspace {
     n: usize,
     step: u64,
+    /// The clean pass (every activation when occlusion is off).
     enc: EncoderActs,
+    /// The occluded pass (occlusion on).
+    occ: Option<OccActs>,
+    multi: Option<MultiActs>,
     local_rows: Vec<f32>,
     d_local_rows: Vec<f32>,
     d_local_map: Vec<f32>,
@@ -65,8 +74,9 @@ pub struct Workspace {
 
 impl Workspace {
     /// Sets the training step the next `forward_backward` belongs to: the
-    /// concat head draws its negative pairing from the seed and this step,
-    /// so a resumed run pairs exactly as an uninterrupted one.
+    /// concat head's negative pairing, the occlusion squares and the sampled
+    /// globals are drawn from the seed and this step, so a resumed run
+    /// draws exactly as an uninterrupted one.
     pub fn set_step(&mut self, step: u64) {
         self.step = step;
     }
@@ -86,7 +96,7 @@ pub struct StepStats {
 }
 
 /// NCHW `[n, c, p]` → rows `[(n, p), c]`.
-fn map_to_rows(map: &[f32], rows: &mut [f32], c: usize, p: usize) {
+pub(crate) fn map_to_rows(map: &[f32], rows: &mut [f32], c: usize, p: usize) {
     rows.par_chunks_mut(p * c).zip(map.par_chunks(c * p)).for_each(|(r, m)| {
         for ch in 0..c {
             for pi in 0..p {
@@ -97,7 +107,7 @@ fn map_to_rows(map: &[f32], rows: &mut [f32], c: usize, p: usize) {
 }
 
 /// Rows `[(n, p), c]` → NCHW `[n, c, p]`.
-fn rows_to_map(rows: &[f32], map: &mut [f32], c: usize, p: usize) {
+pub(crate) fn rows_to_map(rows: &[f32], map: &mut [f32], c: usize, p: usize) {
     map.par_chunks_mut(c * p).zip(rows.par_chunks(p * c)).for_each(|(m, r)| {
         for ch in 0..c {
             for pi in 0..p {
@@ -119,8 +129,18 @@ impl Dim {
         let dot = cfg.head == HeadKind::Dot;
         let local_head = dot.then(|| MiHead::new(&mut table, &mut buffer_table, "local_head", c, d));
         let concat = (!dot).then(|| ConcatHead::new(&mut table, c, enc_cfg.y_dim, d));
-        let global_head = (dot && enc_cfg.y_dim != d)
-            .then(|| MiHead::new(&mut table, &mut buffer_table, "global_head", enc_cfg.y_dim, d));
+        let multi = cfg.globals.map(|g| {
+            MultiGlobalNet::new(
+                &mut table,
+                &mut buffer_table,
+                encoder.local_shape(),
+                g.channels.unwrap_or(c),
+                g.samples,
+            )
+        });
+        let global_in = multi.as_ref().map_or(enc_cfg.y_dim, |m| m.c_out);
+        let global_head =
+            (dot && global_in != d).then(|| MiHead::new(&mut table, &mut buffer_table, "global_head", global_in, d));
         let global =
             if cfg.alpha > 0.0 { Some(GlobalDim::new(&enc_cfg, d, &mut table, &mut buffer_table)?) } else { None };
         let prior = if cfg.gamma > 0.0 {
@@ -139,6 +159,7 @@ impl Dim {
             encoder,
             local_head,
             concat,
+            multi,
             global_head,
             global,
             prior,
@@ -156,6 +177,16 @@ impl Dim {
         h * w
     }
 
+    /// Global vectors per image (K; 1 without multiple globals).
+    pub fn globals(&self) -> usize {
+        self.multi.as_ref().map_or(1, |m| m.k)
+    }
+
+    /// Global vectors per image scored each step (K, or the sample count).
+    pub fn scored_globals(&self) -> usize {
+        self.multi.as_ref().map_or(1, |m| m.scored)
+    }
+
     /// Allocates a training workspace for batch `n`.
     pub fn workspace(&self, n: usize) -> Result<Workspace> {
         if n < 2 {
@@ -165,19 +196,33 @@ impl Dim {
         let p = h * w;
         let d = self.cfg.mi_units;
         let dot = self.local_head.is_some();
+        let (k_all, ks) = (self.globals(), self.scored_globals());
+        let scores = if dot { crate::error::checked_product("DIM scores", &[n, ks, n, p])? } else { 0 };
+        let occ = match self.cfg.occlusion {
+            Some(_) => Some(OccActs::new(
+                n,
+                self.encoder.input_len(),
+                self.encoder.alloc(n, true)?,
+                self.buffers.len(),
+                self.encoder.cfg.y_dim,
+            )),
+            None => None,
+        };
         Ok(Workspace {
             n,
             step: 0,
             enc: self.encoder.alloc(n, true)?,
+            occ,
+            multi: self.multi.as_ref().map(|m| m.alloc(n, d)).transpose()?,
             local_rows: vec![0.0; n * p * c],
             d_local_rows: vec![0.0; n * p * c],
             d_local_map: vec![0.0; n * p * c],
             lh: self.local_head.as_ref().map(|h| h.alloc(n * p, true)),
             concat: self.concat.as_ref().map(|h| h.alloc(n, p)).transpose()?,
-            gh: self.global_head.as_ref().map(|g| g.alloc(n, true)),
-            scores: if dot { vec![0.0; n * n * p] } else { Vec::new() },
-            d_scores: if dot { vec![0.0; n * n * p] } else { Vec::new() },
-            d_g: vec![0.0; n * d],
+            gh: self.global_head.as_ref().map(|g| g.alloc(n * k_all, true)),
+            scores: vec![0.0; scores],
+            d_scores: vec![0.0; scores],
+            d_g: vec![0.0; n * ks * d],
             d_y: vec![0.0; n * self.encoder.cfg.y_dim],
             global: self.global.as_ref().map(|g| g.alloc(n)).transpose()?,
         })
@@ -185,90 +230,176 @@ impl Dim {
 
     /// One forward + backward pass on `x` (`[n, c, h, w]` in [−1, 1]):
     /// zeroes the gradients, then fills them. BN running statistics are
-    /// updated (train mode). The optimiser step is the caller's.
+    /// updated (train mode; with occlusion, by the clean pass only). The
+    /// optimiser step is the caller's.
     pub fn forward_backward(&mut self, x: &[f32], ws: &mut Workspace) -> Result<StepStats> {
         let n = ws.n;
         check_len("DIM input", n * self.encoder.input_len(), x.len())?;
         let [c, h, w] = self.encoder.local_shape();
         let p = h * w;
         let d = self.cfg.mi_units;
-        let Self { encoder, local_head, concat, global_head, global, prior, params, grads, buffers, cfg, .. } = self;
+        let Self {
+            encoder, local_head, concat, multi, global_head, global, prior, params, grads, buffers, cfg, ..
+        } = self;
+        let Workspace {
+            step,
+            enc,
+            occ,
+            multi: macts,
+            local_rows,
+            d_local_rows,
+            d_local_map,
+            lh,
+            concat: cacts,
+            gh,
+            scores,
+            d_scores,
+            d_g,
+            d_y,
+            global: gacts,
+            ..
+        } = ws;
+        let step = *step;
         grads.par_chunks_mut(1 << 16).for_each(|g| g.fill(0.0));
+        let ll = encoder.cfg.local_layer;
 
-        // Forward: encoder, local rows.
-        encoder.forward(params, buffers, x, &mut ws.enc, Mode::Train)?;
-        map_to_rows(encoder.block_out(&ws.enc, encoder.cfg.local_layer), &mut ws.local_rows, c, p);
+        // Forward: the occluded pass (running statistics restored after it),
+        // the clean pass, local rows.
+        if let (Some(o), Some(oc)) = (occ.as_mut(), cfg.occlusion.as_ref()) {
+            o.prepare(x, encoder.cfg.input, oc, cfg.seed, step)?;
+            o.saved.copy_from_slice(buffers);
+            encoder.forward(params, buffers, &o.x, &mut o.enc, Mode::Train)?;
+            buffers.copy_from_slice(&o.saved);
+        }
+        encoder.forward(params, buffers, x, enc, Mode::Train)?;
+        map_to_rows(encoder.block_out(enc, ll), local_rows, c, p);
+        // The pass the globals (Y, or the multiple globals) come from.
+        let src: &EncoderActs = match occ.as_ref() {
+            Some(o) => &o.enc,
+            None => enc,
+        };
         let beta = cfg.beta as f32;
-        let local = match (local_head.as_ref(), ws.lh.as_mut(), concat.as_ref(), ws.concat.as_mut()) {
-            (Some(lh), Some(lacts), _, _) => {
-                // Heads, then all N×N×P scores from one GEMM.
-                lh.forward(params, buffers, &ws.local_rows, lacts, Mode::Train)?;
-                let y = encoder.y(&ws.enc);
-                let g: &[f32] = match (global_head.as_ref(), ws.gh.as_mut()) {
-                    (Some(gh), Some(acts)) => {
-                        gh.forward(params, buffers, y, acts, Mode::Train)?;
-                        &acts.out
+        let local = match (local_head.as_ref(), lh.as_mut(), concat.as_ref(), cacts.as_mut()) {
+            (Some(lhd), Some(lacts), _, _) => {
+                // Heads, then all N·K×N·P scores from one GEMM.
+                lhd.forward(params, buffers, local_rows, lacts, Mode::Train)?;
+                let (g, ks): (&[f32], usize) = match (multi.as_ref(), macts.as_mut()) {
+                    (Some(mg), Some(ma)) => {
+                        mg.forward(params, buffers, encoder.block_out(src, ll), ma)?;
+                        let full: &[f32] = match (global_head.as_ref(), gh.as_mut()) {
+                            (Some(ghd), Some(acts)) => {
+                                ghd.forward(params, buffers, &ma.rows, acts, Mode::Train)?;
+                                &acts.out
+                            }
+                            _ => &ma.rows,
+                        };
+                        match ma.sample.as_mut() {
+                            Some(smp) => (smp.gather(full, mg.k, d, cfg.seed, step), mg.scored),
+                            None => (full, mg.k),
+                        }
                     }
-                    _ => y,
+                    _ => {
+                        let y = encoder.y(src);
+                        let g: &[f32] = match (global_head.as_ref(), gh.as_mut()) {
+                            (Some(ghd), Some(acts)) => {
+                                ghd.forward(params, buffers, y, acts, Mode::Train)?;
+                                &acts.out
+                            }
+                            _ => y,
+                        };
+                        (g, 1)
+                    }
                 };
-                let gm = MatRef::row_major(g, n, d)?;
+                let gm = MatRef::row_major(g, n * ks, d)?;
                 let lm = MatRef::row_major(&lacts.out, n * p, d)?;
-                par::par_gemm(&mut ws.scores, gm, lm.t(), false)?;
-                let local = estimate(cfg.estimator, ScoreShape { n, k: 1, p }, &ws.scores, &mut ws.d_scores, beta)?;
+                par::par_gemm(scores, gm, lm.t(), false)?;
+                let local = estimate(cfg.estimator, ScoreShape { n, k: ks, p }, scores, d_scores, beta)?;
 
                 // Backward: scores → heads.
-                let dsm = MatRef::row_major(&ws.d_scores, n, n * p)?;
+                let dsm = MatRef::row_major(d_scores, n * ks, n * p)?;
                 par::par_gemm(&mut lacts.d_out, dsm.t(), gm, false)?;
-                par::par_gemm(&mut ws.d_g, dsm, lm, false)?;
-                lh.backward(params, grads, &ws.local_rows, lacts, &mut ws.d_local_rows)?;
-                match (global_head.as_ref(), ws.gh.as_mut()) {
-                    (Some(gh), Some(acts)) => {
-                        acts.d_out.copy_from_slice(&ws.d_g);
-                        gh.backward(params, grads, encoder.y(&ws.enc), acts, &mut ws.d_y)?;
+                par::par_gemm(d_g, dsm, lm, false)?;
+                lhd.backward(params, grads, local_rows, lacts, d_local_rows)?;
+                match (multi.as_ref(), macts.as_mut()) {
+                    (Some(mg), Some(ma)) => {
+                        let d_full: &[f32] = match ma.sample.as_mut() {
+                            Some(smp) => smp.scatter(d_g, d),
+                            None => d_g,
+                        };
+                        match (global_head.as_ref(), gh.as_mut()) {
+                            (Some(ghd), Some(acts)) => {
+                                acts.d_out.copy_from_slice(d_full);
+                                ghd.backward(params, grads, &ma.rows, acts, &mut ma.d_rows)?;
+                            }
+                            _ => ma.d_rows.copy_from_slice(d_full),
+                        }
+                        mg.backward(params, grads, encoder.block_out(src, ll), ma)?;
+                        d_y.fill(0.0);
                     }
-                    _ => ws.d_y.copy_from_slice(&ws.d_g),
+                    _ => match (global_head.as_ref(), gh.as_mut()) {
+                        (Some(ghd), Some(acts)) => {
+                            acts.d_out.copy_from_slice(d_g);
+                            ghd.backward(params, grads, encoder.y(src), acts, d_y)?;
+                        }
+                        _ => d_y.copy_from_slice(d_g),
+                    },
                 }
                 local
             }
             (_, _, Some(ch), Some(cacts)) => {
-                ws.d_y.fill(0.0);
+                d_y.fill(0.0);
                 ch.step(
                     params,
                     grads,
-                    &ws.local_rows,
-                    encoder.y(&ws.enc),
+                    local_rows,
+                    encoder.y(src),
                     cacts,
                     cfg.estimator,
                     beta,
                     cfg.seed,
-                    ws.step,
-                    &mut ws.d_local_rows,
-                    &mut ws.d_y,
+                    step,
+                    d_local_rows,
+                    d_y,
                 )?
             }
             _ => return Err(Error::InvalidShape { what: "DIM workspace", reason: "was not made by this model" }),
         };
-        rows_to_map(&ws.d_local_rows, &mut ws.d_local_map, c, p);
-        let global_stats = match (global.as_ref(), ws.global.as_mut()) {
+        rows_to_map(d_local_rows, d_local_map, c, p);
+        let global_stats = match (global.as_ref(), gacts.as_mut()) {
             (Some(gd), Some(acts)) => Some(gd.step(
                 params,
                 grads,
                 buffers,
-                encoder.block_out(&ws.enc, encoder.cfg.local_layer),
-                encoder.y(&ws.enc),
+                encoder.block_out(enc, ll),
+                encoder.y(src),
                 acts,
                 cfg.estimator,
                 cfg.alpha as f32,
-                &mut ws.d_local_map,
-                &mut ws.d_y,
+                d_local_map,
+                d_y,
             )?),
             _ => None,
         };
         let prior_loss = match prior.as_mut() {
-            Some(pr) => Some(pr.encoder_loss(encoder.y(&ws.enc), n, &mut ws.d_y)?),
+            Some(pr) => Some(pr.encoder_loss(encoder.y(src), n, d_y)?),
             None => None,
         };
-        encoder.backward(params, grads, x, &mut ws.enc, &ws.d_y, Some(&ws.d_local_map))?;
+        // Backward through the encoder: with occlusion, the clean pass from
+        // the local-map gradient and the occluded pass from Y's (and the
+        // multiple globals'); both accumulate into the same gradients.
+        match occ.as_mut() {
+            Some(o) => {
+                encoder.backward(params, grads, x, enc, &o.zero_y, Some(d_local_map))?;
+                let d_src = macts.as_ref().map(|m| m.d_local.as_slice());
+                encoder.backward(params, grads, &o.x, &mut o.enc, d_y, d_src)?;
+            }
+            None => {
+                if let Some(m) = macts.as_ref() {
+                    add_assign_par(d_local_map, &m.d_local);
+                }
+                encoder.backward(params, grads, x, enc, d_y, Some(d_local_map))?;
+            }
+        }
         let loss = cfg.beta * local.loss + global_stats.map_or(0.0, |g| cfg.alpha * g.loss) + prior_loss.unwrap_or(0.0);
         Ok(StepStats { loss, local, global: global_stats, prior_loss })
     }
@@ -277,7 +408,7 @@ impl Dim {
     /// `forward_backward` (treated as a constant), with prior samples from
     /// `rng`. `None` when prior matching is off.
     pub fn prior_step(&mut self, ws: &Workspace, rng: &mut crate::rng::Rng) -> Result<Option<PriorStats>> {
-        let y = self.encoder.y(&ws.enc);
+        let y = self.encoder.y(Self::global_source(ws));
         match self.prior.as_mut() {
             Some(p) => Ok(Some(p.discriminator_step(y, ws.n, rng)?)),
             None => Ok(None),
@@ -293,14 +424,37 @@ impl Dim {
         }
     }
 
-    /// Scores `S[i, (j, p)]` of the last forward (for tests and logging).
+    /// Scores `S[(i, k), (j, p)]` of the last forward (for tests and logging).
     pub fn scores<'a>(&self, ws: &'a Workspace) -> &'a [f32] {
         &ws.scores
     }
 
-    /// Y of the last forward.
+    /// Y of the last forward: the Y the objective used (from the occluded
+    /// input when occlusion is on).
     pub fn y<'a>(&self, ws: &'a Workspace) -> &'a [f32] {
-        self.encoder.y(&ws.enc)
+        self.encoder.y(Self::global_source(ws))
+    }
+
+    /// The encoder pass the globals come from.
+    fn global_source(ws: &Workspace) -> &EncoderActs {
+        ws.occ.as_ref().map_or(&ws.enc, |o| &o.enc)
+    }
+
+    /// The occluded input of the last forward; `None` without occlusion.
+    pub fn occluded_input<'a>(&self, ws: &'a Workspace) -> Option<&'a [f32]> {
+        ws.occ.as_ref().map(|o| o.x.as_slice())
+    }
+
+    /// Each image's occluded square in the last forward (top-left row,
+    /// column); `None` without occlusion.
+    pub fn occlusion_squares<'a>(&self, ws: &'a Workspace) -> Option<&'a [(usize, usize)]> {
+        ws.occ.as_ref().map(|o| o.squares.as_slice())
+    }
+
+    /// The globals scored in the last forward, as rows `i·K + k` of the
+    /// N·K globals; `None` unless multiple globals are sampled.
+    pub fn sampled_globals<'a>(&self, ws: &'a Workspace) -> Option<&'a [usize]> {
+        ws.multi.as_ref().and_then(|m| m.sample.as_ref()).map(|s| s.indices())
     }
 
     /// Copies a tensor's values by name, from parameters or buffers.
