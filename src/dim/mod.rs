@@ -13,7 +13,7 @@ pub mod model;
 pub mod prior;
 
 pub use block::Mode;
-pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer};
+pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, Fold, HeadKind, Layer};
 pub use encoder::{Encoder, EncoderActs};
 pub use estimator::{EstimatorStats, ScoreShape, estimate, estimate_pairs};
 pub use head::MiHead;
