@@ -73,12 +73,8 @@ fn golden_block(name: &str) {
     };
     let mut b = build(&cfg, 1);
     // Same tensors, same order as the PyTorch state_dict (Y's `out` aside).
-    let ours: Vec<String> = b
-        .table
-        .entries()
-        .iter()
-        .filter_map(|e| e.name.strip_prefix("block1.").map(str::to_owned))
-        .collect();
+    let ours: Vec<String> =
+        b.table.entries().iter().filter_map(|e| e.name.strip_prefix("block1.").map(str::to_owned)).collect();
     let theirs: Vec<String> = f.meta["param_names"].split(',').map(str::to_owned).collect();
     assert_eq!(ours, theirs, "{name}: parameter names");
     for (table, buf) in [(&b.table, &mut b.params), (&b.buffer_table, &mut b.buffers)] {
@@ -437,4 +433,3 @@ fn fold_and_bottleneck_configs_parse_from_toml() {
     let bad = text.replace("layer = 1 }", "layer = 1, size = 3 }");
     assert!(toml::from_str::<EncoderConfig>(&bad).is_err(), "unknown fold keys are rejected");
 }
-

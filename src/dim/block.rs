@@ -70,8 +70,17 @@ impl BnRefs {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
-    Conv { in_shape: [usize; 3], out_c: usize, kernel: usize, stride: usize, padding: usize },
-    Linear { in_f: usize, out_f: usize },
+    Conv {
+        in_shape: [usize; 3],
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    Linear {
+        in_f: usize,
+        out_f: usize,
+    },
     /// A residual block; the outer block's own weight fields are unused.
     Bottleneck(Box<Bottleneck>),
 }
@@ -252,10 +261,34 @@ impl Block {
         planes: usize,
         stride: usize,
     ) -> Self {
-        let conv1 =
-            Block::conv(params, buffers, &format!("{name}.conv1"), &format!("{name}.bn1"), in_shape, planes, 1, 1, 0, true, true, false);
-        let conv2 =
-            Block::conv(params, buffers, &format!("{name}.conv2"), &format!("{name}.bn2"), conv1.out, planes, 3, stride, 1, true, true, false);
+        let conv1 = Block::conv(
+            params,
+            buffers,
+            &format!("{name}.conv1"),
+            &format!("{name}.bn1"),
+            in_shape,
+            planes,
+            1,
+            1,
+            0,
+            true,
+            true,
+            false,
+        );
+        let conv2 = Block::conv(
+            params,
+            buffers,
+            &format!("{name}.conv2"),
+            &format!("{name}.bn2"),
+            conv1.out,
+            planes,
+            3,
+            stride,
+            1,
+            true,
+            true,
+            false,
+        );
         let conv3 = Block::conv(
             params,
             buffers,
@@ -482,7 +515,9 @@ impl Block {
     }
 }
 
-fn parts_mut(inner: &mut [BlockActs]) -> Result<(&mut BlockActs, &mut BlockActs, &mut BlockActs, Option<&mut BlockActs>)> {
+fn parts_mut(
+    inner: &mut [BlockActs],
+) -> Result<(&mut BlockActs, &mut BlockActs, &mut BlockActs, Option<&mut BlockActs>)> {
     match inner {
         [a1, a2, a3] => Ok((a1, a2, a3, None)),
         [a1, a2, a3, s] => Ok((a1, a2, a3, Some(s))),
@@ -512,17 +547,21 @@ impl Bottleneck {
             }
             (None, None) => x,
             _ => {
-                return Err(crate::Error::InvalidShape { what: "bottleneck activations", reason: "not made by this block" });
+                return Err(crate::Error::InvalidShape {
+                    what: "bottleneck activations",
+                    reason: "not made by this block",
+                });
             }
         };
         crate::error::check_len("bottleneck residual", acts.a.len(), residual.len())?;
-        acts.a.par_chunks_mut(ELEMWISE_CHUNK).zip(a3.a.par_chunks(ELEMWISE_CHUNK).zip(residual.par_chunks(ELEMWISE_CHUNK))).for_each(
-            |(o, (m, r))| {
+        acts.a
+            .par_chunks_mut(ELEMWISE_CHUNK)
+            .zip(a3.a.par_chunks(ELEMWISE_CHUNK).zip(residual.par_chunks(ELEMWISE_CHUNK)))
+            .for_each(|(o, (m, r))| {
                 for ((o, &m), &r) in o.iter_mut().zip(m).zip(r) {
                     *o = (m + r).max(0.0);
                 }
-            },
-        );
+            });
         Ok(())
     }
 
@@ -560,7 +599,10 @@ impl Bottleneck {
                 }
             }
             _ => {
-                return Err(crate::Error::InvalidShape { what: "bottleneck activations", reason: "not made by this block" });
+                return Err(crate::Error::InvalidShape {
+                    what: "bottleneck activations",
+                    reason: "not made by this block",
+                });
             }
         }
         Ok(())

@@ -228,7 +228,8 @@ impl EncoderConfig {
         let mut out: Vec<[usize; 3]> = io.iter().map(|&(_, o)| o).collect();
         if let (Some(f), Some((gh, gw))) = (self.fold, grid) {
             let [c, h, w] = out[f.layer];
-            let ch = c.checked_mul(h).and_then(|v| v.checked_mul(w)).ok_or(Error::Overflow { what: "fold channels" })?;
+            let ch =
+                c.checked_mul(h).and_then(|v| v.checked_mul(w)).ok_or(Error::Overflow { what: "fold channels" })?;
             out[f.layer] = [ch, gh, gw];
         }
         Ok(out)

@@ -204,7 +204,8 @@ impl Encoder {
 
     /// Activations for batch `n`.
     pub fn alloc(&self, n: usize, train: bool) -> Result<EncoderActs> {
-        let per = |i: usize| if self.fold.is_some_and(|f| i <= f.layer) { n * self.fold.map_or(1, |f| f.crops) } else { n };
+        let per =
+            |i: usize| if self.fold.is_some_and(|f| i <= f.layer) { n * self.fold.map_or(1, |f| f.crops) } else { n };
         let blocks = self.blocks.iter().enumerate().map(|(i, b)| b.alloc(per(i), train)).collect::<Result<Vec<_>>>()?;
         let fold = self.fold.map(|f| {
             let folded = n * self.block_out_len(f.layer);
@@ -378,13 +379,13 @@ impl Encoder {
                     (Some(fa), Some(f), Some(dx)) => {
                         let mut d_crops = vec![0.0; fa.crops.len()];
                         let per = d_crops.len() / n;
-                        self.blocks[0].backward(samples, params, grads, &fa.crops, &mut cur, Some(&mut d_crops)).and_then(
-                            |()| {
+                        self.blocks[0]
+                            .backward(samples, params, grads, &fa.crops, &mut cur, Some(&mut d_crops))
+                            .and_then(|()| {
                                 dx.par_chunks_mut(self.input_len())
                                     .zip(d_crops.par_chunks(per))
                                     .try_for_each(|(dxi, dci)| k::unfold_backward(&f.unfold, dci, dxi))
-                            },
-                        )
+                            })
                     }
                     (Some(fa), _, None) => self.blocks[0].backward(samples, params, grads, &fa.crops, &mut cur, None),
                     (_, _, dx) => self.blocks[0].backward(samples, params, grads, x, &mut cur, dx),
