@@ -203,10 +203,8 @@ impl EncoderConfig {
         }
     }
 
-    /// The preset names, for help texts and errors.
-    pub const PRESETS: &'static str = "conv28, conv32, alex64, edge, fold28 or resnet32";
-
-    /// A preset by name: see [`Self::PRESETS`].
+    /// A preset by name: `conv28`, `conv32`, `alex64`, `edge`, `fold28` or
+    /// `resnet32`.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "conv28" => Some(Self::conv28()),
