@@ -53,6 +53,7 @@ fn fixture_encoder(f: &Fixture) -> EncoderConfig {
         ],
         local_layer: 1,
         y_dim: meta_usize(f, "y_dim"),
+        fold: None,
     }
 }
 

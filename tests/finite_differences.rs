@@ -276,4 +276,28 @@ proptest! {
         let n = fd_grad(&x, &cs, H, |xp| scale * k::cross_entropy_forward(&s, xp, &labels).unwrap());
         check_fd("cross-entropy dx", &dx, &n, 1e-6);
     }
+
+    #[test]
+    fn unfold_and_fold_backward_match_fd(n in 1usize..=3, c in 1usize..=3, h in 1usize..=9, w in 1usize..=9,
+                                         crop in 1usize..=5, stride in 1usize..=4, seed in any::<u64>()) {
+        let s = k::UnfoldShape { batch: n, channels: c, in_h: h, in_w: w, crop, stride };
+        let d = match s.validate() { Ok(d) => d, Err(_) => return Ok(()) };
+        let mut rng = Rng(seed);
+        let x = rng.vec(d.in_len);
+        let dy = rng.vec(d.out_len);
+        let mut dx = vec![0.0; d.in_len];
+        k::unfold_backward(&s, &dy, &mut dx).unwrap();
+        let f = |xp: &[f64]| { let mut y = vec![0.0; d.out_len]; k::unfold_forward(&s, xp, &mut y).unwrap(); dot(&y, &dy) };
+        let nx = fd_grad(&x, &coords(x.len(), MAX_COORDS, &mut rng), H, f);
+        check_fd("unfold dx", &dx, &nx, 1e-6);
+        // Fold the crops back onto the grid: [crops, c, k, k] → [n, c·k·k, gh, gw].
+        let fs = k::FoldShape { batch: n, channels: c, h: crop, w: crop, grid_h: d.grid_h, grid_w: d.grid_w };
+        let crops = rng.vec(d.out_len);
+        let dyf = rng.vec(d.out_len);
+        let mut dc = vec![0.0; d.out_len];
+        k::fold_backward(&fs, &dyf, &mut dc).unwrap();
+        let g = |cp: &[f64]| { let mut y = vec![0.0; d.out_len]; k::fold_forward(&fs, cp, &mut y).unwrap(); dot(&y, &dyf) };
+        let nc = fd_grad(&crops, &coords(crops.len(), MAX_COORDS, &mut rng), H, g);
+        check_fd("fold dx", &dc, &nc, 1e-6);
+    }
 }

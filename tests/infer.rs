@@ -130,6 +130,7 @@ fn parity_custom_pool_no_relu_pointwise_two_fc() {
         ],
         local_layer: 1,
         y_dim: 4,
+        fold: None,
     };
     let mut cfg = DimConfig::new("conv28").mi_units(8).seed(3);
     cfg.encoder = EncoderSpec::Custom(enc);
@@ -624,6 +625,7 @@ fn fuzz_seed_models_are_current() {
         ],
         local_layer: 0,
         y_dim: 3,
+        fold: None,
     };
     let mut cfg = DimConfig::new("conv28").mi_units(4).seed(9);
     cfg.encoder = EncoderSpec::Custom(enc);

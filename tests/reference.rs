@@ -276,3 +276,73 @@ fn stable_at_plus_minus_1e4() {
     assert_eq!(g, [1.0, -1.0, 0.0, 0.0, 0.0]);
     assert!(g.iter().chain(&ls).chain(&s).chain(&y).all(|v| v.is_finite()));
 }
+
+proptest! {
+    #![proptest_config(cfg(32))]
+
+    /// unfold/fold against direct index formulas (pure data movement, so
+    /// exact): `y[(n, i, j), c, r, q] = x[n, c, i·s + r, j·s + q]`, and
+    /// `fold(y)[n, (c·k + r)·k + q, i, j] = y[(n, i, j), c, r, q]`.
+    #[test]
+    fn unfold_fold_match_naive(n in 1usize..=3, c in 1usize..=3, h in 1usize..=10, w in 1usize..=10,
+                               crop in 1usize..=6, stride in 1usize..=4, seed in any::<u64>()) {
+        let s = k::UnfoldShape { batch: n, channels: c, in_h: h, in_w: w, crop, stride };
+        let d = match s.validate() { Ok(d) => d, Err(_) => { prop_assert!(crop > h || crop > w); return Ok(()) } };
+        let (gh, gw) = ((h - crop) / stride + 1, (w - crop) / stride + 1);
+        prop_assert_eq!((d.grid_h, d.grid_w, d.crops), (gh, gw, n * gh * gw));
+        let mut rng = Rng(seed);
+        let x = rng.vec_f32(n * c * h * w);
+        let mut y = vec![0f32; d.out_len];
+        k::unfold_forward(&s, &x, &mut y).unwrap();
+        let dy = rng.vec_f32(d.out_len);
+        let mut dx = vec![0f32; x.len()];
+        k::unfold_backward(&s, &dy, &mut dx).unwrap();
+        let mut want_dx = vec![0f64; x.len()];
+        let mut folded = vec![0f32; d.out_len];
+        let fs = k::FoldShape { batch: n, channels: c, h: crop, w: crop, grid_h: gh, grid_w: gw };
+        k::fold_forward(&fs, &y, &mut folded).unwrap();
+        let mut back = vec![0f32; d.out_len];
+        k::fold_backward(&fs, &folded, &mut back).unwrap();
+        prop_assert_eq!(&back, &y);
+        let (kk, p) = (crop * crop, gh * gw);
+        for img in 0..n {
+            for i in 0..gh {
+                for j in 0..gw {
+                    let cell = (img * gh + i) * gw + j;
+                    for ch in 0..c {
+                        for r in 0..crop {
+                            for q in 0..crop {
+                                let src = ((img * c + ch) * h + i * stride + r) * w + j * stride + q;
+                                let o = ((cell * c + ch) * crop + r) * crop + q;
+                                prop_assert_eq!(y[o], x[src]);
+                                want_dx[src] += dy[o] as f64;
+                                let f = (img * c * kk + (ch * crop + r) * crop + q) * p + i * gw + j;
+                                prop_assert_eq!(folded[f], y[o]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_close_f32("unfold dx", &dx, &want_dx, 1e-6);
+    }
+}
+
+#[test]
+fn unfold_fold_bad_shapes_are_typed_errors() {
+    use infomax::Error;
+    let s = k::UnfoldShape { batch: 1, channels: 1, in_h: 4, in_w: 4, crop: 5, stride: 1 };
+    assert!(matches!(s.validate(), Err(Error::InvalidShape { .. })));
+    let s = k::UnfoldShape { crop: 2, stride: 0, ..s };
+    assert_eq!(s.validate(), Err(Error::ZeroSize { what: "unfold stride" }));
+    let s = k::UnfoldShape { stride: 2, ..s };
+    let mut y = vec![0f32; 15];
+    let e = k::unfold_forward(&s, &[0f32; 16], &mut y).unwrap_err();
+    assert_eq!(e, Error::LengthMismatch { what: "unfold output", expected: 16, got: 15 });
+    let f = k::FoldShape { batch: 1, channels: 2, h: 1, w: 1, grid_h: 2, grid_w: 0 };
+    assert_eq!(f.validate(), Err(Error::ZeroSize { what: "fold grid_w" }));
+    let f = k::FoldShape { grid_w: 2, ..f };
+    assert!(matches!(k::fold_backward(&f, &[0f32; 8], &mut [0f32; 7]), Err(Error::LengthMismatch { .. })));
+    let f = k::FoldShape { batch: usize::MAX, ..f };
+    assert!(matches!(f.validate(), Err(Error::Overflow { .. })));
+}

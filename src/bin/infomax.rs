@@ -143,7 +143,7 @@ struct TrainArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
-    /// Encoder preset: conv28, conv32, alex64 or edge.
+    /// Encoder preset: conv28, conv32, alex64, edge, fold28 (28×28 crops folded into a 6×6 map) or resnet32 (ResNet bottlenecks, 32×32×3).
     #[arg(long, default_value = "conv28")]
     encoder: String,
     /// MI embedding width D.
@@ -401,7 +401,9 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
         let reports = run_eval(&mut summary.model, &cfg.data, &args.probe, quiet, Some(&args.out))?;
         print_summary(&reports);
     }
-    if !args.no_export {
+    if let Some(reason) = summary.model.encoder.inference_unsupported().filter(|_| !args.no_export) {
+        println!("\nnot exported: {reason} (the checkpoint works with eval and embed)");
+    } else if !args.no_export {
         deploy(&mut summary.model, &cfg.data, &args.out)?;
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! One encoder layer as a unit: `conv|linear → BN → ReLU → max-pool`, with
-//! its parameter offsets, its saved activations and its forward/backward.
+//! One encoder layer as a unit: `conv|linear → BN → ReLU → max-pool`, or a
+//! ResNet bottleneck made of such units, with its parameter offsets, its
+//! saved activations and its forward/backward.
 
 use rayon::prelude::*;
 
@@ -67,10 +68,32 @@ impl BnRefs {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Op {
-    Conv { in_shape: [usize; 3], out_c: usize, kernel: usize, stride: usize, padding: usize },
-    Linear { in_f: usize, out_f: usize },
+    Conv {
+        in_shape: [usize; 3],
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
+    Linear {
+        in_f: usize,
+        out_f: usize,
+    },
+    /// A residual block; the outer block's own weight fields are unused.
+    Bottleneck(Box<Bottleneck>),
+}
+
+/// The parts of a bottleneck (spec §2.5): `conv1` 1×1 BN ReLU, `conv2` 3×3
+/// (stride, pad 1) BN ReLU, `conv3` 1×1 BN, and the projection `shortcut`
+/// (1×1, stride, BN) when the input's shape differs from the output's.
+#[derive(Clone, Debug)]
+pub(crate) struct Bottleneck {
+    pub conv1: Block,
+    pub conv2: Block,
+    pub conv3: Block,
+    pub shortcut: Option<Block>,
 }
 
 /// A layer of the encoder (or of the global-DIM tower).
@@ -104,6 +127,10 @@ pub(crate) struct BlockActs {
     pub d_out: Vec<f32>,
     pub d_a: Vec<f32>,
     pub dz: Vec<f32>,
+    /// A bottleneck's parts (conv1, conv2, conv3, then the shortcut if any).
+    pub inner: Vec<BlockActs>,
+    /// A bottleneck's input gradient through the shortcut.
+    pub dx_short: Vec<f32>,
 }
 
 impl BlockActs {
@@ -223,6 +250,77 @@ impl Block {
         }
     }
 
+    /// A bottleneck block; registers `{name}.conv1`, `.bn1`, `.conv2`,
+    /// `.bn2`, `.conv3`, `.bn3` and, when the shape changes,
+    /// `.shortcut.0` (conv) and `.shortcut.1` (BN), in PyTorch's order.
+    pub fn bottleneck(
+        params: &mut ParamTable,
+        buffers: &mut ParamTable,
+        name: &str,
+        in_shape: [usize; 3],
+        planes: usize,
+        stride: usize,
+    ) -> Self {
+        let conv1 = Block::conv(
+            params,
+            buffers,
+            &format!("{name}.conv1"),
+            &format!("{name}.bn1"),
+            in_shape,
+            planes,
+            1,
+            1,
+            0,
+            true,
+            true,
+            false,
+        );
+        let conv2 = Block::conv(
+            params,
+            buffers,
+            &format!("{name}.conv2"),
+            &format!("{name}.bn2"),
+            conv1.out,
+            planes,
+            3,
+            stride,
+            1,
+            true,
+            true,
+            false,
+        );
+        let conv3 = Block::conv(
+            params,
+            buffers,
+            &format!("{name}.conv3"),
+            &format!("{name}.bn3"),
+            conv2.out,
+            4 * planes,
+            1,
+            1,
+            0,
+            true,
+            false,
+            false,
+        );
+        let out = conv3.out;
+        let shortcut = (in_shape != out).then(|| {
+            let (c, b) = (format!("{name}.shortcut.0"), format!("{name}.shortcut.1"));
+            Block::conv(params, buffers, &c, &b, in_shape, out[0], 1, stride, 0, true, false, false)
+        });
+        Self {
+            op: Op::Bottleneck(Box::new(Bottleneck { conv1, conv2, conv3, shortcut })),
+            pre: out,
+            out,
+            w: 0,
+            w_len: 0,
+            b: None,
+            bn: None,
+            relu: true,
+            pool: false,
+        }
+    }
+
     /// Output elements per image.
     pub fn out_per_image(&self) -> usize {
         prod(self.out)
@@ -233,7 +331,7 @@ impl Block {
             Op::Conv { in_shape, out_c, kernel, stride, padding } => {
                 Some(k::Conv2dShape::new(n, in_shape[0], (in_shape[1], in_shape[2]), out_c, kernel, stride, padding))
             }
-            Op::Linear { .. } => None,
+            Op::Linear { .. } | Op::Bottleneck(_) => None,
         }
     }
 
@@ -248,6 +346,18 @@ impl Block {
     /// Allocates this block's activations for batch `n` (train: everything
     /// backward needs; eval: only what the forward writes).
     pub fn alloc(&self, n: usize, train: bool) -> Result<BlockActs> {
+        if let Op::Bottleneck(bt) = &self.op {
+            let parts = [Some(&bt.conv1), Some(&bt.conv2), Some(&bt.conv3), bt.shortcut.as_ref()];
+            let inner = parts.into_iter().flatten().map(|b| b.alloc(n, train)).collect::<Result<Vec<_>>>()?;
+            let out = n * self.out_per_image();
+            let in_len = n * prod(bt.conv1.conv_in());
+            let mut a = BlockActs { a: vec![0.0; out], inner, ..Default::default() };
+            if train {
+                a.d_out = vec![0.0; out];
+                a.dx_short = if bt.shortcut.is_some() { vec![0.0; in_len] } else { Vec::new() };
+            }
+            return Ok(a);
+        }
         let pre = n * prod(self.pre);
         let out = n * self.out_per_image();
         let c = self.pre[0];
@@ -281,10 +391,14 @@ impl Block {
         acts: &mut BlockActs,
         mode: Mode,
     ) -> Result<()> {
+        if let Op::Bottleneck(bt) = &self.op {
+            return bt.forward(n, params, buffers, x, acts, mode);
+        }
         let w = &params[self.w..self.w + self.w_len];
         let out_f = self.pre[0];
         let bias = self.b.map(|b| &params[b..b + out_f]);
         match self.op {
+            Op::Bottleneck(_) => unreachable!("handled above"),
             Op::Conv { .. } => {
                 let s = self.conv_shape(n).ok_or(crate::Error::InvalidShape { what: "block", reason: "not a conv" })?;
                 par::conv2d_forward_par(&s, x, w, bias, &mut acts.z, &mut acts.cols)?;
@@ -324,6 +438,9 @@ impl Block {
         acts: &mut BlockActs,
         dx: Option<&mut [f32]>,
     ) -> Result<()> {
+        if let Op::Bottleneck(bt) = &self.op {
+            return bt.backward(n, params, grads, x, acts, dx);
+        }
         let out_f = self.pre[0];
         // Gradient w.r.t. the pre-pool activation `a`.
         let d_a: &mut Vec<f32> = if self.pool {
@@ -366,6 +483,7 @@ impl Block {
             None => (&mut grads[self.w..self.w + self.w_len], None),
         };
         match self.op {
+            Op::Bottleneck(_) => unreachable!("handled above"),
             Op::Conv { .. } => {
                 let s = self.conv_shape(n).ok_or(crate::Error::InvalidShape { what: "block", reason: "not a conv" })?;
                 par::conv2d_backward_par(&s, &acts.cols, w, dz, dx, dw, db)?;
@@ -384,5 +502,109 @@ fn register_bn(params: &mut ParamTable, buffers: &mut ParamTable, name: &str, c:
         beta: params.push(format!("{name}.bias"), &[c], Init::Zeros),
         rm: buffers.push(format!("{name}.running_mean"), &[c], Init::Zeros),
         rv: buffers.push(format!("{name}.running_var"), &[c], Init::Ones),
+    }
+}
+
+impl Block {
+    /// Input shape of a conv block (`[0; 3]` otherwise).
+    fn conv_in(&self) -> [usize; 3] {
+        match self.op {
+            Op::Conv { in_shape, .. } => in_shape,
+            _ => [0; 3],
+        }
+    }
+}
+
+fn parts_mut(
+    inner: &mut [BlockActs],
+) -> Result<(&mut BlockActs, &mut BlockActs, &mut BlockActs, Option<&mut BlockActs>)> {
+    match inner {
+        [a1, a2, a3] => Ok((a1, a2, a3, None)),
+        [a1, a2, a3, s] => Ok((a1, a2, a3, Some(s))),
+        _ => Err(crate::Error::InvalidShape { what: "bottleneck activations", reason: "not made by this block" }),
+    }
+}
+
+impl Bottleneck {
+    /// `out = ReLU(conv3(conv2(conv1(x))) + (shortcut(x) or x))`.
+    fn forward(
+        &self,
+        n: usize,
+        params: &[f32],
+        buffers: &mut [f32],
+        x: &[f32],
+        acts: &mut BlockActs,
+        mode: Mode,
+    ) -> Result<()> {
+        let (a1, a2, a3, short) = parts_mut(&mut acts.inner)?;
+        self.conv1.forward(n, params, buffers, x, a1, mode)?;
+        self.conv2.forward(n, params, buffers, &a1.a, a2, mode)?;
+        self.conv3.forward(n, params, buffers, &a2.a, a3, mode)?;
+        let residual: &[f32] = match (&self.shortcut, short) {
+            (Some(sc), Some(sa)) => {
+                sc.forward(n, params, buffers, x, sa, mode)?;
+                &sa.a
+            }
+            (None, None) => x,
+            _ => {
+                return Err(crate::Error::InvalidShape {
+                    what: "bottleneck activations",
+                    reason: "not made by this block",
+                });
+            }
+        };
+        crate::error::check_len("bottleneck residual", acts.a.len(), residual.len())?;
+        acts.a
+            .par_chunks_mut(ELEMWISE_CHUNK)
+            .zip(a3.a.par_chunks(ELEMWISE_CHUNK).zip(residual.par_chunks(ELEMWISE_CHUNK)))
+            .for_each(|(o, (m, r))| {
+                for ((o, &m), &r) in o.iter_mut().zip(m).zip(r) {
+                    *o = (m + r).max(0.0);
+                }
+            });
+        Ok(())
+    }
+
+    /// Backward from `acts.d_out` (consumed): through the ReLU, then both
+    /// branches; their input gradients are summed into `dx`.
+    fn backward(
+        &self,
+        n: usize,
+        params: &[f32],
+        grads: &mut [f32],
+        x: &[f32],
+        acts: &mut BlockActs,
+        mut dx: Option<&mut [f32]>,
+    ) -> Result<()> {
+        relu_mask_par(&mut acts.d_out, &acts.a);
+        let (a1, a2, a3, short) = parts_mut(&mut acts.inner)?;
+        a3.d_out.copy_from_slice(&acts.d_out);
+        self.conv3.backward(n, params, grads, &a2.a, a3, Some(&mut a2.d_out))?;
+        self.conv2.backward(n, params, grads, &a1.a, a2, Some(&mut a1.d_out))?;
+        self.conv1.backward(n, params, grads, x, a1, dx.as_deref_mut())?;
+        match (&self.shortcut, short) {
+            (Some(sc), Some(sa)) => {
+                sa.d_out.copy_from_slice(&acts.d_out);
+                match dx {
+                    Some(dx) => {
+                        sc.backward(n, params, grads, x, sa, Some(&mut acts.dx_short))?;
+                        add_assign_par(dx, &acts.dx_short);
+                    }
+                    None => sc.backward(n, params, grads, x, sa, None)?,
+                }
+            }
+            (None, None) => {
+                if let Some(dx) = dx {
+                    add_assign_par(dx, &acts.d_out);
+                }
+            }
+            _ => {
+                return Err(crate::Error::InvalidShape {
+                    what: "bottleneck activations",
+                    reason: "not made by this block",
+                });
+            }
+        }
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, checked_product};
 
 fn yes() -> bool {
     true
@@ -46,6 +46,31 @@ pub enum Layer {
         #[serde(default = "yes")]
         relu: bool,
     },
+    /// ResNet bottleneck block (spec §2.5): `1×1 conv (planes) BN ReLU →
+    /// 3×3 conv (planes, stride, pad 1) BN ReLU → 1×1 conv (4·planes) BN`,
+    /// plus the input (identity) or, when the shape changes, a projection
+    /// `1×1 conv (4·planes, stride, no bias) BN`; ReLU after the sum.
+    Bottleneck {
+        /// Inner width C; the block outputs 4·C channels.
+        planes: usize,
+        /// Stride of the 3×3 conv (and of the projection).
+        stride: usize,
+    },
+}
+
+/// The crop stage of a folded encoder (spec §2.6): the input is cut into
+/// `crop×crop` crops `stride` apart, layers `0..=layer` run on every crop as
+/// a sample of its own, and the output of layer `layer` is folded into a
+/// map with one location per crop and `c·h·w` channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fold {
+    /// Crop side.
+    pub crop: usize,
+    /// Distance between crops (the reference uses crop / 2).
+    pub stride: usize,
+    /// Index in `layers` of the last per-crop layer; its output is folded.
+    pub layer: usize,
 }
 
 /// An encoder: input shape, layers, which layer is the local map, and the
@@ -62,6 +87,10 @@ pub struct EncoderConfig {
     pub local_layer: usize,
     /// Width of Y (64 in every paper experiment).
     pub y_dim: usize,
+    /// Optional crop stage (folded encoders); `local_layer` must be the
+    /// fold layer or a later one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fold: Option<Fold>,
 }
 
 const fn conv(out: usize, kernel: usize, stride: usize, padding: usize, pool: bool) -> Layer {
@@ -80,6 +109,7 @@ impl EncoderConfig {
             layers: vec![conv(64, 5, 2, 2, false), conv(128, 5, 2, 2, false), fc(1024)],
             local_layer: 1,
             y_dim: 64,
+            fold: None,
         }
     }
 
@@ -90,6 +120,7 @@ impl EncoderConfig {
             layers: vec![conv(64, 4, 2, 1, false), conv(128, 4, 2, 1, false), conv(256, 4, 2, 1, false), fc(1024)],
             local_layer: 1,
             y_dim: 64,
+            fold: None,
         }
     }
 
@@ -108,6 +139,7 @@ impl EncoderConfig {
             ],
             local_layer: 2,
             y_dim: 64,
+            fold: None,
         }
     }
 
@@ -121,23 +153,95 @@ impl EncoderConfig {
             layers: vec![conv(16, 3, 2, 1, false), conv(32, 3, 2, 1, false), conv(64, 3, 2, 1, false), fc(256)],
             local_layer: 1,
             y_dim: 64,
+            fold: None,
         }
     }
 
-    /// A preset by name: `conv28`, `conv32`, `alex64` or `edge`.
+    /// `fold28`: a folded encoder for 28×28×1 (our design after the
+    /// reference's `foldalex64x64`, spec §2.6): 8×8 crops with stride 4
+    /// (6×6 = 36 crops); per crop conv 4/2/1 32 → 4×4, conv 4/2/1 64 → 2×2,
+    /// conv 2/1/0 128 → 1×1; fold → the local map 6×6×128 (each location
+    /// sees one crop); conv 3/2/1 256 → 3×3; FC 1024; Y 64. About 11 M
+    /// multiply-adds per image (conv28: 17 M).
+    pub fn fold28() -> Self {
+        Self {
+            input: [1, 28, 28],
+            layers: vec![
+                conv(32, 4, 2, 1, false),
+                conv(64, 4, 2, 1, false),
+                conv(128, 2, 1, 0, false),
+                conv(256, 3, 2, 1, false),
+                fc(1024),
+            ],
+            local_layer: 2,
+            y_dim: 64,
+            fold: Some(Fold { crop: 8, stride: 4, layer: 2 }),
+        }
+    }
+
+    /// `resnet19_32x32` (spec §2.5): 32×32×3; conv 3/2/1 64, then
+    /// bottlenecks (64, 64, 128/2, 128, 256/2, 256); the local map is the
+    /// first stride-2 block's output, 8×8×512 (spec idx 2, here layer 3);
+    /// the conv tap is the last block (4×4×1024); FC 1024; Y 64.
+    pub fn resnet32() -> Self {
+        let block = |planes, stride| Layer::Bottleneck { planes, stride };
+        Self {
+            input: [3, 32, 32],
+            layers: vec![
+                conv(64, 3, 2, 1, false),
+                block(64, 1),
+                block(64, 1),
+                block(128, 2),
+                block(128, 1),
+                block(256, 2),
+                block(256, 1),
+                fc(1024),
+            ],
+            local_layer: 3,
+            y_dim: 64,
+            fold: None,
+        }
+    }
+
+    /// A preset by name: `conv28`, `conv32`, `alex64`, `edge`, `fold28` or
+    /// `resnet32`.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "conv28" => Some(Self::conv28()),
             "conv32" => Some(Self::conv32()),
             "alex64" => Some(Self::alex64()),
             "edge" => Some(Self::edge()),
+            "fold28" => Some(Self::fold28()),
+            "resnet32" => Some(Self::resnet32()),
             _ => None,
         }
     }
 
-    /// Walks the layers and returns each one's output shape `[c, h, w]`
-    /// (linear layers give `[out, 1, 1]`), checking that every layer fits.
+    /// Walks the layers and returns each one's output shape `[c, h, w]` per
+    /// sample (linear layers give `[out, 1, 1]`), checking that every layer
+    /// fits. In a folded encoder the layers up to the fold work per crop,
+    /// and the fold layer's entry is the folded map `[c·h·w, grid_h, grid_w]`.
     pub fn shapes(&self) -> Result<Vec<[usize; 3]>> {
+        let (io, grid) = self.layer_io()?;
+        let mut out: Vec<[usize; 3]> = io.iter().map(|&(_, o)| o).collect();
+        if let (Some(f), Some((gh, gw))) = (self.fold, grid) {
+            let [c, h, w] = out[f.layer];
+            let ch =
+                c.checked_mul(h).and_then(|v| v.checked_mul(w)).ok_or(Error::Overflow { what: "fold channels" })?;
+            out[f.layer] = [ch, gh, gw];
+        }
+        Ok(out)
+    }
+
+    /// The crop grid `(rows, cols)` of a folded encoder (`None` unfolded).
+    pub fn crop_grid(&self) -> Result<Option<(usize, usize)>> {
+        Ok(self.layer_io()?.1)
+    }
+
+    /// Per layer, its input and output shape per sample (a crop before the
+    /// fold; the fold layer's output before folding), and the crop grid.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn layer_io(&self) -> Result<(Vec<([usize; 3], [usize; 3])>, Option<(usize, usize)>)> {
         let [c0, h0, w0] = self.input;
         if c0 == 0 || h0 == 0 || w0 == 0 {
             return Err(Error::ZeroSize { what: "encoder input" });
@@ -152,17 +256,41 @@ impl EncoderConfig {
             return Err(Error::InvalidShape { what: "encoder local_layer", reason: "index past the last layer" });
         }
         let mut cur = self.input;
+        let mut grid = None;
+        if let Some(f) = self.fold {
+            if f.crop == 0 || f.stride == 0 {
+                return Err(Error::ZeroSize { what: "encoder fold (crop and stride)" });
+            }
+            if f.crop > h0 || f.crop > w0 {
+                return Err(Error::InvalidShape { what: "encoder fold", reason: "crop is larger than the input" });
+            }
+            if f.layer >= self.layers.len() {
+                return Err(Error::InvalidShape { what: "encoder fold layer", reason: "index past the last layer" });
+            }
+            if self.local_layer < f.layer {
+                return Err(Error::InvalidShape {
+                    what: "encoder local_layer",
+                    reason: "comes before the fold (a per-crop map is not a local map)",
+                });
+            }
+            grid = Some(((h0 - f.crop) / f.stride + 1, (w0 - f.crop) / f.stride + 1));
+            cur = [c0, f.crop, f.crop];
+        }
         let mut seen_linear = false;
         let mut out = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            cur = match *layer {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let spatial = |seen_linear: bool| {
+                if seen_linear {
+                    return Err(Error::InvalidShape {
+                        what: "encoder",
+                        reason: "a conv or bottleneck layer follows a linear layer",
+                    });
+                }
+                Ok(())
+            };
+            let next = match *layer {
                 Layer::Conv { out: oc, kernel, stride, padding, pool, .. } => {
-                    if seen_linear {
-                        return Err(Error::InvalidShape {
-                            what: "encoder",
-                            reason: "a conv layer follows a linear layer",
-                        });
-                    }
+                    spatial(seen_linear)?;
                     if oc == 0 || kernel == 0 || stride == 0 {
                         return Err(Error::ZeroSize { what: "encoder conv layer (out, kernel and stride)" });
                     }
@@ -189,6 +317,15 @@ impl EncoderConfig {
                     }
                     [oc, h, w]
                 }
+                Layer::Bottleneck { planes, stride } => {
+                    spatial(seen_linear)?;
+                    if planes == 0 || stride == 0 {
+                        return Err(Error::ZeroSize { what: "encoder bottleneck (planes and stride)" });
+                    }
+                    let oc = planes.checked_mul(4).ok_or(Error::Overflow { what: "encoder bottleneck planes" })?;
+                    // 3×3, pad 1: floor((h + 2 − 3)/s) + 1.
+                    [oc, (cur[1] - 1) / stride + 1, (cur[2] - 1) / stride + 1]
+                }
                 Layer::Linear { out: o, .. } => {
                     if o == 0 {
                         return Err(Error::ZeroSize { what: "encoder linear layer out" });
@@ -197,9 +334,44 @@ impl EncoderConfig {
                     [o, 1, 1]
                 }
             };
-            out.push(cur);
+            out.push((cur, next));
+            cur = next;
+            if let (Some(f), Some((gh, gw))) = (self.fold, grid)
+                && f.layer == i
+            {
+                let ch = checked_product("fold channels", &next)?;
+                cur = [ch, gh, gw];
+                // The folded map is a conv map again.
+                seen_linear = false;
+            }
         }
-        Ok(out)
+        Ok((out, grid))
+    }
+
+    /// A lower bound on the encoder's weights (conv and linear matrices and
+    /// Y), saturating, so absurd configs are refused before allocating.
+    pub(crate) fn min_weight_count(&self) -> Result<u128> {
+        let (io, _) = self.layer_io()?;
+        let u = |v: usize| v as u128;
+        let flat = |s: [usize; 3]| u(s[0]).saturating_mul(u(s[1])).saturating_mul(u(s[2]));
+        let mut total = 0u128;
+        for (layer, &(inp, out)) in self.layers.iter().zip(&io) {
+            let weights = match *layer {
+                Layer::Conv { kernel, .. } => {
+                    u(out[0]).saturating_mul(u(inp[0])).saturating_mul(u(kernel)).saturating_mul(u(kernel))
+                }
+                Layer::Linear { .. } => u(out[0]).saturating_mul(flat(inp)),
+                Layer::Bottleneck { planes, .. } => {
+                    let p = u(planes);
+                    let inner = p.saturating_mul(u(inp[0])).saturating_add(p.saturating_mul(p).saturating_mul(13));
+                    let projection = if inp != out { u(out[0]).saturating_mul(u(inp[0])) } else { 0 };
+                    inner.saturating_add(projection)
+                }
+            };
+            total = total.saturating_add(weights);
+        }
+        let last = *self.shapes()?.last().ok_or(Error::InvalidShape { what: "encoder", reason: "no layers" })?;
+        Ok(total.saturating_add(flat(last).saturating_mul(u(self.y_dim))))
     }
 }
 
@@ -232,7 +404,7 @@ pub enum HeadKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EncoderSpec {
-    /// `conv28`, `conv32`, `alex64` or `edge`.
+    /// A preset name: `conv28`, `conv32`, `alex64`, `edge`, `fold28` or `resnet32`.
     Preset(String),
     /// A custom encoder.
     Custom(EncoderConfig),
@@ -244,7 +416,7 @@ impl EncoderSpec {
         match self {
             EncoderSpec::Preset(name) => EncoderConfig::preset(name).ok_or(Error::InvalidParameter {
                 what: "encoder",
-                reason: "unknown preset (expected conv28, conv32, alex64 or edge)",
+                reason: "unknown preset (expected conv28, conv32, alex64, edge, fold28 or resnet32)",
             }),
             EncoderSpec::Custom(c) => Ok(c.clone()),
         }

@@ -15,7 +15,7 @@ pub(crate) mod occlusion;
 pub mod prior;
 
 pub use block::Mode;
-pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer, MultiGlobal, Occlusion};
+pub use config::{DimConfig, EncoderConfig, EncoderSpec, Estimator, Fold, HeadKind, Layer, MultiGlobal, Occlusion};
 pub use encoder::{Encoder, EncoderActs};
 pub use estimator::{EstimatorStats, ScoreShape, estimate, estimate_pairs};
 pub use head::MiHead;

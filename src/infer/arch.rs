@@ -182,6 +182,8 @@ impl Arch {
                 local = Some(lx.usize()?);
             } else if k.eq_str("y_dim") && y_dim.is_none() {
                 y_dim = Some(lx.usize()?);
+            } else if k.eq_str("fold") {
+                return Err(InferError::UnsupportedLayer { layer: "fold" });
             } else if k.eq_str("layers") && n_layers.is_none() {
                 let mut n = 0;
                 if !lx.open(b'[', b']')? {
@@ -237,6 +239,8 @@ fn parse_layer(lx: &mut Lexer<'_>) -> Result<LayerSpec, InferError> {
                 Kind::Conv
             } else if t.eq_str("linear") {
                 Kind::Linear
+            } else if t.eq_str("bottleneck") {
+                return Err(InferError::UnsupportedLayer { layer: "bottleneck" });
             } else {
                 return Err(bad("layer type must be conv or linear"));
             });

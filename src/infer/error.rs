@@ -110,6 +110,12 @@ pub enum InferError {
         /// Why.
         reason: &'static str,
     },
+    /// The encoder uses a layer the inference path does not run (the
+    /// trainer's bottleneck blocks and crop/fold stage).
+    UnsupportedLayer {
+        /// The layer kind (`bottleneck`, `fold`).
+        layer: &'static str,
+    },
     /// A tensor the plan needs is absent.
     MissingTensor {
         /// Layer index (the Y layer is the last one).
@@ -199,6 +205,7 @@ impl fmt::Display for InferError {
                 write!(f, "inference file: unsupported `{key}` (export with `infomax export`)")
             }
             InvalidConfig { reason } => write!(f, "encoder config: {reason}"),
+            UnsupportedLayer { layer } => write!(f, "encoder config: unsupported layer {layer} in no_std inference"),
             MissingTensor { layer, part } => write!(f, "layer {layer}: {part} tensor is missing"),
             WrongShape { layer, part } => write!(f, "layer {layer}: {part} tensor has the wrong shape"),
             WrongDtype { layer, part, dtype } => {

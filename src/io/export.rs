@@ -83,6 +83,9 @@ fn name_at(model: &Dim, offset: usize, suffix: &str) -> Result<String> {
 /// The encoder's tensors, folded or not, in encoder order.
 fn encoder_tensors(model: &Dim, folded: bool) -> Result<Vec<Named>> {
     let enc = &model.encoder;
+    if let Some(reason) = enc.inference_unsupported() {
+        return Err(TrainError::Unsupported(reason));
+    }
     let blocks: Vec<&Block> = enc.blocks.iter().chain(core::iter::once(&enc.out)).collect();
     let mut out = Vec::new();
     for b in blocks {

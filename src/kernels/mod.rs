@@ -11,6 +11,7 @@
 pub mod act;
 pub mod conv;
 mod float;
+pub mod fold;
 pub mod gemm;
 pub mod linear;
 pub mod loss;
@@ -25,6 +26,7 @@ pub use act::{
 };
 pub use conv::{Conv2dShape, ConvDims, conv2d_backward, conv2d_forward};
 pub use float::Float;
+pub use fold::{FoldShape, UnfoldDims, UnfoldShape, fold_backward, fold_forward, unfold_backward, unfold_forward};
 pub use gemm::{Backend, MatMut, MatRef, gemm, gemm_with};
 pub use linear::{LinearShape, dot, linear_backward, linear_forward};
 pub use loss::{

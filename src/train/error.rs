@@ -26,6 +26,9 @@ pub enum TrainError {
     },
     /// A config (file or flags) that cannot work.
     Config(String),
+    /// The encoder has layers the `no_std` inference path does not run, so
+    /// it cannot be exported (training, eval and embed still work).
+    Unsupported(&'static str),
     /// A shape or numeric error from the model or kernels.
     Model(crate::Error),
     /// A dataset could not be read.
@@ -49,6 +52,7 @@ impl fmt::Display for TrainError {
             TrainError::Io { path, action, source } => write!(f, "{}: cannot {action}: {source}", path.display()),
             TrainError::Format { path, reason } => write!(f, "{}: {reason}", path.display()),
             TrainError::Config(m) => write!(f, "invalid config: {m}"),
+            TrainError::Unsupported(m) => write!(f, "cannot export this encoder: {m}"),
             TrainError::Model(e) => write!(f, "{e}"),
             TrainError::Data(e) => write!(f, "{e}"),
             TrainError::Diverged { step, what, checkpoint } => {

@@ -301,26 +301,9 @@ pub const MAX_PARAMS: u128 = 1 << 32;
 /// overflow it. Configs and checkpoints are checked against it before
 /// `Dim::new` allocates (and before its table arithmetic could overflow).
 pub(crate) fn min_param_count(cfg: &crate::dim::DimConfig) -> crate::error::Result<u128> {
-    use crate::dim::Layer;
     let enc = cfg.validate()?;
-    let shapes = enc.shapes()?;
-    let u = |v: usize| v as u128;
-    let mut total = u(cfg.mi_units).saturating_mul(u(cfg.mi_units));
-    let mut prev = enc.input;
-    for (layer, out) in enc.layers.iter().zip(&shapes) {
-        let weights = match *layer {
-            Layer::Conv { kernel, .. } => {
-                u(out[0]).saturating_mul(u(prev[0])).saturating_mul(u(kernel)).saturating_mul(u(kernel))
-            }
-            Layer::Linear { .. } => {
-                u(out[0]).saturating_mul(u(prev[0])).saturating_mul(u(prev[1])).saturating_mul(u(prev[2]))
-            }
-        };
-        total = total.saturating_add(weights);
-        prev = *out;
-    }
-    let flat = u(prev[0]).saturating_mul(u(prev[1])).saturating_mul(u(prev[2]));
-    Ok(total.saturating_add(flat.saturating_mul(u(enc.y_dim))))
+    let head = (cfg.mi_units as u128).saturating_mul(cfg.mi_units as u128);
+    Ok(head.saturating_add(enc.min_weight_count()?))
 }
 
 /// Per-tensor sums of squares (f64, fixed order: any thread count gives the
