@@ -20,8 +20,8 @@ use super::arch::{Arch, LayerSpec, MAX_LAYERS};
 use super::error::InferError;
 use super::safetensors::{Dtype, Tensor, Weights};
 use crate::kernels::conv::{add_bias, im2col};
-use crate::kernels::linear::add_bias_rows;
 use crate::kernels::igemm::{Blocking, OutView, gemm_weights};
+use crate::kernels::linear::add_bias_rows;
 use crate::kernels::{Conv2dShape, ConvDims, MatRef, MaxPoolShape};
 use crate::kernels::{dot, dot4, max_pool_forward_values, relu_inplace};
 

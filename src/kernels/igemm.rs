@@ -383,8 +383,8 @@ fn kernel_portable<const FMA: bool>(kc: usize, a: &[f32], rows: [usize; MR], b: 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
 fn kernel_avx2_fma(kc: usize, a: &[f32], rows: [usize; MR], b: &[f32], acc: &mut [[f32; NR]; MR]) {
-    use core::arch::x86_64::{__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps};
     use core::arch::x86_64::_mm256_storeu_ps;
+    use core::arch::x86_64::{__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps};
     // The bounds every load below relies on (always true for our callers;
     // checked so that a bug is a slow path, not an out-of-bounds read).
     let in_bounds = b.len() >= kc * NR && rows.iter().all(|&o| o.checked_add(kc).is_some_and(|e| e <= a.len()));
