@@ -379,11 +379,11 @@ fn weight_conversion_is_bit_exact_with_half_for_every_pattern() {
         shifted[off..off + raw.len()].copy_from_slice(&raw);
         let s = &shifted[off..off + raw.len()];
         if let Some(view) = convert::f32_in_place(s) {
-            assert_eq!(s.as_ptr() as usize % 4, 0);
+            assert!((s.as_ptr() as usize).is_multiple_of(4));
             assert_eq!(view, &v[..]);
             borrowed += 1;
         } else {
-            assert_ne!(s.as_ptr() as usize % 4, 0, "an aligned buffer was not borrowed");
+            assert!(!(s.as_ptr() as usize).is_multiple_of(4), "an aligned buffer was not borrowed");
         }
     }
     assert_eq!(borrowed, 1);

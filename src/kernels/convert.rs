@@ -159,7 +159,7 @@ pub fn f32_le_to_f32(src: &[u8], dst: &mut [f32]) {
 /// encode: a little-endian target, a 4-byte-aligned start and a length that
 /// is a multiple of 4. Otherwise `None` (read through [`f32_le_to_f32`]).
 pub fn f32_in_place(bytes: &[u8]) -> Option<&[f32]> {
-    if cfg!(target_endian = "big") || bytes.len() % 4 != 0 {
+    if cfg!(target_endian = "big") || !bytes.len().is_multiple_of(4) {
         return None;
     }
     // SAFETY: every 4-byte pattern is a valid f32 (no invalid values, no

@@ -243,7 +243,13 @@ fn gemm_impl(
     if w.len() != mk {
         return Err(Error::InvalidShape { what, reason: "weights are not [m, k]" });
     }
-    if blk.kc == 0 || blk.kc > KC || blk.mc == 0 || blk.mc % MR != 0 || blk.nc == 0 || blk.nc % NR != 0 {
+    if blk.kc == 0
+        || blk.kc > KC
+        || blk.mc == 0
+        || !blk.mc.is_multiple_of(MR)
+        || blk.nc == 0
+        || !blk.nc.is_multiple_of(NR)
+    {
         return Err(Error::InvalidShape { what, reason: "invalid blocking" });
     }
     if m == 0 || n == 0 {
