@@ -21,39 +21,7 @@ fn naive_gemm(m: usize, kk: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
 }
 
 proptest! {
-    #![proptest_config(cfg(64))]
-
-    #[test]
-    fn gemm_backends_match_naive(m in 1usize..=70, kk in 0usize..=300, n in 1usize..=40,
-                                 ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(), seed in any::<u64>()) {
-        let mut rng = Rng(seed);
-        let a = rng.vec_f32(m * kk);
-        let b = rng.vec_f32(kk * n);
-        let c0 = rng.vec_f32(m * n);
-        let mut want = naive_gemm(m, kk, n, &to_f64(&a), &to_f64(&b));
-        if acc {
-            for (w, &c) in want.iter_mut().zip(&c0) { *w += c as f64; }
-        }
-        // Store A and/or B transposed to exercise strided views.
-        let a_t: Vec<f32> = (0..kk * m).map(|i| a[(i % m) * kk + i / m]).collect();
-        let b_t: Vec<f32> = (0..n * kk).map(|i| b[(i % kk) * n + i / kk]).collect();
-        let av = if ta { k::MatRef::row_major(&a_t, kk, m).unwrap().t() } else { k::MatRef::row_major(&a, m, kk).unwrap() };
-        let bv = if tb { k::MatRef::row_major(&b_t, n, kk).unwrap().t() } else { k::MatRef::row_major(&b, kk, n).unwrap() };
-        let backends = [k::Backend::Blocked, k::Backend::GemmCrate];
-        for be in backends {
-            let mut c = c0.clone();
-            k::gemm_with(be, k::MatMut::row_major(&mut c, m, n).unwrap(), av, bv, acc).unwrap();
-            assert_close_f32(&format!("gemm {be:?}"), &c, &want, TOL);
-            // Column-major output too.
-            let mut cc: Vec<f32> = (0..m * n).map(|i| c0[(i % m) * n + i / m]).collect();
-            k::gemm_with(be, k::MatMut::new(&mut cc, m, n, 1, m).unwrap(), av, bv, acc).unwrap();
-            let back: Vec<f32> = (0..m * n).map(|i| cc[(i % n) * m + i / n]).collect();
-            assert_close_f32(&format!("gemm {be:?} col-major"), &back, &want, TOL);
-        }
-        let mut c = c0.clone();
-        par::par_gemm(&mut c, av, bv, acc).unwrap();
-        assert_close_f32("par_gemm", &c, &want, TOL);
-    }
+    #![proptest_config(cfg(24))]
 
     /// The inference GEMM (`kernels::igemm`) on every weight encoding, with
     /// a segmented output (one segment per "image" of `seg` columns, as a
@@ -112,6 +80,42 @@ proptest! {
         infomax::kernels::igemm::gemm_weights_portable(OutView::new(&mut cp, m, n, seg, seg, seg_stride).unwrap(), rows, bv, blk, &mut apack, &mut bpack).unwrap();
         let got: Vec<f32> = (0..m * n).map(|e| { let (i, j) = (e / n, e % n); cp[(j / seg) * seg_stride + i * seg + j % seg] }).collect();
         assert_close_f32("inference gemm, portable kernel", &got, &want, tol);
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg(64))]
+
+    #[test]
+    fn gemm_backends_match_naive(m in 1usize..=70, kk in 0usize..=300, n in 1usize..=40,
+                                 ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(), seed in any::<u64>()) {
+        let mut rng = Rng(seed);
+        let a = rng.vec_f32(m * kk);
+        let b = rng.vec_f32(kk * n);
+        let c0 = rng.vec_f32(m * n);
+        let mut want = naive_gemm(m, kk, n, &to_f64(&a), &to_f64(&b));
+        if acc {
+            for (w, &c) in want.iter_mut().zip(&c0) { *w += c as f64; }
+        }
+        // Store A and/or B transposed to exercise strided views.
+        let a_t: Vec<f32> = (0..kk * m).map(|i| a[(i % m) * kk + i / m]).collect();
+        let b_t: Vec<f32> = (0..n * kk).map(|i| b[(i % kk) * n + i / kk]).collect();
+        let av = if ta { k::MatRef::row_major(&a_t, kk, m).unwrap().t() } else { k::MatRef::row_major(&a, m, kk).unwrap() };
+        let bv = if tb { k::MatRef::row_major(&b_t, n, kk).unwrap().t() } else { k::MatRef::row_major(&b, kk, n).unwrap() };
+        let backends = [k::Backend::Blocked, k::Backend::GemmCrate];
+        for be in backends {
+            let mut c = c0.clone();
+            k::gemm_with(be, k::MatMut::row_major(&mut c, m, n).unwrap(), av, bv, acc).unwrap();
+            assert_close_f32(&format!("gemm {be:?}"), &c, &want, TOL);
+            // Column-major output too.
+            let mut cc: Vec<f32> = (0..m * n).map(|i| c0[(i % m) * n + i / m]).collect();
+            k::gemm_with(be, k::MatMut::new(&mut cc, m, n, 1, m).unwrap(), av, bv, acc).unwrap();
+            let back: Vec<f32> = (0..m * n).map(|i| cc[(i % n) * m + i / n]).collect();
+            assert_close_f32(&format!("gemm {be:?} col-major"), &back, &want, TOL);
+        }
+        let mut c = c0.clone();
+        par::par_gemm(&mut c, av, bv, acc).unwrap();
+        assert_close_f32("par_gemm", &c, &want, TOL);
     }
 
     #[test]
