@@ -371,6 +371,7 @@ fn combined_variants_gradient_matches_finite_differences() {
         layers: vec![conv(4), conv(8), Layer::Linear { out: 16, bn: true, relu: true }],
         local_layer: 1,
         y_dim: 8,
+        fold: None,
     };
     let mut cfg = DimConfig::new("conv28")
         .mi_units(16)

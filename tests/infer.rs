@@ -163,7 +163,7 @@ fn presets_match_the_trainer_configs() {
 #[test]
 fn scratch_is_exact_and_documented() {
     for (name, arch, want) in
-        [("conv28", Arch::conv28(), 104_512), ("conv32", Arch::conv32(), 95_232), ("edge", Arch::edge(), 16_112)]
+        [("conv28", Arch::conv28(), 108_608), ("conv32", Arch::conv32(), 99_328), ("edge", Arch::edge(), 20_208)]
     {
         let plan = Plan::new(&arch, 1).unwrap();
         let model = Dim::new(DimConfig::new(name).mi_units(8)).unwrap();
@@ -648,6 +648,51 @@ fn fuzz_seed_models_are_current() {
                 std::fs::write(&path, seed).unwrap();
             }
             assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&seed[..]), "{} is stale", path.display());
+        }
+    }
+}
+
+/// The exporter pads the header so the data section starts on a 64-byte
+/// boundary (still a valid safetensors file), every preset tensor then
+/// starts 16-byte aligned, and f32 weights in an aligned buffer are read in
+/// place (no copy), with the same values `read_f32` gives.
+#[test]
+fn exported_data_is_aligned_and_f32_is_read_in_place() {
+    for preset in ["edge", "conv32"] {
+        let model = Dim::new(DimConfig::new(preset).mi_units(8)).unwrap();
+        for dtype in [ExportDtype::F32, ExportDtype::F16] {
+            let bytes = to_bytes(&model, dtype, true, &[]).unwrap();
+            assert!(safetensors::SafeTensors::deserialize(&bytes).is_ok());
+            let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            assert_eq!((8 + header) % infomax::io::export::DATA_ALIGN, 0, "{preset} {dtype:?}");
+            // An 8-aligned copy of the file (u64 storage).
+            let words: Vec<u64> = bytes
+                .chunks(8)
+                .map(|c| {
+                    let mut w = [0u8; 8];
+                    w[..c.len()].copy_from_slice(c);
+                    u64::from_ne_bytes(w)
+                })
+                .collect();
+            // SAFETY: `words` holds at least `bytes.len()` initialised bytes
+            // (ne-bytes of the file, in order), u8 has no alignment or
+            // validity requirement, and `words` outlives the view.
+            let aligned: &[u8] = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) };
+            let w = Weights::<32>::parse(aligned).unwrap();
+            for t in w.tensors() {
+                let offset = t.data().as_ptr() as usize - aligned.as_ptr() as usize;
+                assert_eq!(offset % 16, 0, "{preset} {dtype:?}");
+                let mut copy = vec![0f32; t.len()];
+                t.read_f32(0, &mut copy).unwrap();
+                match (dtype, t.as_f32()) {
+                    (ExportDtype::F32, Some(v)) if cfg!(target_endian = "little") => assert_eq!(v, &copy[..]),
+                    (ExportDtype::F32, None) => {
+                        assert!(cfg!(target_endian = "big") || !(aligned.as_ptr() as usize).is_multiple_of(4))
+                    }
+                    (ExportDtype::F16, None) => {}
+                    other => panic!("{preset}: unexpected in-place view {:?}", other.0),
+                }
+            }
         }
     }
 }

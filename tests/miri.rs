@@ -146,3 +146,71 @@ fn no_alloc_reader_parses_and_reads_a_small_file() {
         assert!(infomax::infer::Weights::<4>::parse(&file[..cut]).is_err(), "cut {cut}");
     }
 }
+
+#[test]
+fn inference_gemm_matches_exact_small_integer_products() {
+    // The inference GEMM (kernels::igemm) with every weight encoding, a
+    // segmented output and blockings smaller than the problem: the
+    // run-time dispatched micro-kernel (the portable one under plain Miri,
+    // the AVX2 one with `-C target-feature=+avx2,+fma`) and the in-place f32
+    // borrow (`align_to`). Small integers: exact in f32, f16 and bf16.
+    use infomax::kernels::igemm::{Blocking, OutView, WeightRows, gemm_weights};
+    for (m, n, k) in [(1usize, 1usize, 1usize), (7, 17, 3), (13, 33, 9)] {
+        let w: Vec<f32> = (0..m * k).map(|i| ((i * 7 + 3) % 11) as f32 - 5.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 + 1) % 13) as f32 - 6.0).collect();
+        let f32_bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f16_bytes: Vec<u8> = w.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let bf16_bytes: Vec<u8> = w.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        let in_place = infomax::kernels::convert::f32_in_place(&f32_bytes);
+        let mut sources = vec![
+            WeightRows::F32(&w),
+            WeightRows::F32Le(&f32_bytes),
+            WeightRows::F16Le(&f16_bytes),
+            WeightRows::Bf16Le(&bf16_bytes),
+        ];
+        if let Some(s) = in_place {
+            sources.push(WeightRows::F32(s));
+        }
+        let seg = n.div_ceil(2);
+        let seg_stride = m * seg + 1;
+        for rows in sources {
+            for budget in [1, 1 << 12] {
+                let blk = Blocking::new(m, k, n, budget);
+                let (mut ap, mut bp) = (vec![0f32; blk.apack_len()], vec![0f32; blk.bpack_len()]);
+                let mut c = vec![99f32; 2 * seg_stride];
+                let cv = OutView::new(&mut c, m, n, seg, seg, seg_stride).unwrap();
+                gemm_weights(cv, rows, MatRef::row_major(&b, k, n).unwrap(), blk, &mut ap, &mut bp).unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k).map(|p| w[i * k + p] * b[p * n + j]).sum();
+                        assert_eq!(c[(j / seg) * seg_stride + i * seg + j % seg], want, "{rows:?} ({i}, {j})");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dot4_and_weight_conversion_on_small_inputs() {
+    // The dispatched `dot4` (bit-identical to `dot` per row) and the
+    // converters' portable loops, including their remainders.
+    for len in [0usize, 1, 17, 33] {
+        let x: Vec<f32> = (0..len).map(|i| (i % 5) as f32 - 2.0).collect();
+        let rows: Vec<Vec<f32>> = (0..4).map(|r| (0..len).map(|i| ((i + r) % 7) as f32 - 3.0).collect()).collect();
+        let got = infomax::kernels::dot4([&rows[0], &rows[1], &rows[2], &rows[3]], &x);
+        for r in 0..4 {
+            assert_eq!(got[r].to_bits(), infomax::kernels::dot(&rows[r], &x).to_bits(), "len {len} row {r}");
+        }
+    }
+    let bits: Vec<u16> = vec![0, 1, 0x3c00, 0x7c00, 0x7c01, 0xfe00, 0x8001, 0x7f80, 0x7fc1, 0x1234, 0xabcd];
+    let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+    let mut f = vec![0f32; bits.len()];
+    let mut g = vec![0f32; bits.len()];
+    infomax::kernels::convert::f16_to_f32(&bytes, &mut f);
+    infomax::kernels::convert::bf16_to_f32(&bytes, &mut g);
+    for (i, &h) in bits.iter().enumerate() {
+        assert_eq!(f[i].to_bits(), half::f16::from_bits(h).to_f32().to_bits(), "f16 {h:#x}");
+        assert_eq!(g[i].to_bits(), half::bf16::from_bits(h).to_f32().to_bits(), "bf16 {h:#x}");
+    }
+}

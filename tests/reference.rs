@@ -21,6 +21,69 @@ fn naive_gemm(m: usize, kk: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
 }
 
 proptest! {
+    #![proptest_config(cfg(24))]
+
+    /// The inference GEMM (`kernels::igemm`) on every weight encoding, with
+    /// a segmented output (one segment per "image" of `seg` columns, as a
+    /// batched conv writes NCHW), shapes crossing the 6×16 tile, `KC` = 256
+    /// and, with small budgets, several `mc`/`nc` blocks.
+    #[test]
+    fn inference_gemm_matches_naive(m in 1usize..=100, kk in 0usize..=560, n in 1usize..=70,
+                                    enc in 0usize..4, tb in any::<bool>(), seg_pick in 0usize..3,
+                                    budget in prop_oneof![Just(1usize), Just(700), Just(4096), Just(1 << 20)],
+                                    seed in any::<u64>()) {
+        use infomax::kernels::igemm::{Blocking, OutView, WeightRows, gemm_weights};
+        let mut rng = Rng(seed);
+        let w0 = rng.vec_f32(m * kk);
+        let b = rng.vec_f32(kk * n);
+        // The weights as the GEMM sees them, and their exact f32 values.
+        let (w, bytes): (Vec<f32>, Vec<u8>) = match enc {
+            0 | 1 => (w0.clone(), std::iter::once(0u8).chain(w0.iter().flat_map(|v| v.to_le_bytes())).collect()),
+            2 => (w0.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+                  w0.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()),
+            _ => (w0.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect(),
+                  w0.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect()),
+        };
+        let rows = match enc {
+            0 => WeightRows::F32(&w),
+            1 => WeightRows::F32Le(&bytes[1..]), // deliberately unaligned
+            2 => WeightRows::F16Le(&bytes),
+            _ => WeightRows::Bf16Le(&bytes),
+        };
+        let want = naive_gemm(m, kk, n, &to_f64(&w), &to_f64(&b));
+        // One f32 FMA chain per element: the rounding error grows with k.
+        let tol = TOL * (1.0 + kk as f64 / 128.0);
+        let b_t: Vec<f32> = (0..n * kk).map(|i| b[(i % kk) * n + i / kk]).collect();
+        let bv = if tb { k::MatRef::row_major(&b_t, n, kk).unwrap().t() } else { k::MatRef::row_major(&b, kk, n).unwrap() };
+        let seg = [n, 1, n.div_ceil(3)][seg_pick];
+        let nseg = n.div_ceil(seg);
+        // Segment s holds an [m, seg] row-major block, 2 guard cells apart.
+        let seg_stride = m * seg + 2;
+        let mut c = vec![f32::NAN; nseg * seg_stride];
+        let blk = Blocking::new(m, kk, n, budget);
+        let mut apack = vec![0f32; blk.apack_len()];
+        let mut bpack = vec![0f32; blk.bpack_len()];
+        gemm_weights(OutView::new(&mut c, m, n, seg, seg, seg_stride).unwrap(), rows, bv, blk, &mut apack, &mut bpack).unwrap();
+        let got: Vec<f32> = (0..m * n).map(|e| { let (i, j) = (e / n, e % n); c[(j / seg) * seg_stride + i * seg + j % seg] }).collect();
+        assert_close_f32(&format!("inference gemm enc {enc} seg {seg} {blk:?}"), &got, &want, tol);
+        for s in 0..nseg {
+            prop_assert!(c[s * seg_stride + m * seg..(s + 1) * seg_stride].iter().all(|v| v.is_nan()), "guard written");
+        }
+        // Results do not depend on the blocking of n (bit for bit).
+        let mut c1 = vec![f32::NAN; nseg * seg_stride];
+        let blk1 = Blocking::new(m, kk, n, 1);
+        let (mut a1, mut b1) = (vec![0f32; blk1.apack_len()], vec![0f32; blk1.bpack_len()]);
+        gemm_weights(OutView::new(&mut c1, m, n, seg, seg, seg_stride).unwrap(), rows, bv, blk1, &mut a1, &mut b1).unwrap();
+        prop_assert!(c.iter().zip(&c1).all(|(x, y)| x.to_bits() == y.to_bits()), "blocking changed the bits");
+        // The portable micro-kernel (Miri's, no_std's) on the same problem.
+        let mut cp = vec![f32::NAN; nseg * seg_stride];
+        infomax::kernels::igemm::gemm_weights_portable(OutView::new(&mut cp, m, n, seg, seg, seg_stride).unwrap(), rows, bv, blk, &mut apack, &mut bpack).unwrap();
+        let got: Vec<f32> = (0..m * n).map(|e| { let (i, j) = (e / n, e % n); cp[(j / seg) * seg_stride + i * seg + j % seg] }).collect();
+        assert_close_f32("inference gemm, portable kernel", &got, &want, tol);
+    }
+}
+
+proptest! {
     #![proptest_config(cfg(64))]
 
     #[test]
@@ -345,4 +408,57 @@ fn unfold_fold_bad_shapes_are_typed_errors() {
     assert!(matches!(k::fold_backward(&f, &[0f32; 8], &mut [0f32; 7]), Err(Error::LengthMismatch { .. })));
     let f = k::FoldShape { batch: usize::MAX, ..f };
     assert!(matches!(f.validate(), Err(Error::Overflow { .. })));
+}
+
+/// Weight conversion (`kernels::convert`) against the `half` crate over all
+/// 65 536 bit patterns, bit for bit (NaNs: sign and payload kept, quiet bit
+/// set, as `half` and F16C do): the dispatched F16 path (F16C here when the
+/// CPU has it), the portable one, and BF16.
+#[test]
+fn weight_conversion_is_bit_exact_with_half_for_every_pattern() {
+    use infomax::kernels::convert;
+    let bytes: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+    // Odd offsets and lengths exercise the vector loops' remainders.
+    for (start, end) in [(0, 65_536), (3, 65_533)] {
+        let src = &bytes[2 * start..2 * end];
+        let mut fast = vec![0f32; end - start];
+        let mut portable = vec![0f32; end - start];
+        let mut bf = vec![0f32; end - start];
+        let mut bf_portable = vec![0f32; end - start];
+        convert::bf16_to_f32_portable(src, &mut bf_portable);
+        convert::f16_to_f32(src, &mut fast);
+        convert::f16_to_f32_portable(src, &mut portable);
+        convert::bf16_to_f32(src, &mut bf);
+        for (i, h) in (start..end).enumerate() {
+            let h = h as u16;
+            let want = half::f16::from_bits(h).to_f32().to_bits();
+            assert_eq!(fast[i].to_bits(), want, "f16 {h:#06x}");
+            assert_eq!(portable[i].to_bits(), want, "f16 portable {h:#06x}");
+            assert_eq!(convert::f16_bits_to_f32(h).to_bits(), want, "f16 scalar {h:#06x}");
+            let want = half::bf16::from_bits(h).to_f32().to_bits();
+            assert_eq!(bf[i].to_bits(), want, "bf16 {h:#06x}");
+            assert_eq!(bf_portable[i].to_bits(), want, "bf16 portable {h:#06x}");
+            assert_eq!(convert::bf16_bits_to_f32(h).to_bits(), want, "bf16 scalar {h:#06x}");
+        }
+    }
+    // In-place f32: aligned buffers are borrowed, unaligned ones are not.
+    let v: Vec<f32> = vec![1.5, -2.0, 3.25];
+    let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut out = [0f32; 3];
+    convert::f32_le_to_f32(&raw, &mut out);
+    assert_eq!(out.to_vec(), v);
+    let mut shifted = vec![0u8; raw.len() + 4];
+    let mut borrowed = 0;
+    for off in 0..4 {
+        shifted[off..off + raw.len()].copy_from_slice(&raw);
+        let s = &shifted[off..off + raw.len()];
+        if let Some(view) = convert::f32_in_place(s) {
+            assert!((s.as_ptr() as usize).is_multiple_of(4));
+            assert_eq!(view, &v[..]);
+            borrowed += 1;
+        } else {
+            assert!(!(s.as_ptr() as usize).is_multiple_of(4), "an aligned buffer was not borrowed");
+        }
+    }
+    assert_eq!(borrowed, 1);
 }

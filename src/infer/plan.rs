@@ -7,9 +7,11 @@
 //!   (a pooled layer writes its pre-pool map to one and pools into the
 //!   other), each as long as the largest map it ever holds;
 //! - im2col columns for the whole batch of the largest conv;
-//! - one weight tile: `tile_rows` rows of a weight matrix converted to f32
-//!   from the file's F32/F16/BF16 bytes, at most [`WEIGHT_TILE`] elements
-//!   (or one row, if a row is longer);
+//! - the inference GEMM's W block: a block of weight rows converted to f32
+//!   from the file's F16/BF16 (or unaligned F32) bytes; aligned F32 weights
+//!   are read in place and leave it unused;
+//! - the GEMM's packed B block (both at most [`WEIGHT_TILE`] elements, or
+//!   one register tile / one weight row if that is longer);
 //! - the current layer's bias, converted.
 
 use core::fmt::Write;
@@ -18,12 +20,17 @@ use super::arch::{Arch, LayerSpec, MAX_LAYERS};
 use super::error::InferError;
 use super::safetensors::{Dtype, Tensor, Weights};
 use crate::kernels::conv::{add_bias, im2col};
+use crate::kernels::igemm::{Blocking, OutView, gemm_weights};
 use crate::kernels::linear::add_bias_rows;
-use crate::kernels::{Backend, Conv2dShape, ConvDims, MatMut, MatRef, MaxPoolShape};
-use crate::kernels::{dot, gemm_with, max_pool_forward_values, relu_inplace};
+use crate::kernels::{Conv2dShape, ConvDims, MatRef, MaxPoolShape};
+use crate::kernels::{dot, dot4, max_pool_forward_values, relu_inplace};
 
-/// Elements of one converted weight tile (16 KiB of f32).
+/// Elements of each GEMM packing buffer (16 KiB of f32): microcontroller-sized.
 pub const WEIGHT_TILE: usize = 4096;
+
+/// Most weight elements converted at once for a small-batch linear layer
+/// (16 KiB: they stay in L1 while every image's dot reads them).
+const GEMV_CHUNK: usize = 4096;
 
 /// Below this batch, linear layers run as one dot per (image, output):
 /// the blocked GEMM's 6-row tile would mostly multiply padding.
@@ -92,7 +99,12 @@ struct Step {
     k: usize,
     /// Expected weight shape (rank 4 for conv, 2 for linear).
     w_shape: [usize; 4],
-    tile_rows: usize,
+    /// A small-batch linear layer: one dot per (image, output).
+    gemv: bool,
+    /// Weight rows converted per chunk in a `gemv` layer.
+    gemv_rows: usize,
+    /// GEMM blocking otherwise.
+    blk: Blocking,
     relu: bool,
     pool: Option<MaxPoolShape>,
     /// Input, pre-pool and output elements per image.
@@ -109,7 +121,9 @@ const EMPTY_STEP: Step = Step {
     rows: 0,
     k: 0,
     w_shape: [0; 4],
-    tile_rows: 0,
+    gemv: false,
+    gemv_rows: 0,
+    blk: Blocking { kc: 1, mc: 0, nc: 0 },
     relu: false,
     pool: None,
     in_len: 0,
@@ -128,7 +142,8 @@ pub struct Plan {
     n_steps: usize,
     slot_len: [usize; 2],
     cols_len: usize,
-    tile_len: usize,
+    apack_len: usize,
+    bpack_len: usize,
     bias_len: usize,
     scratch_len: usize,
     local: usize,
@@ -151,10 +166,11 @@ impl Plan {
         Self::with_weight_tile(arch, batch, WEIGHT_TILE)
     }
 
-    /// [`Plan::new`] with weight tiles of up to `weight_tile` elements.
-    /// Larger tiles cost scratch (`weight_tile` f32) and buy speed: each
-    /// tile is one GEMM, so a tile holding a whole layer packs its input
-    /// once. On a server, `1 << 20` holds every layer of the presets.
+    /// [`Plan::new`] with GEMM packing buffers of up to `weight_tile`
+    /// elements each. Larger buffers cost scratch (2 × `weight_tile` f32)
+    /// and buy speed: B (the activations) is packed once per `nc` columns
+    /// and each block of weights is converted once per packed B block. On a
+    /// server, `1 << 20` packs every layer of the presets in one block.
     pub fn with_weight_tile(arch: &Arch, batch: usize, weight_tile: usize) -> Result<Self, InferError> {
         let bad = |reason| InferError::InvalidConfig { reason };
         if batch == 0 {
@@ -217,7 +233,14 @@ impl Plan {
                 }
             }
             st.out_len = mul(mul(cur[0], cur[1])?, cur[2])?;
-            st.tile_rows = (weight_tile / st.k).clamp(1, st.rows);
+            let gemm_n = match st.op {
+                Op::Conv(_, d) if d.pointwise => d.out_hw,
+                Op::Conv(_, d) => mul(batch, d.out_hw)?,
+                Op::Linear => batch,
+            };
+            st.gemv = matches!(st.op, Op::Linear) && batch < GEMV_MAX_BATCH;
+            st.gemv_rows = (weight_tile.min(GEMV_CHUNK) / st.k).clamp(1, st.rows);
+            st.blk = Blocking::new(st.rows, st.k, gemm_n, weight_tile);
             in_len = st.out_len;
             steps[i] = st;
         }
@@ -229,7 +252,8 @@ impl Plan {
             n_steps,
             slot_len: [0; 2],
             cols_len: 0,
-            tile_len: 0,
+            apack_len: 0,
+            bpack_len: 0,
             bias_len: 0,
             scratch_len: 0,
             local: arch.local_layer(),
@@ -254,11 +278,16 @@ impl Plan {
             {
                 plan.cols_len = plan.cols_len.max(mul(batch, d.col_len)?);
             }
-            plan.tile_len = plan.tile_len.max(mul(st.tile_rows, st.k)?);
+            if st.gemv {
+                plan.apack_len = plan.apack_len.max(mul(st.gemv_rows, st.k)?);
+            } else {
+                plan.apack_len = plan.apack_len.max(mul(st.blk.mc, st.blk.kc)?);
+                plan.bpack_len = plan.bpack_len.max(mul(st.blk.kc, st.blk.nc)?);
+            }
             plan.bias_len = plan.bias_len.max(st.rows);
             src = st.out_slot;
         }
-        plan.scratch_len = [plan.slot_len[1], plan.cols_len, plan.tile_len, plan.bias_len]
+        plan.scratch_len = [plan.slot_len[1], plan.cols_len, plan.apack_len, plan.bpack_len, plan.bias_len]
             .into_iter()
             .try_fold(plan.slot_len[0], add)?;
         Ok(plan)
@@ -349,7 +378,8 @@ impl Plan {
         let (a, rest) = scratch.split_at_mut(self.slot_len[0]);
         let (b, rest) = rest.split_at_mut(self.slot_len[1]);
         let (cols, rest) = rest.split_at_mut(self.cols_len);
-        let (tile, rest) = rest.split_at_mut(self.tile_len);
+        let (apack, rest) = rest.split_at_mut(self.apack_len);
+        let (bpack, rest) = rest.split_at_mut(self.bpack_len);
         let bias = &mut rest[..self.bias_len];
         let n = self.batch;
         let mut src_slot = Slot::Input;
@@ -368,7 +398,7 @@ impl Plan {
             };
             let src = &src[..n * st.in_len];
             let dst = &mut dst[..n * st.pre_len];
-            self.layer(i, st, &wt, bias, src, dst, cols, tile)?;
+            self.layer(i, st, &wt, bias, src, dst, cols, apack, bpack)?;
             if st.relu {
                 relu_inplace(dst);
             }
@@ -421,8 +451,8 @@ impl Plan {
         Ok((get("weight", &st.w_shape[..rank])?, get("bias", &[st.rows])?))
     }
 
-    /// `dst = W · src + b` for one conv or linear layer, weights converted
-    /// tile by tile.
+    /// `dst = W · src + b` for one conv or linear layer: weights read in
+    /// place (aligned f32) or converted block by block.
     #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
@@ -433,57 +463,69 @@ impl Plan {
         src: &[f32],
         dst: &mut [f32],
         cols: &mut [f32],
-        tile: &mut [f32],
+        apack: &mut [f32],
+        bpack: &mut [f32],
     ) -> Result<(), InferError> {
         let n = self.batch;
-        let shape_err = |_| InferError::WrongShape { layer: i, part: "weight" };
+        let w = wt.weight_rows().map_err(|_| InferError::WrongShape { layer: i, part: "weight" })?;
         match st.op {
             Op::Conv(s, d) => {
                 let hw = d.out_hw;
-                let ld = n * hw;
-                if !d.pointwise {
+                if d.pointwise {
+                    for (x, y) in src.chunks_exact(st.in_len).zip(dst.chunks_exact_mut(st.pre_len)) {
+                        let bm = MatRef::row_major(x, st.k, hw)?;
+                        gemm_weights(OutView::row_major(y, st.rows, hw)?, w, bm, st.blk, apack, bpack)?;
+                    }
+                } else {
+                    // The batch is the GEMM's N: one product per layer, each
+                    // weight converted once per packed block of columns.
+                    let ld = n * hw;
                     for (img, x) in src.chunks_exact(st.in_len).enumerate() {
                         im2col(&s, &d, x, cols, ld, img * hw);
                     }
-                }
-                for r0 in (0..st.rows).step_by(st.tile_rows) {
-                    let t = st.tile_rows.min(st.rows - r0);
-                    let tw = &mut tile[..t * st.k];
-                    wt.read_f32(r0 * st.k, tw).map_err(shape_err)?;
-                    let am = MatRef::row_major(&*tw, t, st.k)?;
-                    for (img, y) in dst.chunks_exact_mut(st.pre_len).enumerate() {
-                        let bm = if d.pointwise {
-                            MatRef::row_major(&src[img * st.in_len..(img + 1) * st.in_len], st.k, hw)?
-                        } else {
-                            MatRef::new(&cols[img * hw..], st.k, hw, ld, 1)?
-                        };
-                        let cm = MatMut::row_major(&mut y[r0 * hw..(r0 + t) * hw], t, hw)?;
-                        gemm_with(Backend::Blocked, cm, am, bm, false)?;
-                    }
+                    let bm = MatRef::new(&*cols, st.k, ld, ld, 1)?;
+                    let cm = OutView::new(dst, st.rows, ld, hw, hw, st.pre_len)?;
+                    gemm_weights(cm, w, bm, st.blk, apack, bpack)?;
                 }
                 for y in dst.chunks_exact_mut(st.pre_len) {
                     add_bias(y, bias, hw);
                 }
             }
-            Op::Linear => {
-                let xm = MatRef::row_major(src, n, st.k)?;
-                for o0 in (0..st.rows).step_by(st.tile_rows) {
-                    let t = st.tile_rows.min(st.rows - o0);
-                    let tw = &mut tile[..t * st.k];
-                    wt.read_f32(o0 * st.k, tw).map_err(shape_err)?;
-                    if n < GEMV_MAX_BATCH {
-                        // A few images: one dot per (image, output), no padding.
-                        for (x, y) in src.chunks_exact(st.k).zip(dst.chunks_exact_mut(st.rows)) {
-                            for (o, w) in y[o0..o0 + t].iter_mut().zip(tw.chunks_exact(st.k)) {
-                                *o = dot(w, x);
-                            }
+            Op::Linear if st.gemv => {
+                // A few images: one dot per (image, output), no padding.
+                let k = st.k;
+                let gemv = |tw: &[f32], o0: usize, dst: &mut [f32]| {
+                    for (x, y) in src.chunks_exact(k).zip(dst.chunks_exact_mut(st.rows)) {
+                        let nrows = tw.len() / k;
+                        let n4 = nrows / 4 * 4;
+                        let (y4, y_rest) = y[o0..o0 + nrows].split_at_mut(n4);
+                        for (w, o) in tw[..n4 * k].chunks_exact(4 * k).zip(y4.chunks_exact_mut(4)) {
+                            let r = [&w[..k], &w[k..2 * k], &w[2 * k..3 * k], &w[3 * k..]];
+                            o.copy_from_slice(&dot4(r, x));
                         }
-                        continue;
+                        for (o, wr) in y_rest.iter_mut().zip(tw[n4 * k..].chunks_exact(k)) {
+                            *o = dot(wr, x);
+                        }
                     }
-                    let wm = MatRef::row_major(&*tw, t, st.k)?.t();
-                    let cm = MatMut::new(&mut dst[o0..], n, t, st.rows, 1)?;
-                    gemm_with(Backend::Blocked, cm, xm, wm, false)?;
+                };
+                match w.in_place() {
+                    Some(all) => gemv(all, 0, dst),
+                    None => {
+                        for o0 in (0..st.rows).step_by(st.gemv_rows) {
+                            let t = st.gemv_rows.min(st.rows - o0);
+                            let tw = &mut apack[..t * st.k];
+                            w.read(o0 * st.k, tw);
+                            gemv(tw, o0, dst);
+                        }
+                    }
                 }
+                add_bias_rows(dst, bias);
+            }
+            Op::Linear => {
+                // Yᵀ = W · Xᵀ: the weights are the GEMM's A, the batch its N.
+                let xt = MatRef::new(src, st.k, n, 1, st.k)?;
+                let cm = OutView::new(dst, st.rows, n, 1, 1, st.rows)?;
+                gemm_weights(cm, w, xt, st.blk, apack, bpack)?;
                 add_bias_rows(dst, bias);
             }
         }

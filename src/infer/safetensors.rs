@@ -12,6 +12,8 @@
 
 use super::error::InferError;
 use super::json::{JsonStr, Lexer};
+use crate::kernels::convert;
+use crate::kernels::igemm::WeightRows;
 
 /// Largest header the format allows (the `safetensors` crate's limit).
 pub const MAX_HEADER: u64 = 100_000_000;
@@ -126,6 +128,28 @@ impl<'a> Tensor<'a> {
         self.data
     }
 
+    /// The elements of an F32 tensor borrowed in place, without a copy: only
+    /// on a little-endian target and when the data starts 4-byte aligned in
+    /// memory (our exporter aligns tensor data; the buffer must be aligned
+    /// too, as a `Vec<u8>` or `std::fs::read` result is). `None` otherwise.
+    pub fn as_f32(&self) -> Option<&'a [f32]> {
+        if self.dtype != Dtype::F32 {
+            return None;
+        }
+        convert::f32_in_place(self.data)
+    }
+
+    /// The tensor as a row source for the inference GEMM: borrowed when
+    /// [`Tensor::as_f32`] allows, otherwise converted on the fly.
+    pub fn weight_rows(&self) -> Result<WeightRows<'a>, ReadError> {
+        Ok(match self.dtype {
+            Dtype::F32 => self.as_f32().map_or(WeightRows::F32Le(self.data), WeightRows::F32),
+            Dtype::F16 => WeightRows::F16Le(self.data),
+            Dtype::BF16 => WeightRows::Bf16Le(self.data),
+            _ => return Err(ReadError::NotFloat),
+        })
+    }
+
     /// Converts elements `start..start + dst.len()` of an F32, F16 or BF16
     /// tensor to f32. This is how the plan reads weights tile by tile.
     pub fn read_f32(&self, start: usize, dst: &mut [f32]) -> Result<(), ReadError> {
@@ -133,21 +157,9 @@ impl<'a> Tensor<'a> {
         let end = start.checked_add(dst.len()).ok_or(ReadError::OutOfRange)?;
         let bytes = self.data.get(start * size..end * size).ok_or(ReadError::OutOfRange)?;
         match self.dtype {
-            Dtype::F32 => {
-                for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                }
-            }
-            Dtype::F16 => {
-                for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }
-            Dtype::BF16 => {
-                for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *d = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }
+            Dtype::F32 => convert::f32_le_to_f32(bytes, dst),
+            Dtype::F16 => convert::f16_to_f32(bytes, dst),
+            Dtype::BF16 => convert::bf16_to_f32(bytes, dst),
             _ => return Err(ReadError::NotFloat),
         }
         Ok(())

@@ -18,11 +18,11 @@ use crate::error::{Error, Result};
 /// A read-only strided matrix view: element (i, j) lives at `i*rs + j*cs`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a, T> {
-    data: &'a [T],
+    pub(crate) data: &'a [T],
     rows: usize,
     cols: usize,
-    rs: usize,
-    cs: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
 }
 
 /// Highest offset touched by a `rows × cols` view with strides `rs`, `cs`.

@@ -165,3 +165,64 @@ fn dot_impl<T: Float, const FMA: bool>(a: &[T], b: &[T]) -> T {
     }
     acc[0]
 }
+
+/// [`dot`] of four rows with one `x`, each result bit-identical to
+/// `dot(row, x)`. Batch-1 linear layers are bound by reading the weights
+/// from memory; four streams at once keep more reads in flight than one.
+pub fn dot4<T: Float>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the running CPU supports AVX2 and FMA (checked just
+            // above), which is all `dot4_avx2_fma` requires.
+            return unsafe { dot4_avx2_fma(rows, x) };
+        }
+    }
+    #[cfg(target_feature = "fma")]
+    {
+        dot4_impl::<T, true>(rows, x)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        dot4_impl::<T, false>(rows, x)
+    }
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+fn dot4_avx2_fma<T: Float>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
+    dot4_impl::<T, true>(rows, x)
+}
+
+#[inline(always)]
+fn dot4_impl<T: Float, const FMA: bool>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
+    let len = rows.iter().fold(x.len(), |l, r| l.min(r.len()));
+    let full = len / DOT_LANES * DOT_LANES;
+    let rows = rows.map(|r| &r[..len]);
+    let mut acc = [[T::ZERO; DOT_LANES]; 4];
+    for c in (0..full).step_by(DOT_LANES) {
+        let Ok(xv) = <&[T; DOT_LANES]>::try_from(&x[c..c + DOT_LANES]) else { continue };
+        for (acc, row) in acc.iter_mut().zip(rows) {
+            let Ok(wv) = <&[T; DOT_LANES]>::try_from(&row[c..c + DOT_LANES]) else { continue };
+            for j in 0..DOT_LANES {
+                acc[j] = if FMA { wv[j].mul_add(xv[j], acc[j]) } else { wv[j] * xv[j] + acc[j] };
+            }
+        }
+    }
+    let mut out = [T::ZERO; 4];
+    for ((o, acc), row) in out.iter_mut().zip(acc.iter_mut()).zip(rows) {
+        for (j, (&w, &v)) in row[full..].iter().zip(&x[full..len]).enumerate() {
+            acc[j] = if FMA { w.mul_add(v, acc[j]) } else { w * v + acc[j] };
+        }
+        let mut w = DOT_LANES;
+        while w > 1 {
+            w /= 2;
+            for j in 0..w {
+                let hi = acc[j + w];
+                acc[j] += hi;
+            }
+        }
+        *o = acc[0];
+    }
+    out
+}

@@ -10,9 +10,11 @@
 
 pub mod act;
 pub mod conv;
+pub mod convert;
 mod float;
 pub mod fold;
 pub mod gemm;
+pub mod igemm;
 pub mod linear;
 pub mod loss;
 pub mod norm;
@@ -28,7 +30,7 @@ pub use conv::{Conv2dShape, ConvDims, conv2d_backward, conv2d_forward};
 pub use float::Float;
 pub use fold::{FoldShape, UnfoldDims, UnfoldShape, fold_backward, fold_forward, unfold_backward, unfold_forward};
 pub use gemm::{Backend, MatMut, MatRef, gemm, gemm_with};
-pub use linear::{LinearShape, dot, linear_backward, linear_forward};
+pub use linear::{LinearShape, dot, dot4, linear_backward, linear_forward};
 pub use loss::{
     RowsShape, cross_entropy_backward, cross_entropy_forward, log_softmax_backward, log_softmax_forward, log_sum_exp,
     log_sum_exp_backward, log_sum_exp_forward, softplus, softplus_backward, softplus_forward,
