@@ -5,30 +5,11 @@
 //! head's from `make_concat_step.py`; occlusion and multiple globals from
 //! `make_dim_variants.py`.
 
-use std::collections::HashMap;
+mod common;
+use common::{Fixture, load_golden};
 
 use infomax::dim::{Dim, DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer, MultiGlobal};
 use infomax::optim::{AdamConfig, adam_step};
-use safetensors::SafeTensors;
-
-struct Fixture {
-    t: HashMap<String, Vec<f32>>,
-    meta: HashMap<String, String>,
-}
-
-fn load(name: &str) -> Fixture {
-    let path = format!("{}/tests/golden/{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(&path).unwrap();
-    let (_, md) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = md.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()))
-        .collect();
-    Fixture { t, meta }
-}
 
 fn meta_usize(f: &Fixture, k: &str) -> usize {
     f.meta[k].parse().unwrap_or_else(|_| panic!("metadata {k}"))
@@ -75,7 +56,7 @@ fn run(name: &str, est: Estimator) {
 }
 
 fn run_with(name: &str, est: Estimator, alpha: f64) {
-    let f = load(name);
+    let f = load_golden(name);
     let (d, n) = (meta_usize(&f, "mi_units"), meta_usize(&f, "batch"));
     let enc = fixture_encoder(&f);
     let mut cfg = DimConfig::new("conv28").mi_units(d).estimator(est).weights(alpha, 1.0, 0.0);
@@ -178,7 +159,7 @@ fn dim_step_global_nce_matches_pytorch() {
 /// implementation (broadcast Y, concatenate, 1×1 convs), with the negative
 /// pairing drawn by our RNG for (seed, step) and ported to the script.
 fn run_concat(name: &str, est: Estimator) {
-    let f = load(name);
+    let f = load_golden(name);
     let (h, n) = (meta_usize(&f, "hidden"), meta_usize(&f, "batch"));
     let enc = fixture_encoder(&f);
     let mut cfg =
@@ -263,7 +244,7 @@ fn run_variant(
     est: Estimator,
     variant: impl Fn(DimConfig) -> DimConfig,
 ) -> (Fixture, Dim, infomax::dim::Workspace) {
-    let f = load(name);
+    let f = load_golden(name);
     let (d, n) = (meta_usize(&f, "mi_units"), meta_usize(&f, "batch"));
     let mut cfg = DimConfig::new("conv28").mi_units(d).estimator(est).seed(meta_usize(&f, "seed") as u64);
     cfg.encoder = EncoderSpec::Custom(fixture_encoder(&f));
@@ -382,7 +363,7 @@ fn combined_variants_gradient_matches_finite_differences() {
         .multi_globals(MultiGlobal { channels: Some(6), samples: Some(3) });
     cfg.encoder = EncoderSpec::Custom(enc);
     let mut model = Dim::new(cfg).unwrap();
-    let x = load("dim_step_jsd").t["x"].clone();
+    let x = load_golden("dim_step_jsd").t["x"].clone();
     let mut ws = model.workspace(4).unwrap();
     ws.set_step(9);
     model.forward_backward(&x, &mut ws).unwrap();

@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::*;
 use infomax::dim::{Dim, DimConfig, Encoder, EncoderConfig, EncoderSpec, Fold, Layer, Mode};
 use infomax::infer::{Arch, InferError};
@@ -21,26 +19,6 @@ use infomax::io::{ExportDtype, export};
 use infomax::optim::{AdamConfig, adam_step};
 use infomax::params::ParamTable;
 use infomax::train::TrainError;
-use safetensors::SafeTensors;
-
-struct Fixture {
-    t: HashMap<String, Vec<f32>>,
-    meta: HashMap<String, String>,
-}
-
-fn load(name: &str) -> Fixture {
-    let path = format!("{}/tests/golden/{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(&path).unwrap();
-    let (_, md) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = md.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st
-        .tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()))
-        .collect();
-    Fixture { t, meta }
-}
 
 struct Built {
     enc: Encoder,
@@ -61,7 +39,7 @@ fn build(cfg: &EncoderConfig, seed: u64) -> Built {
 }
 
 fn golden_block(name: &str) {
-    let f = load(name);
+    let f = load_golden(name);
     let m = |k: &str| f.meta[k].parse::<usize>().unwrap();
     let (cin, planes, stride, hw, n) = (m("cin"), m("planes"), m("stride"), m("hw"), m("batch"));
     let cfg = EncoderConfig {

@@ -300,3 +300,25 @@ pub fn softplus_ref(x: f64) -> f64 {
 pub fn sigmoid_ref(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
+
+/// A golden fixture written by a script in `tests/golden/` (PyTorch):
+/// f32 tensors by name, and the script's string metadata.
+pub struct Fixture {
+    pub t: std::collections::HashMap<String, Vec<f32>>,
+    pub meta: std::collections::HashMap<String, String>,
+}
+
+/// Reads `tests/golden/<name>.safetensors`.
+pub fn load_golden(name: &str) -> Fixture {
+    let path = format!("{}/tests/golden/{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = md.metadata().clone().unwrap_or_default();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()))
+        .collect();
+    Fixture { t, meta }
+}
