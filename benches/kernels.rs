@@ -145,7 +145,9 @@ fn conv(c: &mut Criterion) {
             pool.install(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols).unwrap());
             g.bench_function(BenchmarkId::new(format!("backward par {threads}t"), case.name), |b| {
                 b.iter(|| {
-                    pool.install(|| par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut dx), &mut dw, None).unwrap())
+                    pool.install(|| {
+                        par::conv2d_backward_par(&s, &mut cols, &w, &dy, Some(&mut dx), &mut dw, None).unwrap()
+                    })
                 })
             });
         }

@@ -31,7 +31,7 @@ fn run_all() -> Vec<Vec<u32>> {
     let mut cols = vec![0f32; d.batched_col_len];
     par::conv2d_forward_par(&s, &x, &w, Some(&b), &mut y, &mut cols).unwrap();
     let (mut dx, mut dw, mut db) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; 128]);
-    par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+    par::conv2d_backward_par(&s, &mut cols, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
     out.extend([bits(&y), bits(&dx), bits(&dw), bits(&db)]);
     // Linear 1024 → 300 at batch 64 (both GEMM split directions get used).
     let l = k::LinearShape::new(64, 1024, 300);

@@ -174,7 +174,7 @@ proptest! {
         let _ = k::conv2d_backward(&s, &x, &wt, &y, Some(&mut dx), &mut dw, None, &mut sc);
         let mut cols = vec![0f32; lens[3]];
         let _ = par::conv2d_forward_par(&s, &x, &wt, None, &mut y, &mut cols);
-        let _ = par::conv2d_backward_par(&s, &cols, &wt, &y, Some(&mut dx), &mut dw, None);
+        let _ = par::conv2d_backward_par(&s, &mut cols, &wt, &y, Some(&mut dx), &mut dw, None);
     }
 
     #[test]

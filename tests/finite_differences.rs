@@ -41,7 +41,7 @@ proptest! {
         let mut y = vec![0.0; d.out_len];
         par::conv2d_forward_par(&s, &x, &w, Some(&b), &mut y, &mut cols).unwrap();
         let (mut pdx, mut pdw, mut pdb) = (vec![0.0; d.in_len], vec![0.0; d.weight_len], vec![0.0; s.out_channels]);
-        par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut pdx), &mut pdw, Some(&mut pdb)).unwrap();
+        par::conv2d_backward_par(&s, &mut cols, &w, &dy, Some(&mut pdx), &mut pdw, Some(&mut pdb)).unwrap();
 
         let nx = fd_grad(&x, &coords(x.len(), MAX_COORDS, &mut rng), H, |xp| dot(&conv_fwd(&s, xp, &w, &b, d.out_len), &dy));
         let nw = fd_grad(&w, &coords(w.len(), MAX_COORDS, &mut rng), H, |wp| dot(&conv_fwd(&s, &x, wp, &b, d.out_len), &dy));

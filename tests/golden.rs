@@ -98,7 +98,7 @@ fn conv_case(case: &str) {
     k::par::conv2d_forward_par(&s, g.t("x"), g.t("w"), bias, &mut y, &mut cols).unwrap();
     g.check(&format!("{case} par y"), &y, "y");
     let (mut dx, mut dw, mut db) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
-    k::par::conv2d_backward_par(&s, &cols, g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+    k::par::conv2d_backward_par(&s, &mut cols, g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
     g.check(&format!("{case} par dx"), &dx, "dx");
     g.check(&format!("{case} par dw"), &dw, "dw");
     if bias.is_some() {

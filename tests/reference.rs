@@ -84,6 +84,46 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(cfg(8))]
+
+    /// The training GEMM (`kernels::sgemm`) on shapes that cross every block
+    /// edge: several `kc` (256), `mc` (96) and `nc` (1024) blocks, partial
+    /// register tiles, A in place (row-major) or packed (transposed), B
+    /// copied or transposed by 8×8 blocks, accumulating, into a segmented
+    /// output as the batched convolution writes it.
+    #[test]
+    fn training_gemm_matches_naive_across_blocks(m in 1usize..=200, kk in 0usize..=600, n in 1usize..=1100,
+                                                 ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(),
+                                                 seg_pick in 0usize..3, seed in any::<u64>()) {
+        use infomax::kernels::igemm::OutView;
+        let mut rng = Rng(seed);
+        let a = rng.vec_f32(m * kk);
+        let b = rng.vec_f32(kk * n);
+        let want0 = naive_gemm(m, kk, n, &to_f64(&a), &to_f64(&b));
+        let a_t: Vec<f32> = (0..kk * m).map(|i| a[(i % m) * kk + i / m]).collect();
+        let b_t: Vec<f32> = (0..n * kk).map(|i| b[(i % kk) * n + i / kk]).collect();
+        let av = if ta { k::MatRef::row_major(&a_t, kk, m).unwrap().t() } else { k::MatRef::row_major(&a, m, kk).unwrap() };
+        let bv = if tb { k::MatRef::row_major(&b_t, n, kk).unwrap().t() } else { k::MatRef::row_major(&b, kk, n).unwrap() };
+        let seg = [n, 16, n.div_ceil(3)][seg_pick];
+        let nseg = n.div_ceil(seg);
+        let seg_stride = m * seg + 3;
+        let mut c = rng.vec_f32(nseg * seg_stride);
+        let at = |i: usize, j: usize| (j / seg) * seg_stride + i * seg + j % seg;
+        let want: Vec<f64> = (0..m * n).map(|e| {
+            let (i, j) = (e / n, e % n);
+            want0[e] + if acc { c[at(i, j)] as f64 } else { 0.0 }
+        }).collect();
+        let guard: Vec<(usize, f32)> = (0..nseg).flat_map(|q| (m * seg..seg_stride).map(move |g| q * seg_stride + g)).filter(|&o| o < c.len()).map(|o| (o, c[o])).collect();
+        k::sgemm::sgemm(OutView::new(&mut c, m, n, seg, seg, seg_stride).unwrap(), av, bv, acc).unwrap();
+        let got: Vec<f32> = (0..m * n).map(|e| c[at(e / n, e % n)]).collect();
+        assert_close_f32("training gemm", &got, &want, TOL * (1.0 + kk as f64 / 128.0));
+        for (o, v) in guard {
+            prop_assert_eq!(c[o].to_bits(), v.to_bits(), "guard cell {} was written", o);
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(cfg(64))]
 
     #[test]
@@ -102,7 +142,7 @@ proptest! {
         let b_t: Vec<f32> = (0..n * kk).map(|i| b[(i % kk) * n + i / kk]).collect();
         let av = if ta { k::MatRef::row_major(&a_t, kk, m).unwrap().t() } else { k::MatRef::row_major(&a, m, kk).unwrap() };
         let bv = if tb { k::MatRef::row_major(&b_t, n, kk).unwrap().t() } else { k::MatRef::row_major(&b, kk, n).unwrap() };
-        let backends = [k::Backend::Blocked, k::Backend::GemmCrate];
+        let backends = [k::Backend::Blocked, k::Backend::GemmCrate, k::Backend::Packed];
         for be in backends {
             let mut c = c0.clone();
             k::gemm_with(be, k::MatMut::row_major(&mut c, m, n).unwrap(), av, bv, acc).unwrap();
@@ -149,7 +189,7 @@ proptest! {
         par::conv2d_forward_par(&s, &x, &w, bo, &mut py, &mut cols).unwrap();
         assert_close_f32("par conv y", &py, &want_y, TOL);
         let (mut pdx, mut pdw, mut pdb) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
-        par::conv2d_backward_par(&s, &cols, &w, &dy, Some(&mut pdx), &mut pdw, Some(&mut pdb)).unwrap();
+        par::conv2d_backward_par(&s, &mut cols, &w, &dy, Some(&mut pdx), &mut pdw, Some(&mut pdb)).unwrap();
         assert_close_f32("par conv dx", &pdx, &wdx, TOL);
         assert_close_f32("par conv dw", &pdw, &wdw, TOL);
         assert_close_f32("par conv db", &pdb, &wdb, TOL);

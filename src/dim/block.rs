@@ -151,9 +151,8 @@ pub(crate) const ELEMWISE_CHUNK: usize = 1 << 14;
 pub(crate) fn relu_mask_par(d: &mut [f32], a: &[f32]) {
     d.par_chunks_mut(ELEMWISE_CHUNK).zip(a.par_chunks(ELEMWISE_CHUNK)).for_each(|(d, a)| {
         for (g, &v) in d.iter_mut().zip(a) {
-            if v <= 0.0 {
-                *g = 0.0;
-            }
+            // A select, not a branch: vectorises.
+            *g = if v > 0.0 { *g } else { 0.0 };
         }
     });
 }
@@ -486,7 +485,7 @@ impl Block {
             Op::Bottleneck(_) => unreachable!("handled above"),
             Op::Conv { .. } => {
                 let s = self.conv_shape(n).ok_or(crate::Error::InvalidShape { what: "block", reason: "not a conv" })?;
-                par::conv2d_backward_par(&s, &acts.cols, w, dz, dx, dw, db)?;
+                par::conv2d_backward_par(&s, &mut acts.cols, w, dz, dx, dw, db)?;
             }
             Op::Linear { in_f, out_f } => {
                 par::linear_backward_par(&k::LinearShape::new(n, in_f, out_f), x, w, dz, dx, dw, db)?;

@@ -66,11 +66,25 @@ pub trait Float:
     /// self * a + b with one rounding. Only fast where FMA is enabled;
     /// portable code uses `*` and `+`.
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// The slice as `f32`, when `Self` is `f32`: lets generic code hand f32
+    /// work to f32-only kernels (the packed training GEMM) without a cast.
+    #[inline(always)]
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        let _ = s;
+        None
+    }
+    /// [`Float::as_f32`] for a mutable slice.
+    #[inline(always)]
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = s;
+        None
+    }
 }
 
 macro_rules! impl_float {
-    ($t:ty, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $fma:path) => {
+    ($t:ty, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $fma:path { $($extra:tt)* }) => {
         impl Float for $t {
+            $($extra)*
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
@@ -162,5 +176,14 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, libm::expf, libm::logf, libm::log1pf, libm::sqrtf, libm::fmaf);
-impl_float!(f64, libm::exp, libm::log, libm::log1p, libm::sqrt, libm::fma);
+impl_float!(f32, libm::expf, libm::logf, libm::log1pf, libm::sqrtf, libm::fmaf {
+    #[inline(always)]
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+});
+impl_float!(f64, libm::exp, libm::log, libm::log1p, libm::sqrt, libm::fma {});

@@ -153,6 +153,10 @@ pub enum Backend {
     /// The `gemm` crate, single-threaded (we parallelise one level up).
     #[cfg(feature = "train")]
     GemmCrate,
+    /// f32: our packed AVX2 kernel ([`super::sgemm`]); other types: the
+    /// `gemm` crate.
+    #[cfg(feature = "train")]
+    Packed,
 }
 
 impl Backend {
@@ -160,7 +164,7 @@ impl Backend {
     pub const fn default_for_build() -> Self {
         #[cfg(feature = "train")]
         {
-            Backend::GemmCrate
+            Backend::Packed
         }
         #[cfg(not(feature = "train"))]
         {
@@ -201,6 +205,8 @@ pub fn gemm_with<T: Float>(
         Backend::Blocked => blocked(c, a, b, accumulate),
         #[cfg(feature = "train")]
         Backend::GemmCrate => gemm_crate(c, a, b, accumulate),
+        #[cfg(feature = "train")]
+        Backend::Packed => packed(c, a, b, accumulate)?,
     }
     Ok(())
 }
@@ -210,6 +216,31 @@ fn fill<T: Copy>(c: MatMut<'_, T>, v: T) {
         for j in 0..c.cols {
             c.data[i * c.rs + j * c.cs] = v;
         }
+    }
+}
+
+/// [`Backend::Packed`]: f32 to [`super::sgemm`], anything else to the
+/// `gemm` crate. A column-major C is computed as `Cᵀ = Bᵀ·Aᵀ`.
+#[cfg(feature = "train")]
+fn packed<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
+    let (Some(ad), Some(bd)) = (T::as_f32(a.data), T::as_f32(b.data)) else {
+        gemm_crate(c, a, b, accumulate);
+        return Ok(());
+    };
+    let (m, n) = (c.rows, c.cols);
+    let (rs, cs) = (c.rs, c.cs);
+    let Some(cd) = T::as_f32_mut(c.data) else {
+        return Err(Error::InvalidShape { what: "gemm", reason: "operands of different types" });
+    };
+    let a = MatRef::new(ad, a.rows, a.cols, a.rs, a.cs)?;
+    let b = MatRef::new(bd, b.rows, b.cols, b.rs, b.cs)?;
+    // `MatMut::new` admitted only row-major (cs = 1) or column-major (rs = 1).
+    if cs == 1 {
+        let out = super::igemm::OutView::new(cd, m, n, rs, n.max(1), 0)?;
+        super::sgemm::sgemm(out, a, b, accumulate)
+    } else {
+        let out = super::igemm::OutView::new(cd, n, m, cs, m.max(1), 0)?;
+        super::sgemm::sgemm(out, b.t(), a.t(), accumulate)
     }
 }
 

@@ -168,9 +168,42 @@ impl<'a> OutView<'a> {
         Self::new(data, m, n, n, n.max(1), 0)
     }
 
+    /// Rows of C.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Columns of C.
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+
+    /// Where the rows of the whole register tile at `(i0, j0)` start, when
+    /// all `MR` rows and `NR` columns exist, each row's `NR` elements are
+    /// contiguous and in bounds: the kernel may then write it directly.
+    #[inline]
+    pub(crate) fn full_tile(&self, i0: usize, j0: usize) -> Option<[usize; MR]> {
+        if i0 + MR > self.m || j0 + NR > self.n {
+            return None;
+        }
+        let (seg_idx, within) = (j0 / self.seg, j0 % self.seg);
+        if within + NR > self.seg {
+            return None;
+        }
+        let base = seg_idx.checked_mul(self.seg_stride)?.checked_add(within)?;
+        let rows: [usize; MR] = core::array::from_fn(|r| base + (i0 + r) * self.rs);
+        rows.iter().all(|&o| o + NR <= self.data.len()).then_some(rows)
+    }
+
+    /// The underlying slice (for the kernels' direct tile writes).
+    #[inline]
+    pub(crate) fn data_mut(&mut self) -> &mut [f32] {
+        self.data
+    }
+
     /// Writes (or adds) tile rows `i0..i0+mr`, columns `j0..j0+nr`.
     #[inline]
-    fn store(&mut self, i0: usize, mr: usize, j0: usize, nr: usize, acc: &[[f32; NR]; MR], assign: bool) {
+    pub(crate) fn store(&mut self, i0: usize, mr: usize, j0: usize, nr: usize, acc: &[[f32; NR]; MR], assign: bool) {
         let (seg_idx, within) = (j0 / self.seg, j0 % self.seg);
         if within + nr <= self.seg {
             let base = seg_idx * self.seg_stride + within;
@@ -304,14 +337,14 @@ fn gemm_impl(
 }
 
 impl OutView<'_> {
-    fn store_one(&mut self, i: usize, j: usize, v: f32) {
+    pub(crate) fn store_one(&mut self, i: usize, j: usize, v: f32) {
         self.data[(j / self.seg) * self.seg_stride + i * self.rs + j % self.seg] = v;
     }
 }
 
 /// Packs `B[pc..pc+kc, jc..jc+nc]` as `NR`-column panels (`[panel][p][NR]`),
 /// zero-padding the last panel.
-fn pack_b(b: &MatRef<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, bpack: &mut [f32]) {
+pub(crate) fn pack_b(b: &MatRef<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, bpack: &mut [f32]) {
     let (data, rs, cs) = (b.data, b.rs, b.cs);
     for (q, j0) in (0..nc).step_by(NR).enumerate() {
         let nr = NR.min(nc - j0);
@@ -321,6 +354,8 @@ fn pack_b(b: &MatRef<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, bpack
                 let s = (pc + p) * rs + jc + j0;
                 row.copy_from_slice(&data[s..s + NR]);
             }
+        } else if rs == 1 && nr == NR && pack_t_panel(data, (jc + j0) * cs + pc, cs, kc, dst) {
+            // Transposed view, whole panel: done by 8×8 register transposes.
         } else {
             // Column by column: contiguous reads when B is a transposed view.
             for jj in 0..NR {
@@ -339,8 +374,85 @@ fn pack_b(b: &MatRef<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, bpack
     }
 }
 
+/// Packs one `NR`-column panel of a transposed B (column `jj` is the `kc`
+/// contiguous values at `first + jj·cs`) with AVX2 8×8 transposes. Returns
+/// false, having written nothing, where AVX2 is unavailable.
+fn pack_t_panel(data: &[f32], first: usize, cs: usize, kc: usize, dst: &mut [f32]) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if simd_available() {
+            // SAFETY: AVX2 is available (checked just above), which is all
+            // `pack_t_panel_avx2` requires.
+            return unsafe { pack_t_panel_avx2(data, first, cs, kc, dst) };
+        }
+    }
+    let _ = (data, first, cs, kc, dst);
+    false
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+fn pack_t_panel_avx2(data: &[f32], first: usize, cs: usize, kc: usize, dst: &mut [f32]) -> bool {
+    use core::arch::x86_64::{
+        _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+        _mm256_unpacklo_ps,
+    };
+    // Every read below is inside column NR − 1's last element, every write
+    // inside dst[..kc·NR]; checked once so that the loops need no checks.
+    let last = (NR - 1).checked_mul(cs).and_then(|v| v.checked_add(first)).and_then(|v| v.checked_add(kc));
+    if last.is_none_or(|e| e > data.len()) || dst.len() < kc * NR {
+        return false;
+    }
+    let (src, out) = (data.as_ptr(), dst.as_mut_ptr());
+    let full = kc / 8 * 8;
+    for half in 0..NR / 8 {
+        for p0 in (0..full).step_by(8) {
+            // SAFETY: column c = half·8 + j (< NR) reads elements
+            // first + c·cs + p0 .. + 8 ≤ first + (NR−1)·cs + kc ≤ data.len()
+            // (p0 + 8 ≤ kc); rows p0..p0+8 of dst write (p0+i)·NR + half·8
+            // .. + 8 ≤ kc·NR ≤ dst.len(). Unaligned loads/stores are allowed.
+            unsafe {
+                let col = |j: usize| _mm256_loadu_ps(src.add(first + (half * 8 + j) * cs + p0));
+                let (r0, r1, r2, r3) = (col(0), col(1), col(2), col(3));
+                let (r4, r5, r6, r7) = (col(4), col(5), col(6), col(7));
+                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let rows = [
+                    _mm256_permute2f128_ps::<0x20>(s0, s4),
+                    _mm256_permute2f128_ps::<0x20>(s1, s5),
+                    _mm256_permute2f128_ps::<0x20>(s2, s6),
+                    _mm256_permute2f128_ps::<0x20>(s3, s7),
+                    _mm256_permute2f128_ps::<0x31>(s0, s4),
+                    _mm256_permute2f128_ps::<0x31>(s1, s5),
+                    _mm256_permute2f128_ps::<0x31>(s2, s6),
+                    _mm256_permute2f128_ps::<0x31>(s3, s7),
+                ];
+                for (i, v) in rows.into_iter().enumerate() {
+                    _mm256_storeu_ps(out.add((p0 + i) * NR + half * 8), v);
+                }
+            }
+        }
+    }
+    for p in full..kc {
+        for jj in 0..NR {
+            dst[p * NR + jj] = data[first + jj * cs + p];
+        }
+    }
+    true
+}
+
 /// Whether the AVX2+FMA micro-kernel can run here.
-fn simd_available() -> bool {
+pub(crate) fn simd_available() -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")

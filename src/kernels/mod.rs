@@ -21,6 +21,8 @@ pub mod norm;
 #[cfg(feature = "train")]
 pub mod par;
 pub mod pool;
+#[cfg(feature = "train")]
+pub mod sgemm;
 
 pub use act::{
     dropout_backward, dropout_forward, relu_backward, relu_forward, relu_inplace, sigmoid, sigmoid_backward,

@@ -11,8 +11,10 @@ use rayon::prelude::*;
 use super::Float;
 use super::conv::{self, Conv2dShape};
 use super::gemm::{MatMut, MatRef, gemm};
+use super::igemm::OutView;
 use super::linear::{self, LinearShape};
 use super::norm::{self, BatchNormConfig, NormShape};
+use super::sgemm::sgemm;
 use crate::error::{Error, Result, check_len};
 
 /// How many blocks a parallel GEMM's output is cut into. Fixed (not the
@@ -24,6 +26,10 @@ pub const GEMM_BLOCKS: usize = 4;
 /// columns re-packs A and goes through a temporary C block (write + copy).
 /// The cheaper cut is taken, judged by those element counts alone, so the
 /// choice (and the result) depends on the shape, never on the machine.
+///
+/// f32 goes to [`sgemm`], whose every output element is the same FMA chain
+/// however C is cut, so there the cut follows the thread count (one block
+/// per thread, none on one thread) without changing a bit of the result.
 pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
     let (m, n) = (a.rows(), b.cols());
     let len = m.checked_mul(n).ok_or(Error::Overflow { what: "gemm output" })?;
@@ -32,26 +38,42 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
         return Ok(());
     }
     let k = a.cols();
-    let extra = GEMM_BLOCKS - 1;
+    let f32_path = T::as_f32(c).is_some();
+    let blocks = if f32_path { rayon::current_num_threads().clamp(1, GEMM_BLOCKS) } else { GEMM_BLOCKS };
+    if blocks == 1 {
+        return gemm(MatMut::row_major(c, m, n)?, a, b, accumulate);
+    }
+    let extra = blocks - 1;
     let row_cost = extra * k * n;
     let col_cost = extra * m * k + 2 * m * n;
     if row_cost <= col_cost {
-        let rows = m.div_ceil(GEMM_BLOCKS);
+        // Whole register tiles per block on the f32 path.
+        let unit = if f32_path { super::igemm::MR } else { 1 };
+        let rows = m.div_ceil(blocks).div_ceil(unit) * unit;
         c.par_chunks_mut(rows * n).enumerate().try_for_each(|(i, chunk)| {
             let r0 = i * rows;
             let r1 = (r0 + rows).min(m);
             gemm(MatMut::row_major(chunk, r1 - r0, n)?, a.row_range(r0, r1)?, b, accumulate)
         })
     } else {
-        let cols = n.div_ceil(GEMM_BLOCKS);
+        let cols = n.div_ceil(blocks);
         let blocks = n.div_ceil(cols);
+        // Each block starts from C's own values when accumulating, so every
+        // element sees the same additions in the same order as uncut.
+        let c_ro = &*c;
         let parts = (0..blocks)
             .into_par_iter()
             .map(|j| {
                 let c0 = j * cols;
                 let c1 = (c0 + cols).min(n);
-                let mut part = alloc_zeroed(m * (c1 - c0));
-                gemm(MatMut::row_major(&mut part, m, c1 - c0)?, a, b.col_range(c0, c1)?, false)?;
+                let w = c1 - c0;
+                let mut part = alloc_zeroed(m * w);
+                if accumulate {
+                    for (dst, row) in part.chunks_exact_mut(w).zip(c_ro.chunks_exact(n)) {
+                        dst.copy_from_slice(&row[c0..c1]);
+                    }
+                }
+                gemm(MatMut::row_major(&mut part, m, w)?, a, b.col_range(c0, c1)?, accumulate)?;
                 Ok(part)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -59,20 +81,15 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
             for (j, part) in parts.iter().enumerate() {
                 let c0 = j * cols;
                 let w = part.len() / m;
-                let src = &part[i * w..(i + 1) * w];
-                let dst = &mut row[c0..c0 + w];
-                if accumulate {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d += s;
-                    }
-                } else {
-                    dst.copy_from_slice(src);
-                }
+                row[c0..c0 + w].copy_from_slice(&part[i * w..(i + 1) * w]);
             }
         });
         Ok(())
     }
 }
+
+/// Rows per task in the row-wise (`[R, C]`) element-wise passes.
+const ELEMWISE_ROWS: usize = 64;
 
 /// Columns per task in the column reductions below: 64 f32 = 4 cache lines
 /// per row, so each task streams its rows with full-line reads.
@@ -126,13 +143,18 @@ fn rows_moments<T: Float>(x: &[T], cols: usize) -> Vec<(T, T)> {
     out
 }
 
+/// Where the mean and scale of [`rows_grad_sums`] vary.
+#[derive(Clone, Copy)]
+enum Stats<'a, T> {
+    /// One per column (batch norm over rows).
+    PerColumn(&'a [T], &'a [T]),
+    /// One per row (layer norm over each row).
+    PerRow(&'a [T], &'a [T]),
+}
+
 /// Per-column `(Σ dy, Σ dy·(x − mean)·scale)` over a row-major
-/// `[rows, cols]` pair, where mean and scale may depend on row and column.
-fn rows_grad_sums<T: Float, M, S>(x: &[T], dy: &[T], cols: usize, mean_of: &M, scale_of: &S) -> Vec<(T, T)>
-where
-    M: Fn(usize, usize) -> T + Sync,
-    S: Fn(usize, usize) -> T + Sync,
-{
+/// `[rows, cols]` pair, rows summed in order.
+fn rows_grad_sums<T: Float>(x: &[T], dy: &[T], cols: usize, stats: Stats<'_, T>) -> Vec<(T, T)> {
     let mut out = vec![(T::ZERO, T::ZERO); cols];
     out.par_chunks_mut(COL_BLOCK).enumerate().for_each(|(b, o)| {
         let c0 = b * COL_BLOCK;
@@ -140,11 +162,24 @@ where
         let mut sdy = [T::ZERO; COL_BLOCK];
         let mut sdyx = [T::ZERO; COL_BLOCK];
         for (r, (xr, gr)) in x.chunks_exact(cols).zip(dy.chunks_exact(cols)).enumerate() {
-            for j in 0..w {
-                let c = c0 + j;
-                let g = gr[c];
-                sdy[j] += g;
-                sdyx[j] += g * (xr[c] - mean_of(r, c)) * scale_of(r, c);
+            let (xr, gr) = (&xr[c0..c0 + w], &gr[c0..c0 + w]);
+            match stats {
+                Stats::PerColumn(mean, scale) => {
+                    let (mean, scale) = (&mean[c0..c0 + w], &scale[c0..c0 + w]);
+                    for j in 0..w {
+                        let g = gr[j];
+                        sdy[j] += g;
+                        sdyx[j] += g * (xr[j] - mean[j]) * scale[j];
+                    }
+                }
+                Stats::PerRow(mean, scale) => {
+                    let (m, sc) = (mean[r], scale[r]);
+                    for j in 0..w {
+                        let g = gr[j];
+                        sdy[j] += g;
+                        sdyx[j] += g * (xr[j] - m) * sc;
+                    }
+                }
             }
         }
         for (j, slot) in o.iter_mut().enumerate() {
@@ -185,8 +220,31 @@ pub fn conv2d_forward_par<T: Float>(
         }
     });
     let cols = &*cols;
+    let out_img = s.out_channels * d.out_hw;
+    if let (Some(cf), Some(wf)) = (T::as_f32(cols), T::as_f32(w)) {
+        // f32: one GEMM per group of images over the batched columns, each
+        // writing its images' NCHW blocks in place (weights packed once per
+        // group, not once per image).
+        let y32 = T::as_f32_mut(y).ok_or(Error::InvalidShape { what: "conv2d", reason: "mixed float types" })?;
+        let per = s.batch.div_ceil(GEMM_BLOCKS);
+        let wm = MatRef::row_major(wf, s.out_channels, d.col_rows)?;
+        let cm = MatRef::row_major(cf, d.col_rows, ld)?;
+        y32.par_chunks_mut(per * out_img).enumerate().try_for_each(|(g, y_grp)| {
+            let imgs = y_grp.len() / out_img;
+            let c0 = g * per * d.out_hw;
+            let out = OutView::new(y_grp, s.out_channels, imgs * d.out_hw, d.out_hw, d.out_hw, out_img)?;
+            sgemm(out, wm, cm.col_range(c0, c0 + imgs * d.out_hw)?, false)?;
+            if let Some(b) = bias.and_then(T::as_f32) {
+                for y_img in y_grp.chunks_exact_mut(out_img) {
+                    conv::add_bias(y_img, b, d.out_hw);
+                }
+            }
+            Ok(())
+        })?;
+        return Ok(());
+    }
     let wm = MatRef::row_major(w, s.out_channels, d.col_rows)?;
-    y.par_chunks_mut(s.out_channels * d.out_hw).enumerate().try_for_each(|(n, y_img)| {
+    y.par_chunks_mut(out_img).enumerate().try_for_each(|(n, y_img)| {
         let cn = MatRef::new(&cols[n * d.out_hw..], d.col_rows, d.out_hw, ld, 1)?;
         gemm(MatMut::row_major(&mut *y_img, s.out_channels, d.out_hw)?, wm, cn, false)?;
         if let Some(b) = bias {
@@ -198,10 +256,13 @@ pub fn conv2d_forward_par<T: Float>(
 
 /// Conv2d backward over the batch in parallel, from the `cols` written by
 /// [`conv2d_forward_par`]. Writes `dx` (if given); accumulates `dw`, `db`.
+/// When `dx` is asked for, `cols` is overwritten (it holds the input
+/// gradient's columns afterwards): the batch's columns are the largest
+/// buffer of a step, and reusing them saves allocating another.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_par<T: Float>(
     s: &Conv2dShape,
-    cols: &[T],
+    cols: &mut [T],
     w: &[T],
     dy: &[T],
     dx: Option<&mut [T]>,
@@ -228,11 +289,23 @@ pub fn conv2d_backward_par<T: Float>(
         db.par_iter_mut().zip(dy_t.par_chunks(ld)).for_each(|(g, row)| *g += row.iter().copied().sum::<T>());
     }
     let dym = MatRef::row_major(&dy_t, s.out_channels, ld)?;
-    let colst = MatRef::row_major(cols, d.col_rows, ld)?.t();
+    let colst = MatRef::row_major(&*cols, d.col_rows, ld)?.t();
     par_gemm(dw, dym, colst, true)?;
     if let Some(dx) = dx {
         check_len("conv2d input gradient", d.in_len, dx.len())?;
         let in_img = s.in_channels * d.in_hw;
+        if T::as_f32(w).is_some() {
+            // f32: the batch's column gradient Wᵀ·dy in one GEMM (into
+            // `cols`, no longer needed), then col2im image by image.
+            let wt = MatRef::row_major(w, s.out_channels, d.col_rows)?.t();
+            par_gemm(cols, wt, dym, false)?;
+            let cols = &*cols;
+            dx.par_chunks_mut(in_img).enumerate().for_each(|(n, dx_img)| {
+                dx_img.fill(T::ZERO);
+                conv::col2im_add(s, &d, cols, ld, n * d.out_hw, dx_img);
+            });
+            return Ok(());
+        }
         let scratch = if d.pointwise { 0 } else { d.col_len };
         dx.par_chunks_mut(in_img).zip(dy.par_chunks(out_img)).try_for_each_init(
             || alloc_zeroed::<T>(scratch),
@@ -328,18 +401,34 @@ pub fn batch_norm_train_forward_par<T: Float>(
         save_invstd[c] = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
         norm::update_running(cfg, s.per_channel(), mean, var, &mut running_mean[c], &mut running_var[c]);
     }
-    let (sm, si) = (&*save_mean, &*save_invstd);
-    let img = s.channels * s.spatial;
-    y.par_chunks_mut(img).zip(x.par_chunks(img)).for_each(|(y_img, x_img)| {
-        for c in 0..s.channels {
-            let a = gamma[c] * si[c];
-            let b = beta[c] - sm[c] * a;
-            let r = c * s.spatial..(c + 1) * s.spatial;
-            for (yv, &xv) in y_img[r.clone()].iter_mut().zip(&x_img[r]) {
-                *yv = xv * a + b;
+    // y = x·a + b per channel.
+    let (a, b): (Vec<T>, Vec<T>) = (0..s.channels)
+        .map(|c| {
+            let a = gamma[c] * save_invstd[c];
+            (a, beta[c] - save_mean[c] * a)
+        })
+        .unzip();
+    let (a, b) = (&a[..], &b[..]);
+    let (c, sp) = (s.channels, s.spatial);
+    if sp == 1 {
+        // Rows `[R, C]`: vectorise across channels.
+        y.par_chunks_mut(ELEMWISE_ROWS * c).zip(x.par_chunks(ELEMWISE_ROWS * c)).for_each(|(yb, xb)| {
+            for (yr, xr) in yb.chunks_exact_mut(c).zip(xb.chunks_exact(c)) {
+                for (((yv, &xv), &a), &b) in yr.iter_mut().zip(xr).zip(a).zip(b) {
+                    *yv = xv * a + b;
+                }
             }
-        }
-    });
+        });
+    } else {
+        y.par_chunks_mut(c * sp).zip(x.par_chunks(c * sp)).for_each(|(yi, xi)| {
+            for (ch, (yp, xp)) in yi.chunks_exact_mut(sp).zip(xi.chunks_exact(sp)).enumerate() {
+                let (a, b) = (a[ch], b[ch]);
+                for (yv, &xv) in yp.iter_mut().zip(xp) {
+                    *yv = xv * a + b;
+                }
+            }
+        });
+    }
     Ok(())
 }
 
@@ -370,9 +459,10 @@ pub fn batch_norm_train_backward_par<T: Float>(
         check_len(what, s.channels, l)?;
     }
     let coeffs: Vec<(T, T, T)> = if s.spatial == 1 {
-        let mean_of = |_: usize, c: usize| save_mean[c];
-        let scale_of = |_: usize, c: usize| save_invstd[c];
-        rows_grad_sums(x, dy, s.channels, &mean_of, &scale_of).into_iter().map(|(a, b)| (a, b, T::ZERO)).collect()
+        rows_grad_sums(x, dy, s.channels, Stats::PerColumn(save_mean, save_invstd))
+            .into_iter()
+            .map(|(a, b)| (a, b, T::ZERO))
+            .collect()
     } else {
         (0..s.channels)
             .into_par_iter()
@@ -391,15 +481,31 @@ pub fn batch_norm_train_backward_par<T: Float>(
             norm::bn_train_dx_coeffs(gamma[c], save_mean[c], save_invstd[c], sdy, sdyx, s.per_channel())
         })
         .collect();
-    let img = s.channels * s.spatial;
-    dx.par_chunks_mut(img).zip(dy.par_chunks(img)).zip(x.par_chunks(img)).for_each(|((dx_img, dy_img), x_img)| {
-        for (c, &(k1, k2, k3)) in coeffs.iter().enumerate() {
-            let r = c * s.spatial..(c + 1) * s.spatial;
-            for ((d, &g), &xv) in dx_img[r.clone()].iter_mut().zip(&dy_img[r.clone()]).zip(&x_img[r]) {
-                *d = k1 * g + k2 * xv + k3;
+    let (k1, (k2, k3)): (Vec<T>, (Vec<T>, Vec<T>)) = coeffs.iter().map(|&(a, b, c)| (a, (b, c))).unzip();
+    let (k1, k2, k3) = (&k1[..], &k2[..], &k3[..]);
+    let (c, sp) = (s.channels, s.spatial);
+    if sp == 1 {
+        // Rows `[R, C]`: vectorise across channels.
+        let blk = ELEMWISE_ROWS * c;
+        dx.par_chunks_mut(blk).zip(dy.par_chunks(blk).zip(x.par_chunks(blk))).for_each(|(db, (gb, xb))| {
+            for ((dr, gr), xr) in db.chunks_exact_mut(c).zip(gb.chunks_exact(c)).zip(xb.chunks_exact(c)) {
+                for (ch, ((d, &g), &xv)) in dr.iter_mut().zip(gr).zip(xr).enumerate() {
+                    *d = k1[ch] * g + k2[ch] * xv + k3[ch];
+                }
             }
-        }
-    });
+        });
+    } else {
+        dx.par_chunks_mut(c * sp).zip(dy.par_chunks(c * sp).zip(x.par_chunks(c * sp))).for_each(|(di, (gi, xi))| {
+            for (ch, ((dp, gp), xp)) in
+                di.chunks_exact_mut(sp).zip(gi.chunks_exact(sp)).zip(xi.chunks_exact(sp)).enumerate()
+            {
+                let (k1, k2, k3) = (k1[ch], k2[ch], k3[ch]);
+                for ((d, &g), &xv) in dp.iter_mut().zip(gp).zip(xp) {
+                    *d = k1 * g + k2 * xv + k3;
+                }
+            }
+        });
+    }
     Ok(())
 }
 
@@ -466,10 +572,8 @@ pub fn layer_norm_backward_par<T: Float>(
             norm::layer_norm_backward_image(s, x_img, dy_img, gamma, m, r, dx_img)
         });
     if s.spatial == 1 {
-        let mean_of = |r: usize, _: usize| mean[r];
-        let scale_of = |r: usize, _: usize| rstd[r];
         for ((dg, db), (sdy, sdyx)) in
-            dgamma.iter_mut().zip(dbeta.iter_mut()).zip(rows_grad_sums(x, dy, s.channels, &mean_of, &scale_of))
+            dgamma.iter_mut().zip(dbeta.iter_mut()).zip(rows_grad_sums(x, dy, s.channels, Stats::PerRow(mean, rstd)))
         {
             *db += sdy;
             *dg += sdyx;
