@@ -5,8 +5,9 @@
 
 use rayon::prelude::*;
 
-use crate::dim::block::{BnRefs, ELEMWISE_CHUNK, Mode, add_assign_par, pair_mut, relu_mask_par};
+use crate::dim::block::{BnRefs, ELEMWISE_CHUNK, Mode, pair_mut, relu_mask_par};
 use crate::error::Result;
+use crate::kernels::MatRef;
 use crate::kernels::{self as k, par};
 use crate::params::{Init, ParamTable};
 
@@ -44,7 +45,6 @@ pub struct HeadActs {
     d_s: Vec<f32>,
     d_a: Vec<f32>,
     dz: Vec<f32>,
-    dx_tmp: Vec<f32>,
 }
 
 impl MiHead {
@@ -84,7 +84,6 @@ impl MiHead {
             d_s: t(rd),
             d_a: t(rd),
             dz: t(rd),
-            dx_tmp: t(rows * self.n_in),
         }
     }
 
@@ -115,9 +114,9 @@ impl MiHead {
             Some(self.p(params, self.l2b, d)),
             &mut acts.s,
         )?;
-        // Shortcut, added into s (the LN output buffer is free scratch here).
-        par::linear_forward_par(&l_in, x, self.p(params, self.sc, d * n_in), None, &mut acts.out)?;
-        add_assign_par(&mut acts.s, &acts.out);
+        // Shortcut, added into s by the GEMM itself.
+        let xm = MatRef::row_major(x, r, n_in)?;
+        par::par_gemm(&mut acts.s, xm, MatRef::row_major(self.p(params, self.sc, d * n_in), d, n_in)?.t(), true)?;
         par::layer_norm_forward_par(
             &ns,
             k::NORM_EPS,
@@ -194,16 +193,16 @@ impl MiHead {
             &mut grads[self.l1..self.l1 + d * n_in],
             None,
         )?;
-        par::linear_backward_par(
+        // The shortcut reads the same input: its input gradient adds in place.
+        par::linear_backward_par_into(
             &l_in,
             x,
             self.p(params, self.sc, d * n_in),
             &acts.d_s,
-            Some(&mut acts.dx_tmp),
+            Some(dx),
+            true,
             &mut grads[self.sc..self.sc + d * n_in],
             None,
-        )?;
-        add_assign_par(dx, &acts.dx_tmp);
-        Ok(())
+        )
     }
 }

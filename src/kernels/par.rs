@@ -337,12 +337,28 @@ pub fn linear_backward_par<T: Float>(
     dw: &mut [T],
     db: Option<&mut [T]>,
 ) -> Result<()> {
+    linear_backward_par_into(s, x, w, dy, dx, false, dw, db)
+}
+
+/// [`linear_backward_par`], adding into `dx` instead when `dx_accumulate`
+/// (two layers that read the same input sum their input gradients in place).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_par_into<T: Float>(
+    s: &LinearShape,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dx_accumulate: bool,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+) -> Result<()> {
     s.check(x.len(), w.len(), None, dy.len())?;
     check_len("linear weight gradient", w.len(), dw.len())?;
     let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
     if let Some(dx) = dx {
         check_len("linear input gradient", x.len(), dx.len())?;
-        par_gemm(dx, dym, MatRef::row_major(w, s.out_features, s.in_features)?, false)?;
+        par_gemm(dx, dym, MatRef::row_major(w, s.out_features, s.in_features)?, dx_accumulate)?;
     }
     par_gemm(dw, dym.t(), MatRef::row_major(x, s.batch, s.in_features)?, true)?;
     if let Some(db) = db {

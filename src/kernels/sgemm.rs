@@ -202,11 +202,12 @@ fn kernel_avx2_fma(kc: usize, a: &[f32], rows: [usize; MR], aps: usize, b: &[f32
     use core::arch::x86_64::{_mm256_setzero_ps, _mm256_storeu_ps};
     // The bounds every access below relies on (always true for our callers;
     // checked so that a bug is a slow path, not an out-of-bounds access).
-    let a_ok = kc == 0
-        || rows.iter().all(|&o| (kc - 1).checked_mul(aps).and_then(|v| v.checked_add(o)).is_some_and(|e| e < a.len()));
+    // (Saturating arithmetic: an overflow can only make a check fail.)
+    let max_row = rows.iter().copied().fold(0, usize::max);
+    let a_ok = kc == 0 || max_row.saturating_add((kc - 1).saturating_mul(aps)) < a.len();
     let c_ok = match &dst {
         Dst::Acc(_) => true,
-        Dst::C(data, out, _) => out.iter().all(|&o| o.checked_add(NR).is_some_and(|e| e <= data.len())),
+        Dst::C(data, out, _) => out.iter().copied().fold(0, usize::max).saturating_add(NR) <= data.len(),
     };
     if !a_ok || !c_ok || b.len() < kc * NR {
         kernel_portable(kc, a, rows, aps, b, dst);
