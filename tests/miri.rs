@@ -23,7 +23,7 @@ fn reference(m: usize, n: usize, k: usize, a: &[f64], a_rs: usize, a_cs: usize, 
 }
 
 fn backends() -> Vec<Backend> {
-    vec![Backend::Blocked, Backend::GemmCrate]
+    vec![Backend::Blocked, Backend::Packed]
 }
 
 /// Small shapes that cross the blocked kernel's 6×16 tile edges.

@@ -5,9 +5,10 @@
 //!   `no_std`; packs A and B panels into fixed stack buffers and runs a 6×16
 //!   register tile that LLVM vectorises. On x86_64 with `std` it is compiled
 //!   a second time for AVX2+FMA and picked at run time.
-//! - [`Backend::GemmCrate`] (feature `train`): the `gemm` crate, which held
-//!   95–105 GFLOP/s on the skinny per-image conv shapes where matrixmultiply
-//!   fell to 26–57 (see `docs/kernels.md` and `benches/kernels.rs`).
+//! - [`Backend::Packed`] (feature `train`): f32 goes to [`super::sgemm`],
+//!   the packed AVX2 training GEMM with per-thread buffers, which measured
+//!   ahead of the `gemm` crate and matrixmultiply on this project's shapes
+//!   (`benches/kernels.rs`, docs/kernels.md); other types take `Blocked`.
 //!
 //! Views are validated once, so neither backend can read or write out of
 //! bounds, and a mutable view can never alias itself.
@@ -150,11 +151,8 @@ impl<'a, T: Copy> MatMut<'a, T> {
 pub enum Backend {
     /// Our own blocked kernel (`no_std`, no heap).
     Blocked,
-    /// The `gemm` crate, single-threaded (we parallelise one level up).
-    #[cfg(feature = "train")]
-    GemmCrate,
-    /// f32: our packed AVX2 kernel ([`super::sgemm`]); other types: the
-    /// `gemm` crate.
+    /// f32: our packed AVX2 kernel ([`super::sgemm`]); other types (the
+    /// f64 of the gradient checks): [`Backend::Blocked`].
     #[cfg(feature = "train")]
     Packed,
 }
@@ -204,8 +202,6 @@ pub fn gemm_with<T: Float>(
     match backend {
         Backend::Blocked => blocked(c, a, b, accumulate),
         #[cfg(feature = "train")]
-        Backend::GemmCrate => gemm_crate(c, a, b, accumulate),
-        #[cfg(feature = "train")]
         Backend::Packed => packed(c, a, b, accumulate)?,
     }
     Ok(())
@@ -219,12 +215,12 @@ fn fill<T: Copy>(c: MatMut<'_, T>, v: T) {
     }
 }
 
-/// [`Backend::Packed`]: f32 to [`super::sgemm`], anything else to the
-/// `gemm` crate. A column-major C is computed as `Cᵀ = Bᵀ·Aᵀ`.
+/// [`Backend::Packed`]: f32 to [`super::sgemm`], anything else to
+/// [`blocked`]. A column-major C is computed as `Cᵀ = Bᵀ·Aᵀ`.
 #[cfg(feature = "train")]
 fn packed<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
     let (Some(ad), Some(bd)) = (T::as_f32(a.data), T::as_f32(b.data)) else {
-        gemm_crate(c, a, b, accumulate);
+        blocked(c, a, b, accumulate);
         return Ok(());
     };
     let (m, n) = (c.rows, c.cols);
@@ -241,77 +237,6 @@ fn packed<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumu
     } else {
         let out = super::igemm::OutView::new(cd, n, m, cs, m.max(1), 0)?;
         super::sgemm::sgemm(out, b.t(), a.t(), accumulate)
-    }
-}
-
-#[cfg(feature = "train")]
-fn gemm_crate<T: Float>(c: MatMut<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
-    use core::any::TypeId;
-    // Strides as isize: views were validated, so every offset fits in the
-    // slice and therefore in isize.
-    let s = |v: usize| v as isize;
-    let (m, n, k) = (c.rows, c.cols, a.cols);
-    let (cp, ap, bp) = (c.data.as_mut_ptr(), a.data.as_ptr(), b.data.as_ptr());
-    let par = gemm_common::Parallelism::None;
-    // SAFETY: `gemm_with` checked the shapes chain; `MatRef::new` and
-    // `MatMut::new` checked that every element (i, j) of each view lies inside
-    // its slice, and that C's elements are pairwise distinct. C is borrowed
-    // mutably and A, B immutably, so C cannot overlap them. The gemm kernels
-    // read `m·k` and `k·n` elements and write `m·n` at exactly those offsets.
-    // The pointer casts are identity casts: each branch runs only when `T`
-    // is exactly that type.
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        unsafe {
-            gemm_f32::gemm::f32::get_gemm_fn()(
-                m,
-                n,
-                k,
-                cp.cast::<f32>(),
-                s(c.cs),
-                s(c.rs),
-                accumulate,
-                ap.cast::<f32>(),
-                s(a.cs),
-                s(a.rs),
-                bp.cast::<f32>(),
-                s(b.cs),
-                s(b.rs),
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    } else if TypeId::of::<T>() == TypeId::of::<f64>() {
-        // SAFETY: as above, with `T` exactly f64.
-        unsafe {
-            gemm_f64::gemm::f64::get_gemm_fn()(
-                m,
-                n,
-                k,
-                cp.cast::<f64>(),
-                s(c.cs),
-                s(c.rs),
-                accumulate,
-                ap.cast::<f64>(),
-                s(a.cs),
-                s(a.rs),
-                bp.cast::<f64>(),
-                s(b.cs),
-                s(b.rs),
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    } else {
-        // Another `Float` type (a user's impl) takes the portable kernel.
-        blocked(c, a, b, accumulate);
     }
 }
 

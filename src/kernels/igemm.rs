@@ -181,6 +181,7 @@ impl<'a> OutView<'a> {
     /// Where the rows of the whole register tile at `(i0, j0)` start, when
     /// all `MR` rows and `NR` columns exist, each row's `NR` elements are
     /// contiguous and in bounds: the kernel may then write it directly.
+    #[cfg(feature = "train")]
     #[inline]
     pub(crate) fn full_tile(&self, i0: usize, j0: usize) -> Option<[usize; MR]> {
         if i0 + MR > self.m || j0 + NR > self.n {
@@ -196,6 +197,7 @@ impl<'a> OutView<'a> {
     }
 
     /// The underlying slice (for the kernels' direct tile writes).
+    #[cfg(feature = "train")]
     #[inline]
     pub(crate) fn data_mut(&mut self) -> &mut [f32] {
         self.data
@@ -453,11 +455,12 @@ fn pack_t_panel_avx2(data: &[f32], first: usize, cs: usize, kc: usize, dst: &mut
 
 /// Whether the AVX2+FMA micro-kernel can run here.
 pub(crate) fn simd_available() -> bool {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    // Miri runs the portable kernels (the ones it can check).
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
     }
-    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    #[cfg(not(all(feature = "std", target_arch = "x86_64", not(miri))))]
     {
         false
     }
