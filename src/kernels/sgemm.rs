@@ -1,10 +1,12 @@
-//! The training GEMM for f32: `C (+)= A·B` over strided views, with both
-//! operands packed (GotoBLAS/BLIS blocking) and the 6×16 register tile of
-//! [`super::igemm`], here reading A from packed `MR`-row panels.
+//! The training GEMM for f32: `C (+)= A·B` over strided views, with
+//! GotoBLAS/BLIS blocking and the 6×16 register tile of [`super::igemm`]:
+//! B packed into 16-column panels, A read in place when row-major and
+//! packed into `MR`-row panels otherwise, full tiles written straight into C.
 //!
-//! Why not the `gemm` crate: on this project's shapes it held 43–57 GFLOP/s
-//! per core where this kernel holds 70+ (`examples/gemm_probe.rs`,
-//! `benches/kernels.rs`). The packing buffers belong to the calling thread
+//! Why not the `gemm` crate: on this project's shapes it held 40–54 GFLOP/s
+//! per core where this kernel held 59–70, measured in one process
+//! (docs/kernels.md; `benches/kernels.rs` keeps it as a peer). The packing
+//! buffers belong to the calling thread
 //! and live as long as it does, so a training step allocates nothing here.
 //! The output is an [`OutView`], which may be segmented: a convolution over
 //! a whole batch writes each image's NCHW block in place.
