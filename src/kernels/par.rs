@@ -2,9 +2,10 @@
 //! siblings, spread over the batch or over output blocks with rayon.
 //!
 //! One level of parallelism only: the GEMMs inside run single-threaded.
-//! Work is cut into pieces that depend on the problem shape alone, never on
-//! the thread count, and every reduction runs in a fixed order, so results
-//! are bitwise identical for 1 and N threads.
+//! Every reduction runs in a fixed order and work is cut by the problem
+//! shape alone, except the f32 GEMM cuts, which follow the thread count
+//! because any cut gives the same bits there ([`par_gemm`]). So results are
+//! bitwise identical for 1 and N threads.
 
 use rayon::prelude::*;
 
