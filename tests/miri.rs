@@ -1,8 +1,9 @@
 //! The `unsafe` blocks of the kernels on small inputs, for Miri
 //! (`cargo +nightly miri test --test miri`, see docs/reliability.md): the
-//! AVX2 dispatch of the blocked GEMM and the call into the `gemm` crate,
-//! over dense, transposed and padded-stride views, f32 and f64, with and
-//! without accumulation. Also runs (fast) in the normal test suite.
+//! AVX2 dispatch of the blocked GEMM and the packed training GEMM (its
+//! micro-kernel, direct tile stores and 8×8 transposing B packer), over
+//! dense, transposed and padded-stride views, f32 and f64, with and without
+//! accumulation. Also runs (fast) in the normal test suite.
 
 use infomax::kernels::{Backend, MatMut, MatRef, gemm_with};
 
@@ -212,5 +213,33 @@ fn dot4_and_weight_conversion_on_small_inputs() {
     for (i, &h) in bits.iter().enumerate() {
         assert_eq!(f[i].to_bits(), half::f16::from_bits(h).to_f32().to_bits(), "f16 {h:#x}");
         assert_eq!(g[i].to_bits(), half::bf16::from_bits(h).to_f32().to_bits(), "bf16 {h:#x}");
+    }
+}
+
+/// The training GEMM with a transposed B whose panels are whole (n = 16, 32):
+/// the AVX2 8×8 transposing packer, with k not a multiple of 8 (its scalar
+/// tail), full tiles stored straight into C and a partial last row tile.
+#[test]
+fn training_gemm_packs_transposed_b_panels_exactly() {
+    use infomax::kernels::igemm::OutView;
+    use infomax::kernels::sgemm::sgemm;
+    for (m, n, k) in [(7, 16, 9), (6, 32, 17)] {
+        for accumulate in [false, true] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 7) as f32 - 3.0).collect();
+            // B stored as Bᵀ ([n, k] row-major), viewed transposed.
+            let bt: Vec<f32> = (0..n * k).map(|i| ((i * 3) % 5) as f32 - 2.0).collect();
+            let c0: Vec<f32> = (0..m * n).map(|i| (i % 4) as f32).collect();
+            let mut want = if accumulate { c0.clone() } else { vec![0f32; m * n] };
+            for i in 0..m {
+                for j in 0..n {
+                    want[i * n + j] += (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum::<f32>();
+                }
+            }
+            let mut c = c0.clone();
+            let av = MatRef::row_major(&a, m, k).unwrap();
+            let bv = MatRef::row_major(&bt, n, k).unwrap().t();
+            sgemm(OutView::row_major(&mut c, m, n).unwrap(), av, bv, accumulate).unwrap();
+            assert_eq!(c, want, "m {m} n {n} k {k} accumulate {accumulate}");
+        }
     }
 }
