@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use infomax::dim::{Dim, DimConfig, Estimator};
-use infomax::optim::{AdamConfig, adam_step};
-use rayon::prelude::*;
+use infomax::optim::{AdamConfig, adam_step_par};
 
 fn step(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step");
@@ -34,11 +33,7 @@ fn step(c: &mut Criterion) {
                             model.forward_backward(&x, &mut ws).unwrap();
                             t += 1;
                             let Dim { params, grads, .. } = &mut model;
-                            params
-                                .par_chunks_mut(1 << 16)
-                                .zip(grads.par_chunks(1 << 16))
-                                .zip(m.par_chunks_mut(1 << 16).zip(v.par_chunks_mut(1 << 16)))
-                                .for_each(|((p, g), (m, v))| adam_step(&adam, t, p, g, m, v).unwrap());
+                            adam_step_par(&adam, t, params, grads, &mut m, &mut v).unwrap();
                         })
                     })
                 });

@@ -9,8 +9,7 @@
 use std::time::Instant;
 
 use infomax::dim::{Dim, DimConfig, Estimator};
-use infomax::optim::{AdamConfig, adam_step};
-use rayon::prelude::*;
+use infomax::optim::{AdamConfig, adam_step_par};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,11 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pool.install(|| -> Result<(), infomax::Error> {
             model.forward_backward(&x, &mut ws)?;
             let Dim { params, grads, .. } = &mut model;
-            params
-                .par_chunks_mut(1 << 16)
-                .zip(grads.par_chunks(1 << 16))
-                .zip(m.par_chunks_mut(1 << 16).zip(v.par_chunks_mut(1 << 16)))
-                .try_for_each(|((p, g), (m, v))| adam_step(&adam, t, p, g, m, v))
+            adam_step_par(&adam, t, params, grads, &mut m, &mut v)
         })?;
         // The first step warms up (allocations, page faults) and is not timed.
         if t > 1 {

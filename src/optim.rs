@@ -84,3 +84,30 @@ pub fn adam_step(
     }
     Ok(())
 }
+
+/// Elements per task of [`adam_step_par`].
+#[cfg(feature = "train")]
+const PAR_CHUNK: usize = 1 << 16;
+
+/// [`adam_step`] across cores in fixed chunks: the update is element-wise,
+/// so any split gives the same bits as one serial call.
+#[cfg(feature = "train")]
+pub fn adam_step_par(
+    cfg: &AdamConfig,
+    t: u64,
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> Result<()> {
+    use rayon::prelude::*;
+    let n = params.len();
+    check_len("adam gradients", n, grads.len())?;
+    check_len("adam first moments", n, m.len())?;
+    check_len("adam second moments", n, v.len())?;
+    params
+        .par_chunks_mut(PAR_CHUNK)
+        .zip(grads.par_chunks(PAR_CHUNK))
+        .zip(m.par_chunks_mut(PAR_CHUNK).zip(v.par_chunks_mut(PAR_CHUNK)))
+        .try_for_each(|((p, g), (m, v))| adam_step(cfg, t, p, g, m, v))
+}

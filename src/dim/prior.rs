@@ -50,7 +50,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
 use crate::kernels::par::{self, par_gemm};
 use crate::kernels::{Float, LinearShape, MatRef, relu_inplace, sigmoid, softplus};
-use crate::optim::{AdamConfig, adam_step};
+use crate::optim::{AdamConfig, adam_step_par};
 use crate::params::{Init, ParamTable};
 use crate::rng::Rng;
 
@@ -640,11 +640,7 @@ impl Prior {
         }
         self.step += 1;
         let (t, cfg) = (self.step, self.cfg.adam);
-        self.params
-            .par_chunks_mut(ADAM_CHUNK)
-            .zip(self.grads.par_chunks(ADAM_CHUNK))
-            .zip(self.m.par_chunks_mut(ADAM_CHUNK).zip(self.v.par_chunks_mut(ADAM_CHUNK)))
-            .try_for_each(|((p, g), (m, v))| adam_step(&cfg, t, p, g, m, v))?;
+        adam_step_par(&cfg, t, &mut self.params, &self.grads, &mut self.m, &mut self.v)?;
         Ok(stats)
     }
 }

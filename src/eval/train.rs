@@ -9,16 +9,13 @@ use super::model::{Classifier, ClassifierKind, ClassifierSpec, Workspace, argmax
 use super::{EvalConfig, EvalData};
 use crate::error::{Result, check_len, check_nonzero, checked_product};
 use crate::kernels::Float;
-use crate::optim::adam_step;
+use crate::optim::adam_step_par;
 use crate::rng::Rng;
 
 /// RNG stream of the per-epoch shuffles.
 const STREAM_SHUFFLE: u64 = 2;
 /// RNG stream of the per-step dropout seeds.
 const STREAM_DROPOUT: u64 = 3;
-/// Parameters per Adam task: the update is element-wise, so any split gives
-/// the same bits; a fixed one keeps the work independent of the thread count.
-const ADAM_CHUNK: usize = 1 << 14;
 
 /// What one classifier run produced; the fields of the reference's result
 /// dictionary (unrounded: the reference rounds to 5 decimals for its JSON).
@@ -142,13 +139,7 @@ fn train_on_worker(
             let dropout_seed = Rng::new(dropout_base.wrapping_add(step)).next_u64();
             let loss = model.loss_and_grad(x, &yb[..rows], dropout_seed, &mut grads, &mut ws)?;
             step += 1;
-            model
-                .params_mut()
-                .par_chunks_mut(ADAM_CHUNK)
-                .zip(grads.par_chunks(ADAM_CHUNK))
-                .zip(m.par_chunks_mut(ADAM_CHUNK))
-                .zip(v.par_chunks_mut(ADAM_CHUNK))
-                .try_for_each(|(((p, g), m), v)| adam_step(&cfg.adam, step, p, g, m, v))?;
+            adam_step_par(&cfg.adam, step, model.params_mut(), &grads, &mut m, &mut v)?;
             tot += f64::from(loss) * rows as f64;
             cnt += rows;
         }

@@ -16,14 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Augment, Dataset, Loader, Split};
 use crate::dim::{Dim, DimConfig, Mode};
-use crate::optim::{AdamConfig, adam_step};
+use crate::optim::{AdamConfig, adam_step_par};
 use crate::params::ParamTable;
 use crate::rng::Rng;
 pub use checkpoint::{AdamState, Progress};
 pub use error::{Result, TrainError};
-
-/// Parameters per parallel Adam task.
-const ADAM_CHUNK: usize = 1 << 16;
 
 /// Which dataset format a data folder holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -502,12 +499,14 @@ fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool)
             last_norms = norms;
             let t = progress.step;
             for r in &ranges {
-                // Element-wise, so any split gives the same bits.
-                model.params[r.clone()]
-                    .par_chunks_mut(ADAM_CHUNK)
-                    .zip(model.grads[r.clone()].par_chunks(ADAM_CHUNK))
-                    .zip(adam.m[r.clone()].par_chunks_mut(ADAM_CHUNK).zip(adam.v[r.clone()].par_chunks_mut(ADAM_CHUNK)))
-                    .try_for_each(|((p, g), (m, v))| adam_step(&adam_cfg, t, p, g, m, v))?;
+                adam_step_par(
+                    &adam_cfg,
+                    t,
+                    &mut model.params[r.clone()],
+                    &model.grads[r.clone()],
+                    &mut adam.m[r.clone()],
+                    &mut adam.v[r.clone()],
+                )?;
             }
             if let Some(name) = first_non_finite(&model.table, &model.params) {
                 return Err(diverged(format!("parameter {name}")));
