@@ -369,3 +369,50 @@ fn bn_recalibration_is_the_cumulative_average_of_batch_statistics() {
         assert!((f64::from(rv[ch]) - want_v[ch]).abs() <= 1e-5 * want_v[ch].abs().max(1e-3), "var[{ch}]");
     }
 }
+
+#[test]
+fn eval_scores_the_recalibrated_baseline_on_y_unless_asked_for_every_tap() {
+    use infomax::dim::Dim;
+    use infomax::eval::EvalConfig;
+    use infomax::train::evaluate::evaluate_encoder_taps;
+    let data = small_data("baseline-taps-data");
+    let (train, test) =
+        (data::load_mnist_dir(&data, Split::Train).unwrap(), data::load_mnist_dir(&data, Split::Test).unwrap());
+    let mut model = Dim::new(DimConfig::new("edge").mi_units(32)).unwrap();
+    let cfg = EvalConfig { epochs: 1, ..EvalConfig::default() };
+    let taps = |r: &infomax::train::evaluate::Report| r.taps.iter().map(|t| t.tap.clone()).collect::<Vec<_>>();
+    let all = evaluate_encoder_taps("m", &mut model, &train, &test, &cfg, &["conv", "fc", "y"]).unwrap();
+    assert_eq!(taps(&all), ["conv", "fc", "y"]);
+    let y = evaluate_encoder_taps("m", &mut model, &train, &test, &cfg, &["y"]).unwrap();
+    assert_eq!(taps(&y), ["y"]);
+    // Same classifier seed for the tap either way: the same Y row.
+    assert_eq!(y.taps[0], all.taps[2]);
+    let e = evaluate_encoder_taps("m", &mut model, &train, &test, &cfg, &["pixels"]).unwrap_err();
+    assert!(matches!(e, TrainError::Config(_)) && e.to_string().contains("pixels"), "{e}");
+
+    // The CLI: Y only by default, every tap with --full-baselines.
+    let bin = env!("CARGO_BIN_EXE_infomax");
+    let out = tmp("baseline-taps");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let common = ["--data", d, "--encoder", "edge", "--mi-units", "32", "--batch-size", "32", "--quiet"];
+    let r = run(&[&["train", "--steps", "2", "--no-eval", "--no-export", "--out", o], &common[..]].concat());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let ck = checkpoint::latest(&out).unwrap().unwrap();
+    let ck = ck.to_str().unwrap();
+    let rows = |extra: &[&str]| {
+        let r = run(&[&["eval", ck, "--data", d, "--eval-epochs", "1", "--quiet"], extra].concat());
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let text = String::from_utf8_lossy(&r.stdout).into_owned();
+        let recal: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("| untrained (BN stats from data) |"))
+            .map(|l| l.split('|').nth(2).unwrap().trim().to_owned())
+            .collect();
+        assert!(text.contains("| untrained (BN default stats) | conv |"), "{text}");
+        assert!(text.contains("| raw pixels | pixels |"), "{text}");
+        recal
+    };
+    assert_eq!(rows(&[]), ["y"]);
+    assert_eq!(rows(&["--full-baselines"]), ["conv", "fc", "y"]);
+}

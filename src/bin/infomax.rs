@@ -12,7 +12,7 @@ use infomax::data::Split;
 use infomax::dim::{Dim, DimConfig, Estimator, HeadKind, MultiGlobal, Occlusion};
 use infomax::eval::EvalConfig;
 use infomax::io::{ExportDtype, export};
-use infomax::train::evaluate::{Report, evaluate_encoder, evaluate_pixels, format_table};
+use infomax::train::evaluate::{Report, evaluate_encoder, evaluate_encoder_taps, evaluate_pixels, format_table};
 use infomax::train::{self, DataConfig, DatasetKind, OptimConfig, Start, TrainConfig, TrainError, checkpoint};
 
 #[derive(Parser)]
@@ -134,6 +134,12 @@ struct ProbeArgs {
     /// Skip the raw-pixel and untrained-encoder baselines.
     #[arg(long)]
     no_baselines: bool,
+    /// Also score the untrained encoder with BN statistics re-estimated from
+    /// the data on the conv and fc taps (by default only its Y tap, the one
+    /// DIM's margin is read on; the conv tap's classifiers are most of an
+    /// evaluation's cost).
+    #[arg(long)]
+    full_baselines: bool,
 }
 
 #[derive(Args)]
@@ -287,7 +293,8 @@ fn run_eval(
         reports.push(evaluate_encoder("untrained (BN default stats)", &mut random, &train, &test, &cfg)?);
         say(&format!("  untrained encoder done in {:.0}s", reports[1].wall_s));
         train::recalibrate_bn(&mut random, &train, 64)?;
-        reports.push(evaluate_encoder("untrained (BN stats from data)", &mut random, &train, &test, &cfg)?);
+        let taps: &[&str] = if probe.full_baselines { &["conv", "fc", "y"] } else { &["y"] };
+        reports.push(evaluate_encoder_taps("untrained (BN stats from data)", &mut random, &train, &test, &cfg, taps)?);
         say(&format!("  untrained encoder, BN recalibrated, done in {:.0}s", reports[2].wall_s));
         reports.push(evaluate_pixels(&train, &test, &cfg)?);
         say(&format!("  raw pixels done in {:.0}s", reports[3].wall_s));

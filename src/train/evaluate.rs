@@ -87,19 +87,39 @@ pub fn evaluate_encoder(
     test: &Dataset,
     cfg: &EvalConfig,
 ) -> Result<Report> {
+    evaluate_encoder_taps(method, model, train, test, cfg, &["conv", "fc", "y"])
+}
+
+/// [`evaluate_encoder`] on the named taps only (`conv`, `fc`, `y`): the
+/// classifiers on a 6272-wide conv tap cost far more than the rest, so a
+/// secondary baseline can be scored where it matters.
+pub fn evaluate_encoder_taps(
+    method: &str,
+    model: &mut Dim,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &EvalConfig,
+    taps_wanted: &[&str],
+) -> Result<Report> {
+    if let Some(t) = taps_wanted.iter().find(|t| !["conv", "fc", "y"].contains(t)) {
+        return Err(TrainError::Config(format!("unknown feature tap {t:?} (conv, fc or y)")));
+    }
+    let wanted = |t: &str| taps_wanted.contains(&t);
     let t0 = Instant::now();
     let (ytr, yte) = (labels(train)?, labels(test)?);
     let classes = train.classes.max(test.classes);
     let ftr = extract_features(model, train, 500)?;
     let fte = extract_features(model, test, 500)?;
     let mut taps = Vec::new();
-    if let (Some((d, a)), Some((_, b))) = (ftr.conv, fte.conv) {
+    if let (true, Some((d, a)), Some((_, b))) = (wanted("conv"), ftr.conv, fte.conv) {
         taps.push(run_tap("conv", 0, d, a, b, &ytr, &yte, classes, cfg)?);
     }
-    if let (Some((d, a)), Some((_, b))) = (ftr.fc, fte.fc) {
+    if let (true, Some((d, a)), Some((_, b))) = (wanted("fc"), ftr.fc, fte.fc) {
         taps.push(run_tap("fc", 1, d, a, b, &ytr, &yte, classes, cfg)?);
     }
-    taps.push(run_tap("y", 2, ftr.y.0, ftr.y.1, fte.y.1, &ytr, &yte, classes, cfg)?);
+    if wanted("y") {
+        taps.push(run_tap("y", 2, ftr.y.0, ftr.y.1, fte.y.1, &ytr, &yte, classes, cfg)?);
+    }
     Ok(Report { method: method.into(), taps, wall_s: t0.elapsed().as_secs_f64() })
 }
 
