@@ -303,14 +303,42 @@ pub(crate) fn min_param_count(cfg: &crate::dim::DimConfig) -> crate::error::Resu
     Ok(head.saturating_add(enc.min_weight_count()?))
 }
 
+/// Elements per task of the per-step checks below (fixed, so the sums do
+/// not depend on the thread count).
+const CHECK_CHUNK: usize = 1 << 16;
+
+/// `Σ v²` in f64 over fixed chunks with 8 independent accumulators each:
+/// one serial chain of f64 adds would take ~4 cycles per element, and the
+/// trainer runs this over every gradient every step.
+fn sum_squares(v: &[f32]) -> f64 {
+    let partial: Vec<f64> = v
+        .par_chunks(CHECK_CHUNK)
+        .map(|c| {
+            let mut acc = [0f64; 8];
+            let lanes = c.chunks_exact(8);
+            let tail = lanes.remainder();
+            for l in lanes {
+                for (a, &x) in acc.iter_mut().zip(l) {
+                    *a += f64::from(x) * f64::from(x);
+                }
+            }
+            tail.iter().fold(acc.iter().sum::<f64>(), |s, &x| s + f64::from(x) * f64::from(x))
+        })
+        .collect();
+    partial.iter().sum()
+}
+
+/// Whether every value is finite, branch-free (an exponent of all ones is
+/// Inf or NaN), so it vectorises.
+fn all_finite(v: &[f32]) -> bool {
+    const EXP: u32 = 0x7f80_0000;
+    v.par_chunks(CHECK_CHUNK).all(|c| c.iter().fold(0u32, |bad, x| bad | u32::from(x.to_bits() & EXP == EXP)) == 0)
+}
+
 /// Per-tensor sums of squares (f64, fixed order: any thread count gives the
 /// same bits), or the name of the first tensor holding a NaN or Inf.
 fn tensor_sums_of_squares(table: &ParamTable, values: &[f32]) -> std::result::Result<Vec<f64>, String> {
-    let sums: Vec<f64> = table
-        .entries()
-        .par_iter()
-        .map(|e| values[e.range()].iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>())
-        .collect();
+    let sums: Vec<f64> = table.entries().iter().map(|e| sum_squares(&values[e.range()])).collect();
     // A finite f32's square is at most ~1.2e77, so only NaN/Inf make it non-finite.
     match sums.iter().position(|s| !s.is_finite()) {
         Some(i) => Err(table.entries()[i].name.clone()),
@@ -335,11 +363,7 @@ fn largest_weights(table: &ParamTable, values: &[f32]) -> String {
 
 /// The name of the first tensor of `table` holding a NaN or Inf.
 fn first_non_finite(table: &ParamTable, values: &[f32]) -> Option<String> {
-    table
-        .entries()
-        .par_iter()
-        .position_first(|e| !values[e.range()].iter().all(|v| v.is_finite()))
-        .map(|i| table.entries()[i].name.clone())
+    table.entries().iter().find(|e| !all_finite(&values[e.range()])).map(|e| e.name.clone())
 }
 
 /// Keeps the log lines of steps up to `step` (what the checkpoint holds):
@@ -668,4 +692,33 @@ pub fn extract_features(model: &mut Dim, ds: &Dataset, batch: usize) -> Result<F
         f.y.1.extend_from_slice(enc.y(a));
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CHECK_CHUNK, all_finite, sum_squares};
+
+    #[test]
+    fn sum_squares_matches_a_plain_f64_sum() {
+        for len in [0, 1, 7, 8, 9, CHECK_CHUNK - 1, CHECK_CHUNK, 3 * CHECK_CHUNK + 5] {
+            let v: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
+            let naive: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            let got = sum_squares(&v);
+            assert!((got - naive).abs() <= 1e-12 * naive.max(1.0), "len {len}: {got} vs {naive}");
+        }
+    }
+
+    #[test]
+    fn all_finite_finds_nan_and_inf_anywhere() {
+        let len = 2 * CHECK_CHUNK + 3;
+        let v = vec![f32::MAX; len];
+        assert!(all_finite(&v) && all_finite(&[]));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 5, CHECK_CHUNK, len - 1] {
+                let mut w = v.clone();
+                w[at] = bad;
+                assert!(!all_finite(&w), "{bad} at {at}");
+            }
+        }
+    }
 }
