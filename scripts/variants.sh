@@ -23,7 +23,7 @@ declare -A flags=(
 mkdir -p "$out"
 for v in "${!flags[@]}"; do
     # shellcheck disable=SC2086
-    "$bin" train -q --threads 1 --minutes "$minutes" ${flags[$v]} --no-baselines --no-export \
+    "$bin" train -q --threads 1 --minutes "$minutes" --mi-units 512 ${flags[$v]} --no-baselines --no-export \
         --out "$out/$v" >"$out-$v.log" 2>&1 &
 done
 wait
