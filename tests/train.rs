@@ -416,3 +416,23 @@ fn eval_scores_the_recalibrated_baseline_on_y_unless_asked_for_every_tap() {
     assert_eq!(rows(&[]), ["y"]);
     assert_eq!(rows(&["--full-baselines"]), ["conv", "fc", "y"]);
 }
+
+#[test]
+fn cli_mi_units_default_is_small_on_the_bundled_subset_only() {
+    let bin = env!("CARGO_BIN_EXE_infomax");
+    let other = small_data("mi-default-data");
+    let out = tmp("mi-default");
+    let o = out.to_str().unwrap();
+    let d_of = |extra: &[&str]| {
+        let _ = std::fs::remove_dir_all(&out);
+        let args =
+            [&["train", "--steps", "1", "--batch-size", "8", "--no-eval", "--no-export", "--quiet", "--out", o], extra]
+                .concat();
+        let r = Command::new(bin).args(&args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        checkpoint::load(&checkpoint::latest(&out).unwrap().unwrap()).unwrap().model.cfg.mi_units
+    };
+    assert_eq!(d_of(&[]), 128);
+    assert_eq!(d_of(&["--data", other.to_str().unwrap()]), 512);
+    assert_eq!(d_of(&["--mi-units", "64"]), 64);
+}
