@@ -433,7 +433,8 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainErr
     let y_dim = model.encoder.cfg.y_dim;
     let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
     println!("\nExported encoder, run through the no-alloc inference path on {} test images:", test.n);
-    for dtype in [ExportDtype::F32, ExportDtype::F16] {
+    let model = &*model;
+    let check = |dtype: ExportDtype| -> Result<String, TrainError> {
         let path = out.join(format!("encoder-{}.safetensors", dtype.name()));
         let bytes = export::to_bytes(model, dtype, true, &[])?;
         checkpoint::write_atomic(&path, &bytes)?;
@@ -465,15 +466,6 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainErr
             }
         }
         let us = t0.elapsed().as_secs_f64() * 1e6 / test.n.max(1) as f64;
-        println!(
-            "  {}: {} bytes, scratch {} B at batch {batch}, {:.0} µs/image on one thread, max |ΔY| {:.1e} of max |Y| {:.2}",
-            path.display(),
-            bytes.len(),
-            4 * plans[0].scratch_len(),
-            us,
-            err,
-            scale
-        );
         let tol = if dtype == ExportDtype::F32 { 1e-5 } else { 2e-3 };
         if err > tol * scale {
             return Err(TrainError::Format {
@@ -483,6 +475,26 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainErr
                 ),
             });
         }
+        Ok(format!(
+            "  {}: {} bytes, scratch {} B at batch {batch}, {:.0} µs/image on one thread, max |ΔY| {:.1e} of max |Y| {:.2}",
+            path.display(),
+            bytes.len(),
+            4 * plans[0].scratch_len(),
+            us,
+            err,
+            scale
+        ))
+    };
+    // One thread per file: each check is single-threaded (the embedded
+    // path), so the two run side by side; lines print in a fixed order.
+    let (f32_line, f16_line) = std::thread::scope(|sc| {
+        let f16 = sc.spawn(|| check(ExportDtype::F16));
+        let f32 = check(ExportDtype::F32);
+        (f32, f16.join())
+    });
+    let f16_line = f16_line.map_err(|_| TrainError::Config("the f16 inference check panicked".into()))?;
+    for line in [f32_line, f16_line] {
+        println!("{}", line?);
     }
     Ok(())
 }
