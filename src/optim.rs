@@ -53,6 +53,14 @@ impl AdamConfig {
     }
 }
 
+/// Gradients and both moments must be as long as the parameters.
+fn check_lens(params: &[f32], grads: &[f32], m: &[f32], v: &[f32]) -> Result<()> {
+    let n = params.len();
+    check_len("adam gradients", n, grads.len())?;
+    check_len("adam first moments", n, m.len())?;
+    check_len("adam second moments", n, v.len())
+}
+
 /// One Adam step at 1-based step `t` over matching slices.
 pub fn adam_step(
     cfg: &AdamConfig,
@@ -66,10 +74,7 @@ pub fn adam_step(
     if t == 0 {
         return Err(Error::InvalidParameter { what: "adam step", reason: "steps count from 1" });
     }
-    let n = params.len();
-    check_len("adam gradients", n, grads.len())?;
-    check_len("adam first moments", n, m.len())?;
-    check_len("adam second moments", n, v.len())?;
+    check_lens(params, grads, m, v)?;
     let ti = i32::try_from(t).unwrap_or(i32::MAX);
     let bc1 = 1.0 - libm::pow(cfg.beta1, f64::from(ti));
     let bc2 = 1.0 - libm::pow(cfg.beta2, f64::from(ti));
@@ -101,10 +106,7 @@ pub fn adam_step_par(
     v: &mut [f32],
 ) -> Result<()> {
     use rayon::prelude::*;
-    let n = params.len();
-    check_len("adam gradients", n, grads.len())?;
-    check_len("adam first moments", n, m.len())?;
-    check_len("adam second moments", n, v.len())?;
+    check_lens(params, grads, m, v)?;
     params
         .par_chunks_mut(PAR_CHUNK)
         .zip(grads.par_chunks(PAR_CHUNK))

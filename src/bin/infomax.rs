@@ -12,7 +12,9 @@ use infomax::data::Split;
 use infomax::dim::{Dim, DimConfig, Estimator, HeadKind, MultiGlobal, Occlusion};
 use infomax::eval::EvalConfig;
 use infomax::io::{ExportDtype, export};
-use infomax::train::evaluate::{Report, evaluate_encoder, evaluate_encoder_taps, evaluate_pixels, format_table};
+use infomax::train::evaluate::{
+    ENCODER_TAPS, Report, evaluate_encoder, evaluate_encoder_taps, evaluate_pixels, format_table,
+};
 use infomax::train::{self, DataConfig, DatasetKind, OptimConfig, Start, TrainConfig, TrainError, checkpoint};
 
 /// The Fashion-MNIST subset in the repository: the main job's data.
@@ -299,7 +301,7 @@ fn run_eval(
         reports.push(evaluate_encoder("untrained (BN default stats)", &mut random, &train, &test, &cfg)?);
         say(&format!("  untrained encoder done in {:.0}s", reports[1].wall_s));
         train::recalibrate_bn(&mut random, &train, 64)?;
-        let taps: &[&str] = if probe.full_baselines { &["conv", "fc", "y"] } else { &["y"] };
+        let taps: &[&str] = if probe.full_baselines { &ENCODER_TAPS } else { &["y"] };
         reports.push(evaluate_encoder_taps("untrained (BN stats from data)", &mut random, &train, &test, &cfg, taps)?);
         say(&format!("  untrained encoder, BN recalibrated, done in {:.0}s", reports[2].wall_s));
         reports.push(evaluate_pixels(&train, &test, &cfg)?);

@@ -79,6 +79,9 @@ fn run_tap(
     })
 }
 
+/// The encoder's feature taps, in evaluation order.
+pub const ENCODER_TAPS: [&str; 3] = ["conv", "fc", "y"];
+
 /// Evaluates an encoder's conv, fc and Y taps (those it has).
 pub fn evaluate_encoder(
     method: &str,
@@ -87,7 +90,7 @@ pub fn evaluate_encoder(
     test: &Dataset,
     cfg: &EvalConfig,
 ) -> Result<Report> {
-    evaluate_encoder_taps(method, model, train, test, cfg, &["conv", "fc", "y"])
+    evaluate_encoder_taps(method, model, train, test, cfg, &ENCODER_TAPS)
 }
 
 /// [`evaluate_encoder`] on the named taps only (`conv`, `fc`, `y`): the
@@ -101,7 +104,7 @@ pub fn evaluate_encoder_taps(
     cfg: &EvalConfig,
     taps_wanted: &[&str],
 ) -> Result<Report> {
-    if let Some(t) = taps_wanted.iter().find(|t| !["conv", "fc", "y"].contains(t)) {
+    if let Some(t) = taps_wanted.iter().find(|t| !ENCODER_TAPS.contains(t)) {
         return Err(TrainError::Config(format!("unknown feature tap {t:?} (conv, fc or y)")));
     }
     let wanted = |t: &str| taps_wanted.contains(&t);
