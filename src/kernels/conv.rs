@@ -155,22 +155,6 @@ pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_img: &[T], cols:
     }
 }
 
-/// The output columns `ow` of kernel column `kj` that read a real input
-/// pixel (`0 ≤ ow·stride + kj − pad < in_w`), as `lo..hi`; the rest read
-/// padding. Computed once per row so that the copy loops carry no bounds
-/// tests.
-#[inline]
-fn valid_cols(s: &Conv2dShape, d: &ConvDims, kj: usize) -> (usize, usize) {
-    let (st, pad) = (s.stride, s.padding);
-    let lo = pad.saturating_sub(kj).div_ceil(st).min(d.out_w);
-    // Largest ow with ow·st + kj ≤ in_w − 1 + pad.
-    let hi = match (s.in_w + pad).checked_sub(kj + 1) {
-        Some(last) => (last / st + 1).min(d.out_w),
-        None => 0,
-    };
-    (lo, hi.max(lo))
-}
-
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(crate) fn im2col_row<T: Float>(
@@ -183,28 +167,18 @@ pub(crate) fn im2col_row<T: Float>(
     st: usize,
     pad: usize,
 ) {
-    let (lo, hi) = valid_cols(s, d, kj);
     for oh in 0..d.out_h {
         let out_row = &mut dst[oh * d.out_w..(oh + 1) * d.out_w];
         // Input row = oh·s + ki − p, possibly in the padding.
         let ih = oh * st + ki;
-        if ih < pad || ih - pad >= s.in_h || lo == hi {
+        if ih < pad || ih - pad >= s.in_h {
             out_row.fill(T::ZERO);
             continue;
         }
         let src = &plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
-        let (head, rest) = out_row.split_at_mut(lo);
-        let (mid, tail) = rest.split_at_mut(hi - lo);
-        head.fill(T::ZERO);
-        tail.fill(T::ZERO);
-        // First real input column: lo·s + kj − p (≥ 0 by the choice of lo).
-        let first = lo * st + kj - pad;
-        if st == 1 {
-            mid.copy_from_slice(&src[first..first + mid.len()]);
-        } else {
-            for (v, &x) in mid.iter_mut().zip(src[first..].iter().step_by(st)) {
-                *v = x;
-            }
+        for (ow, v) in out_row.iter_mut().enumerate() {
+            let iw = ow * st + kj;
+            *v = if iw < pad || iw - pad >= s.in_w { T::ZERO } else { src[iw - pad] };
         }
     }
 }
@@ -226,25 +200,17 @@ pub(crate) fn col2im_add<T: Float>(
             for kj in 0..kw {
                 let row = (ci * kh + ki) * kw + kj;
                 let src = &cols[row * ld + col0..row * ld + col0 + d.out_hw];
-                let (lo, hi) = valid_cols(s, d, kj);
-                if lo == hi {
-                    continue;
-                }
-                let first = lo * st + kj - pad;
                 for oh in 0..d.out_h {
                     let ih = oh * st + ki;
                     if ih < pad || ih - pad >= s.in_h {
                         continue;
                     }
                     let dst = &mut plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
-                    let src_row = &src[oh * d.out_w + lo..oh * d.out_w + hi];
-                    if st == 1 {
-                        for (o, &v) in dst[first..first + src_row.len()].iter_mut().zip(src_row) {
-                            *o += v;
-                        }
-                    } else {
-                        for (o, &v) in dst[first..].iter_mut().step_by(st).zip(src_row) {
-                            *o += v;
+                    let src_row = &src[oh * d.out_w..(oh + 1) * d.out_w];
+                    for (ow, &v) in src_row.iter().enumerate() {
+                        let iw = ow * st + kj;
+                        if iw >= pad && iw - pad < s.in_w {
+                            dst[iw - pad] += v;
                         }
                     }
                 }
@@ -391,50 +357,4 @@ pub fn conv2d_backward<T: Float>(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `valid_cols` against a direct test of every output column, over every
-    /// small width, kernel, stride and padding (including kernels wider than
-    /// the padded input, where no column is valid).
-    #[test]
-    fn valid_cols_matches_brute_force() {
-        for in_w in 1..10 {
-            for k in 1..7 {
-                for stride in 1..5 {
-                    for padding in 0..4 {
-                        let s = Conv2dShape {
-                            batch: 1,
-                            in_channels: 1,
-                            in_h: in_w,
-                            in_w,
-                            out_channels: 1,
-                            kernel_h: k,
-                            kernel_w: k,
-                            stride,
-                            padding,
-                        };
-                        let Ok(d) = s.validate() else { continue };
-                        for kj in 0..k {
-                            let valid = |ow: usize| {
-                                let iw = (ow * stride + kj) as isize - padding as isize;
-                                iw >= 0 && iw < in_w as isize
-                            };
-                            let (lo, hi) = valid_cols(&s, &d, kj);
-                            let at = format_args!("in_w {in_w} k {k} stride {stride} pad {padding} kj {kj}");
-                            assert!(lo <= hi && hi <= d.out_w, "{at}");
-                            // Exactly the columns in lo..hi are valid (so
-                            // they are contiguous), or none when lo == hi.
-                            for ow in 0..d.out_w {
-                                assert_eq!(valid(ow), (lo..hi).contains(&ow), "ow {ow}, {at}");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
