@@ -215,6 +215,20 @@ fn kernel_avx2_fma(kc: usize, a: &[f32], rows: [usize; MR], aps: usize, b: &[f32
         kernel_portable(kc, a, rows, aps, b, dst);
         return;
     }
+    // Ask for C's lines now: a tile's C rows are far apart and usually not
+    // in cache, and the FMA loop below hides the misses.
+    if let Dst::C(data, out, _) = &dst {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        for &o in out {
+            // SAFETY: prefetching is a hint and never faults; the address is
+            // inside `data` (o + NR ≤ data.len(), checked above).
+            unsafe {
+                let p = data.as_ptr().add(o).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.add(4 * NR - 1));
+            }
+        }
+    }
     let bp = b.as_ptr();
     let ap: [*const f32; MR] = rows.map(|o| a[o..].as_ptr());
     let mut c: [[__m256; 2]; MR] = [[_mm256_setzero_ps(); 2]; MR];
