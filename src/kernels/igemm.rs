@@ -348,7 +348,27 @@ impl OutView<'_> {
 /// zero-padding the last panel.
 pub(crate) fn pack_b(b: &MatRef<'_, f32>, pc: usize, kc: usize, jc: usize, nc: usize, bpack: &mut [f32]) {
     let (data, rs, cs) = (b.data, b.rs, b.cs);
+    if cs == 1 && nc >= NR {
+        // Row-major B: walk each row of the block once, front to back (one
+        // sequential stream for the prefetcher), scattering its 16-column
+        // pieces to their panels.
+        let whole = nc / NR;
+        for p in 0..kc {
+            let s = (pc + p) * rs + jc;
+            let row = &data[s..s + whole * NR];
+            for (q, piece) in row.chunks_exact(NR).enumerate() {
+                let d = q * kc * NR + p * NR;
+                bpack[d..d + NR].copy_from_slice(piece);
+            }
+        }
+        if whole * NR == nc {
+            return;
+        }
+    }
     for (q, j0) in (0..nc).step_by(NR).enumerate() {
+        if cs == 1 && nc >= NR && j0 + NR <= nc {
+            continue;
+        }
         let nr = NR.min(nc - j0);
         let dst = &mut bpack[q * kc * NR..(q + 1) * kc * NR];
         if cs == 1 && nr == NR {
