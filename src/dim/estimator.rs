@@ -8,12 +8,24 @@
 
 use crate::dim::config::Estimator;
 use crate::error::{Error, Result, check_len};
+use rayon::prelude::*;
+
 use crate::kernels::{Float, sigmoid};
 
 /// `sp(x) − ln 2 = ln((1 + eˣ)/2)`, exactly 0 at x = 0 (so the shifted JSD
 /// is exactly 0 when all scores are 0) and stable for any x.
 fn softplus_minus_ln2(x: f64) -> f64 {
     if x < 30.0 { (x.exp_m1() / 2.0).ln_1p() } else { x - core::f64::consts::LN_2 + (-x).exp().ln_1p() }
+}
+
+/// `(sp(x) − ln 2, σ(x))` from one `exp` and one `log1p`: with
+/// `e = e^−|x|`, `sp(x) = max(x, 0) + log1p(e)` and `σ(x)` is `1/(1 + e)`
+/// or `e/(1 + e)`. Exactly `(0, ½)` at `x = 0`.
+fn softplus_minus_ln2_and_sigmoid(x: f64) -> (f64, f64) {
+    let e = (-x.abs()).exp();
+    let sp = x.max(0.0) + e.ln_1p() - core::f64::consts::LN_2;
+    let sig = if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+    (sp, sig)
 }
 
 /// What one estimator evaluation reports.
@@ -71,37 +83,46 @@ pub fn estimate<T: Float>(est: Estimator, sh: ScoreShape, s: &[T], ds: &mut [T],
     let n_pos = (sh.rows() * p) as f64;
     let n_neg = (sh.rows() * (n - 1) * p) as f64;
     let image_of_row = |r: usize| r / sh.k;
-    // Positive/negative means (reported for every estimator).
-    let (mut pos_sum, mut neg_sum) = (0f64, 0f64);
-    for (r, row) in s.chunks_exact(cols).enumerate() {
-        let i = image_of_row(r);
-        for (c, &v) in row.iter().enumerate() {
-            if c / p == i {
-                pos_sum += v.to_f64();
-            } else {
-                neg_sum += v.to_f64();
-            }
-        }
-    }
+    // Positive/negative means (reported for every estimator). Rows run in
+    // parallel; each row sums serially and the rows' sums are added in row
+    // order, so the result never depends on the thread count.
+    let row_sums = |f: &(dyn Fn(usize, &[T]) -> [f64; 2] + Sync)| -> [f64; 2] {
+        let parts: Vec<[f64; 2]> = s.par_chunks_exact(cols).enumerate().map(|(r, row)| f(r, row)).collect();
+        parts.iter().fold([0.0; 2], |a, b| [a[0] + b[0], a[1] + b[1]])
+    };
+    let [pos_sum, neg_sum] = row_sums(&|r, row| {
+        let (lo, hi) = (image_of_row(r) * p, (image_of_row(r) + 1) * p);
+        let sum = |v: &[T]| v.iter().map(|x| x.to_f64()).sum::<f64>();
+        [sum(&row[lo..hi]), sum(&row[..lo]) + sum(&row[hi..])]
+    });
     let (pos_mean, neg_mean) = (pos_sum / n_pos, neg_sum / n_neg);
     let stats = match est {
         Estimator::Jsd => {
             // L = mean_neg [sp(S) − ln 2] + mean_pos [sp(−S) − ln 2]: the
-            // reference's shifted JSD, summed per group in f64.
+            // reference's shifted JSD, summed per group in f64. Per element
+            // one exp and one log1p give both sp(x) − ln 2 and σ(x).
             let (wp, wn) = (1.0 / n_pos, 1.0 / n_neg);
-            let (mut lp, mut ln) = (0f64, 0f64);
-            for (r, (row, drow)) in s.chunks_exact(cols).zip(ds.chunks_exact_mut(cols)).enumerate() {
-                let i = image_of_row(r);
-                for (c, (&v, d)) in row.iter().zip(drow.iter_mut()).enumerate() {
-                    if c / p == i {
-                        lp += softplus_minus_ln2(-v.to_f64());
-                        *d = scale * T::from_f64(-wp) * sigmoid(-v);
-                    } else {
-                        ln += softplus_minus_ln2(v.to_f64());
-                        *d = scale * T::from_f64(wn) * sigmoid(v);
+            let parts: Vec<[f64; 2]> = s
+                .par_chunks_exact(cols)
+                .zip(ds.par_chunks_exact_mut(cols))
+                .enumerate()
+                .map(|(r, (row, drow))| {
+                    let i = image_of_row(r);
+                    let (mut lp, mut ln) = (0f64, 0f64);
+                    for (c, (&v, d)) in row.iter().zip(drow.iter_mut()).enumerate() {
+                        let (x, w) = if c / p == i { (-v.to_f64(), -wp) } else { (v.to_f64(), wn) };
+                        let (sp, sig) = softplus_minus_ln2_and_sigmoid(x);
+                        if c / p == i {
+                            lp += sp;
+                        } else {
+                            ln += sp;
+                        }
+                        *d = scale * T::from_f64(w * sig);
                     }
-                }
-            }
+                    [lp, ln]
+                })
+                .collect();
+            let [lp, ln] = parts.iter().fold([0.0; 2], |a, b| [a[0] + b[0], a[1] + b[1]]);
             let loss = lp * wp + ln * wn;
             EstimatorStats { loss, mi: -loss, pos_mean, neg_mean }
         }
@@ -109,27 +130,33 @@ pub fn estimate<T: Float>(est: Estimator, sh: ScoreShape, s: &[T], ds: &mut [T],
             // Per row: L⁻ = log Σ_{j≠i, p'} e^S; per positive:
             // loss = logaddexp(S⁺, L⁻) − S⁺ (the negatives are shared by all p).
             let w = 1.0 / n_pos;
-            let mut loss = 0f64;
-            for (r, (row, drow)) in s.chunks_exact(cols).zip(ds.chunks_exact_mut(cols)).enumerate() {
-                let i = image_of_row(r);
-                let negs = row[..i * p].iter().chain(&row[(i + 1) * p..]);
-                let m = negs.clone().fold(f64::NEG_INFINITY, |a, &v| a.max(v.to_f64()));
-                let lneg = m + negs.map(|&v| (v.to_f64() - m).exp()).sum::<f64>().ln();
-                // Σ_p ∂loss/∂L⁻ = Σ_p e^{L⁻ − t_p}.
-                let mut coef = 0f64;
-                for pi in 0..p {
-                    let sp = row[i * p + pi].to_f64();
-                    let t = sp.max(lneg) + (-(sp - lneg).abs()).exp().ln_1p();
-                    loss += w * (t - sp);
-                    drow[i * p + pi] = scale * T::from_f64(w * ((sp - t).exp() - 1.0));
-                    coef += w * (lneg - t).exp();
-                }
-                for (c, d) in drow.iter_mut().enumerate() {
-                    if c / p != i {
-                        *d = scale * T::from_f64(coef * (row[c].to_f64() - lneg).exp());
+            let parts: Vec<f64> = s
+                .par_chunks_exact(cols)
+                .zip(ds.par_chunks_exact_mut(cols))
+                .enumerate()
+                .map(|(r, (row, drow))| {
+                    let i = image_of_row(r);
+                    let negs = row[..i * p].iter().chain(&row[(i + 1) * p..]);
+                    let m = negs.clone().fold(f64::NEG_INFINITY, |a, &v| a.max(v.to_f64()));
+                    let lneg = m + negs.map(|&v| (v.to_f64() - m).exp()).sum::<f64>().ln();
+                    // Σ_p ∂loss/∂L⁻ = Σ_p e^{L⁻ − t_p}.
+                    let (mut coef, mut loss) = (0f64, 0f64);
+                    for pi in 0..p {
+                        let sp = row[i * p + pi].to_f64();
+                        let t = sp.max(lneg) + (-(sp - lneg).abs()).exp().ln_1p();
+                        loss += w * (t - sp);
+                        drow[i * p + pi] = scale * T::from_f64(w * ((sp - t).exp() - 1.0));
+                        coef += w * (lneg - t).exp();
                     }
-                }
-            }
+                    for (c, d) in drow.iter_mut().enumerate() {
+                        if c / p != i {
+                            *d = scale * T::from_f64(coef * (row[c].to_f64() - lneg).exp());
+                        }
+                    }
+                    loss
+                })
+                .collect();
+            let loss = parts.iter().sum::<f64>();
             let bound = (1.0 + ((n - 1) * p) as f64).ln();
             EstimatorStats { loss, mi: bound - loss, pos_mean, neg_mean }
         }
