@@ -502,3 +502,59 @@ fn weight_conversion_is_bit_exact_with_half_for_every_pattern() {
     }
     assert_eq!(borrowed, 1);
 }
+
+/// The parallel conv backward adds columns back for groups of images per
+/// task (the batch cut into 8 groups): batches above 8, uneven cuts, and
+/// the encoders' 4×4 stride-2 shape, against the naive reference.
+#[test]
+fn conv2d_par_backward_over_image_groups_matches_naive() {
+    let shapes = [
+        k::Conv2dShape {
+            batch: 11,
+            in_channels: 3,
+            in_h: 8,
+            in_w: 8,
+            out_channels: 5,
+            kernel_h: 4,
+            kernel_w: 4,
+            stride: 2,
+            padding: 1,
+        },
+        k::Conv2dShape {
+            batch: 19,
+            in_channels: 2,
+            in_h: 7,
+            in_w: 6,
+            out_channels: 3,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 1,
+            padding: 1,
+        },
+        k::Conv2dShape {
+            batch: 9,
+            in_channels: 4,
+            in_h: 5,
+            in_w: 5,
+            out_channels: 2,
+            kernel_h: 2,
+            kernel_w: 3,
+            stride: 3,
+            padding: 2,
+        },
+    ];
+    for (i, s) in shapes.iter().enumerate() {
+        let d = s.validate().unwrap();
+        let mut rng = Rng(40 + i as u64);
+        let (x, w, dy) = (rng.vec_f32(d.in_len), rng.vec_f32(d.weight_len), rng.vec_f32(d.out_len));
+        let (wdx, wdw, wdb) = conv2d_backward_ref(s, &to_f64(&x), &to_f64(&w), &to_f64(&dy));
+        let mut cols = vec![0f32; d.batched_col_len];
+        let mut y = vec![0f32; d.out_len];
+        par::conv2d_forward_par(s, &x, &w, None, &mut y, &mut cols).unwrap();
+        let (mut dx, mut dw, mut db) = (vec![f32::NAN; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
+        par::conv2d_backward_par(s, &mut cols, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+        assert_close_f32("grouped par conv dx", &dx, &wdx, TOL);
+        assert_close_f32("grouped par conv dw", &dw, &wdw, TOL);
+        assert_close_f32("grouped par conv db", &db, &wdb, TOL);
+    }
+}

@@ -183,34 +183,42 @@ pub(crate) fn im2col_row<T: Float>(
     }
 }
 
-/// Adds one image's columns back onto its input gradient (the adjoint of
-/// [`im2col`]).
+/// Adds the columns of consecutive images back onto their input gradients
+/// (the adjoint of [`im2col`]): `dx_imgs` holds whole images, image `j`'s
+/// columns start at `col0 + j·out_hw`. Channel by channel across the
+/// images, so each column row is read as one run and the images' planes of
+/// that channel stay in cache; every input element receives its additions
+/// in the same (kernel row, kernel column) order for any image count.
 pub(crate) fn col2im_add<T: Float>(
     s: &Conv2dShape,
     d: &ConvDims,
     cols: &[T],
     ld: usize,
     col0: usize,
-    dx_img: &mut [T],
+    dx_imgs: &mut [T],
 ) {
     let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
+    let in_img = s.in_channels * d.in_hw;
     for ci in 0..s.in_channels {
-        let plane = &mut dx_img[ci * d.in_hw..(ci + 1) * d.in_hw];
         for ki in 0..kh {
             for kj in 0..kw {
                 let row = (ci * kh + ki) * kw + kj;
-                let src = &cols[row * ld + col0..row * ld + col0 + d.out_hw];
-                for oh in 0..d.out_h {
-                    let ih = oh * st + ki;
-                    if ih < pad || ih - pad >= s.in_h {
-                        continue;
-                    }
-                    let dst = &mut plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
-                    let src_row = &src[oh * d.out_w..(oh + 1) * d.out_w];
-                    for (ow, &v) in src_row.iter().enumerate() {
-                        let iw = ow * st + kj;
-                        if iw >= pad && iw - pad < s.in_w {
-                            dst[iw - pad] += v;
+                for (j, dx_img) in dx_imgs.chunks_exact_mut(in_img).enumerate() {
+                    let plane = &mut dx_img[ci * d.in_hw..(ci + 1) * d.in_hw];
+                    let start = row * ld + col0 + j * d.out_hw;
+                    let src = &cols[start..start + d.out_hw];
+                    for oh in 0..d.out_h {
+                        let ih = oh * st + ki;
+                        if ih < pad || ih - pad >= s.in_h {
+                            continue;
+                        }
+                        let dst = &mut plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
+                        let src_row = &src[oh * d.out_w..(oh + 1) * d.out_w];
+                        for (ow, &v) in src_row.iter().enumerate() {
+                            let iw = ow * st + kj;
+                            if iw >= pad && iw - pad < s.in_w {
+                                dst[iw - pad] += v;
+                            }
                         }
                     }
                 }

@@ -89,6 +89,10 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
     }
 }
 
+/// Tasks the batch is cut into for col2im (a fixed count, never the
+/// thread count; each input element's sums do not depend on it anyway).
+const COL2IM_TASKS: usize = 8;
+
 /// Rows per task in the row-wise (`[R, C]`) element-wise passes.
 const ELEMWISE_ROWS: usize = 64;
 
@@ -301,9 +305,12 @@ pub fn conv2d_backward_par<T: Float>(
             let wt = MatRef::row_major(w, s.out_channels, d.col_rows)?.t();
             par_gemm(cols, wt, dym, false)?;
             let cols = &*cols;
-            dx.par_chunks_mut(in_img).enumerate().for_each(|(n, dx_img)| {
-                dx_img.fill(T::ZERO);
-                conv::col2im_add(s, &d, cols, ld, n * d.out_hw, dx_img);
+            // Groups of images per task: each column row is read in runs of
+            // a group's pixels rather than one image's.
+            let per = s.batch.div_ceil(COL2IM_TASKS);
+            dx.par_chunks_mut(per * in_img).enumerate().for_each(|(g, dx_grp)| {
+                dx_grp.fill(T::ZERO);
+                conv::col2im_add(s, &d, cols, ld, g * per * d.out_hw, dx_grp);
             });
             return Ok(());
         }
