@@ -119,26 +119,40 @@ pub fn sgemm(mut c: OutView<'_>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, accumul
 /// zero-padding the last panel's missing rows.
 fn pack_a(a: &MatRef<'_, f32>, ic: usize, mc: usize, pc: usize, kc: usize, apack: &mut [f32]) {
     let (data, rs, cs) = (a.data, a.rs, a.cs);
+    if rs == 1 {
+        // A is a transposed view: for each p the block's rows are one
+        // contiguous run. Walk p by p (sequential reads), scattering each
+        // run's MR-row pieces to their panels; a last partial panel is
+        // zero-padded.
+        for p in 0..kc {
+            let s = (pc + p) * cs + ic;
+            let run = &data[s..s + mc];
+            let mut pieces = run.chunks_exact(MR);
+            for (pi, piece) in pieces.by_ref().enumerate() {
+                let o = pi * kc * MR + p * MR;
+                apack[o..o + MR].copy_from_slice(piece);
+            }
+            let rest = pieces.remainder();
+            if !rest.is_empty() {
+                let o = (mc / MR) * kc * MR + p * MR;
+                apack[o..o + rest.len()].copy_from_slice(rest);
+                apack[o + rest.len()..o + MR].fill(0.0);
+            }
+        }
+        return;
+    }
     for (pi, i0) in (0..mc).step_by(MR).enumerate() {
         let mr = MR.min(mc - i0);
         let dst = &mut apack[pi * kc * MR..(pi + 1) * kc * MR];
-        if rs == 1 && mr == MR {
-            // A is a transposed view: each p's MR rows are contiguous.
-            for (p, d) in dst.chunks_exact_mut(MR).enumerate() {
-                let s = (pc + p) * cs + ic + i0;
-                d.copy_from_slice(&data[s..s + MR]);
-            }
-        } else {
-            for r in 0..MR {
-                if r < mr {
-                    let base = (ic + i0 + r) * rs + pc * cs;
-                    for p in 0..kc {
-                        dst[p * MR + r] = data[base + p * cs];
-                    }
-                } else {
-                    for p in 0..kc {
-                        dst[p * MR + r] = 0.0;
-                    }
+        for r in 0..MR {
+            if r < mr {
+                let base = (ic + i0 + r) * rs + pc * cs;
+                for p in 0..kc {
+                    dst[p * MR + r] = data[base + p * cs];
+                }
+            } else {
+                for p in 0..kc {
+                    dst[p * MR + r] = 0.0;
                 }
             }
         }
