@@ -31,7 +31,11 @@ fn model(preset: &str) -> Dim {
     }
     for e in model.buffer_table.entries().to_vec() {
         for b in &mut model.buffers[e.range()] {
-            *b = if e.name.ends_with("running_var") { 1.0 + 0.5 * rng.uniform() as f32 } else { 0.1 * rng.uniform() as f32 };
+            *b = if e.name.ends_with("running_var") {
+                1.0 + 0.5 * rng.uniform() as f32
+            } else {
+                0.1 * rng.uniform() as f32
+            };
         }
     }
     model

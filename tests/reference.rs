@@ -207,6 +207,27 @@ proptest! {
         prop_assert!((got - want).abs() <= 1e-6 * norm.max(1e-30) + 1e-30, "{} vs {}", got, want);
         let (a64, b64) = (to_f64(&a), to_f64(&b));
         prop_assert!((k::dot(&a64, &b64) - want).abs() <= 1e-12 * norm.max(1e-300));
+        // The documented order, written out: 16 lanes of FMA chains, the
+        // tail onto the first lanes, then pairwise halving. The dispatched
+        // (AVX2) f32 dot must equal it bit for bit, and dot4 must equal dot
+        // row by row.
+        let mut acc = [0f32; 16];
+        for (i, (&x, &y)) in a.iter().zip(&b).enumerate() {
+            acc[i % 16] = x.mul_add(y, acc[i % 16]);
+        }
+        let mut w = 16;
+        while w > 1 {
+            w /= 2;
+            for j in 0..w {
+                acc[j] += acc[j + w];
+            }
+        }
+        prop_assert_eq!(got.to_bits(), f64::from(acc[0]).to_bits());
+        let rows: Vec<Vec<f32>> = (0..4).map(|_| { let extra = rng.below(3); rng.vec_f32(len + extra) }).collect();
+        let four = k::dot4([&rows[0], &rows[1], &rows[2], &rows[3]], &b);
+        for (r, row) in rows.iter().enumerate() {
+            prop_assert_eq!(four[r].to_bits(), k::dot(row, &b).to_bits());
+        }
     }
 
     #[test]
