@@ -231,6 +231,33 @@ proptest! {
     }
 
     #[test]
+    fn fused_half_dot4_equals_convert_then_dot(len in 0usize..=200, bits in proptest::collection::vec(any::<u16>(), 800)) {
+        // Batch-1 layers with f16/bf16 weights convert in registers; the
+        // result must equal converting the rows first, bit for bit. Any
+        // 16-bit pattern (subnormals, infinities, NaN) is a valid weight.
+        use infomax::kernels::convert;
+        use infomax::kernels::linear::{HalfKind, dot4_half};
+        let mut rng = Rng(len as u64);
+        let x = rng.vec_f32(len);
+        let rows: Vec<Vec<u8>> = (0..4).map(|r| bits[r * 200..r * 200 + len].iter().flat_map(|b| b.to_le_bytes()).collect()).collect();
+        for kind in [HalfKind::F16, HalfKind::Bf16] {
+            let want: Vec<f32> = rows.iter().map(|r| {
+                let mut w = vec![0f32; len];
+                match kind {
+                    HalfKind::F16 => convert::f16_to_f32_portable(r, &mut w),
+                    HalfKind::Bf16 => convert::bf16_to_f32_portable(r, &mut w),
+                }
+                k::dot(&w, &x)
+            }).collect();
+            if let Some(got) = dot4_half(kind, [&rows[0], &rows[1], &rows[2], &rows[3]], &x) {
+                for r in 0..4 {
+                    prop_assert_eq!(got[r].to_bits(), want[r].to_bits(), "{:?} row {}", kind, r);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn linear_matches_naive(n in 1usize..=20, fin in 1usize..=80, fout in 1usize..=80, bias in any::<bool>(), seed in any::<u64>()) {
         let s = k::LinearShape::new(n, fin, fout);
         let mut rng = Rng(seed);

@@ -20,8 +20,9 @@ use super::arch::{Arch, LayerSpec, MAX_LAYERS};
 use super::error::InferError;
 use super::safetensors::{Dtype, Tensor, Weights};
 use crate::kernels::conv::{add_bias, im2col};
-use crate::kernels::igemm::{Blocking, OutView, gemm_weights};
+use crate::kernels::igemm::{Blocking, OutView, WeightRows, gemm_weights};
 use crate::kernels::linear::add_bias_rows;
+use crate::kernels::linear::{HalfKind, dot4_half};
 use crate::kernels::{Conv2dShape, ConvDims, MatRef, MaxPoolShape};
 use crate::kernels::{dot, dot4, max_pool_forward_values, relu_inplace};
 
@@ -508,8 +509,32 @@ impl Plan {
                         }
                     }
                 };
+                // 16-bit weights: converted in registers where the CPU can
+                // (no staging); `false` means use the staging path below.
+                let fused = |kind: HalfKind, bytes: &[u8], dst: &mut [f32]| -> bool {
+                    let row = |o: usize| bytes.get(o * 2 * k..(o + 1) * 2 * k);
+                    for (x, y) in src.chunks_exact(k).zip(dst.chunks_exact_mut(st.rows)) {
+                        for o in (0..st.rows).step_by(4) {
+                            // A last group of fewer than 4 repeats its last row.
+                            let r = |j: usize| row((o + j).min(st.rows - 1));
+                            let (Some(r0), Some(r1), Some(r2), Some(r3)) = (r(0), r(1), r(2), r(3)) else {
+                                return false;
+                            };
+                            let Some(v) = dot4_half(kind, [r0, r1, r2, r3], x) else { return false };
+                            let n = 4.min(st.rows - o);
+                            y[o..o + n].copy_from_slice(&v[..n]);
+                        }
+                    }
+                    true
+                };
+                let half = match w {
+                    WeightRows::F16Le(b) => Some((HalfKind::F16, b)),
+                    WeightRows::Bf16Le(b) => Some((HalfKind::Bf16, b)),
+                    _ => None,
+                };
                 match w.in_place() {
                     Some(all) => gemv(all, 0, dst),
+                    None if half.is_some_and(|(kind, b)| fused(kind, b, dst)) => {}
                     None => {
                         for o0 in (0..st.rows).step_by(st.gemv_rows) {
                             let t = st.gemv_rows.min(st.rows - o0);

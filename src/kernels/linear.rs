@@ -314,3 +314,95 @@ fn dot4_impl<T: Float, const FMA: bool>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
     }
     out
 }
+
+/// 16-bit weight encodings the fused dots read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfKind {
+    /// IEEE binary16, little-endian.
+    F16,
+    /// bfloat16, little-endian.
+    Bf16,
+}
+
+/// [`dot4`] over four rows of 16-bit little-endian weights (`2·x.len()`
+/// bytes each), converted in registers rather than through a staging
+/// buffer: batch-1 layers read half the bytes of f32 and write none. The
+/// conversion is exact, so each result is bit-identical to converting the
+/// row to f32 and calling [`dot`]. `None` where the CPU lacks AVX2, FMA or
+/// F16C (the caller then converts and calls [`dot4`]).
+pub fn dot4_half(kind: HalfKind, rows: [&[u8]; 4], x: &[f32]) -> Option<[f32; 4]> {
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+    {
+        let k = x.len();
+        if rows.iter().all(|r| r.len() == 2 * k)
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the running CPU supports AVX2, FMA and F16C (checked
+            // just above), which is all the two functions require.
+            return Some(unsafe {
+                match kind {
+                    HalfKind::F16 => dot4_half_avx2::<false>(rows, x),
+                    HalfKind::Bf16 => dot4_half_avx2::<true>(rows, x),
+                }
+            });
+        }
+    }
+    let _ = (kind, rows, x);
+    None
+}
+
+/// The fused loop of [`dot4_half`]: 16 lanes per row as in `dot_impl`,
+/// every row exactly `2·x.len()` bytes (checked by the caller).
+#[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot4_half_avx2<const BF16: bool>(rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+    use core::arch::x86_64::{
+        __m128i, __m256, _mm_loadu_si128, _mm256_castsi256_ps, _mm256_cvtepu16_epi32, _mm256_cvtph_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_setzero_ps, _mm256_slli_epi32,
+    };
+    // Eight 16-bit values at `p` as f32 (exact for both encodings).
+    // SAFETY (of the callers): `p .. p + 16` bytes are readable.
+    #[inline(always)]
+    unsafe fn load8<const BF16: bool>(p: *const u8) -> __m256 {
+        // SAFETY: see above; unaligned loads are allowed.
+        unsafe {
+            let h = _mm_loadu_si128(p.cast::<__m128i>());
+            if BF16 {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+            } else {
+                _mm256_cvtph_ps(h)
+            }
+        }
+    }
+    let len = x.len();
+    let full = len / DOT_LANES * DOT_LANES;
+    let mut lo = [_mm256_setzero_ps(); 4];
+    let mut hi = [_mm256_setzero_ps(); 4];
+    let px = x.as_ptr();
+    let pr = rows.map(<[u8]>::as_ptr);
+    for c in (0..full).step_by(DOT_LANES) {
+        // SAFETY: c + 16 ≤ full ≤ len = x.len(), and every row holds 2·len
+        // bytes, so the loads of x[c..c+16] and of bytes 2c..2c+32 of each
+        // row are in bounds.
+        unsafe {
+            let (x0, x1) = (_mm256_loadu_ps(px.add(c)), _mm256_loadu_ps(px.add(c + 8)));
+            for r in 0..4 {
+                lo[r] = _mm256_fmadd_ps(load8::<BF16>(pr[r].add(2 * c)), x0, lo[r]);
+                hi[r] = _mm256_fmadd_ps(load8::<BF16>(pr[r].add(2 * c + 16)), x1, hi[r]);
+            }
+        }
+    }
+    core::array::from_fn(|r| {
+        let mut tail = [0f32; DOT_LANES];
+        let n = len - full;
+        let bytes = &rows[r][2 * full..2 * len];
+        if BF16 {
+            super::convert::bf16_to_f32(bytes, &mut tail[..n]);
+        } else {
+            super::convert::f16_to_f32(bytes, &mut tail[..n]);
+        }
+        lanes_finish(lo[r], hi[r], &tail[..n], &x[full..len])
+    })
+}
