@@ -211,9 +211,16 @@ proptest! {
         // tail onto the first lanes, then pairwise halving. The dispatched
         // (AVX2) f32 dot must equal it bit for bit, and dot4 must equal dot
         // row by row.
+        // Fused multiply-add where the build or the CPU (x86_64 AVX2+FMA,
+        // chosen at run time) has it, multiply then add otherwise.
+        #[cfg(target_arch = "x86_64")]
+        let simd = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        let fused = simd || cfg!(target_feature = "fma");
         let mut acc = [0f32; 16];
         for (i, (&x, &y)) in a.iter().zip(&b).enumerate() {
-            acc[i % 16] = x.mul_add(y, acc[i % 16]);
+            acc[i % 16] = if fused { x.mul_add(y, acc[i % 16]) } else { x * y + acc[i % 16] };
         }
         let mut w = 16;
         while w > 1 {
@@ -551,8 +558,8 @@ fn weight_conversion_is_bit_exact_with_half_for_every_pattern() {
     assert_eq!(borrowed, 1);
 }
 
-/// The parallel conv backward adds columns back for groups of images per
-/// task (the batch cut into 8 groups): batches above 8, uneven cuts, and
+/// The parallel conv backward adds columns back for groups of 8 images per
+/// task: batches above 8, a partial last group, and
 /// the encoders' 4×4 stride-2 shape, against the naive reference.
 #[test]
 fn conv2d_par_backward_over_image_groups_matches_naive() {

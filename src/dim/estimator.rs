@@ -22,6 +22,10 @@ fn softplus_minus_ln2(x: f64) -> f64 {
 /// `e = e^−|x|`, `sp(x) = max(x, 0) + log1p(e)` and `σ(x)` is `1/(1 + e)`
 /// or `e/(1 + e)`. Exactly `(0, ½)` at `x = 0`.
 fn softplus_minus_ln2_and_sigmoid(x: f64) -> (f64, f64) {
+    if x == 0.0 {
+        // Exact by construction, not by the libm's log1p(1) = ln 2.
+        return (0.0, 0.5);
+    }
     let e = (-x.abs()).exp();
     let sp = x.max(0.0) + e.ln_1p() - core::f64::consts::LN_2;
     let sig = if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };

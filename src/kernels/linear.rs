@@ -339,8 +339,9 @@ pub fn dot4_half(kind: HalfKind, rows: [&[u8]; 4], x: &[f32]) -> Option<[f32; 4]
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c")
         {
-            // SAFETY: the running CPU supports AVX2, FMA and F16C (checked
-            // just above), which is all the two functions require.
+            // SAFETY: the running CPU supports AVX2, FMA and F16C, and every
+            // row holds exactly 2·x.len() bytes (both checked just above):
+            // the two conditions `dot4_half_avx2` requires.
             return Some(unsafe {
                 match kind {
                     HalfKind::F16 => dot4_half_avx2::<false>(rows, x),
@@ -353,11 +354,14 @@ pub fn dot4_half(kind: HalfKind, rows: [&[u8]; 4], x: &[f32]) -> Option<[f32; 4]
     None
 }
 
-/// The fused loop of [`dot4_half`]: 16 lanes per row as in `dot_impl`,
-/// every row exactly `2·x.len()` bytes (checked by the caller).
+/// The fused loop of [`dot4_half`]: 16 lanes per row as in `dot_impl`.
+///
+/// # Safety
+/// The CPU supports AVX2, FMA and F16C, and every row holds at least
+/// `2·x.len()` bytes (the loads read that many).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot4_half_avx2<const BF16: bool>(rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+unsafe fn dot4_half_avx2<const BF16: bool>(rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
     use core::arch::x86_64::{
         __m128i, __m256, _mm_loadu_si128, _mm256_castsi256_ps, _mm256_cvtepu16_epi32, _mm256_cvtph_ps, _mm256_fmadd_ps,
         _mm256_loadu_ps, _mm256_setzero_ps, _mm256_slli_epi32,
@@ -383,9 +387,9 @@ fn dot4_half_avx2<const BF16: bool>(rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
     let px = x.as_ptr();
     let pr = rows.map(<[u8]>::as_ptr);
     for c in (0..full).step_by(DOT_LANES) {
-        // SAFETY: c + 16 ≤ full ≤ len = x.len(), and every row holds 2·len
-        // bytes, so the loads of x[c..c+16] and of bytes 2c..2c+32 of each
-        // row are in bounds.
+        // SAFETY: c + 16 ≤ full ≤ len = x.len(), and every row holds at
+        // least 2·len bytes (the function's contract), so the loads of
+        // x[c..c+16] and of bytes 2c..2c+32 of each row are in bounds.
         unsafe {
             let (x0, x1) = (_mm256_loadu_ps(px.add(c)), _mm256_loadu_ps(px.add(c + 8)));
             for r in 0..4 {

@@ -89,9 +89,9 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
     }
 }
 
-/// Tasks the batch is cut into for col2im (a fixed count, never the
-/// thread count; each input element's sums do not depend on it anyway).
-const COL2IM_TASKS: usize = 8;
+/// Images per col2im task (fixed, never derived from the thread count;
+/// each input element's sums do not depend on it anyway).
+const COL2IM_GROUP: usize = 8;
 
 /// Rows per task in the row-wise (`[R, C]`) element-wise passes.
 const ELEMWISE_ROWS: usize = 64;
@@ -307,7 +307,7 @@ pub fn conv2d_backward_par<T: Float>(
             let cols = &*cols;
             // Groups of images per task: each column row is read in runs of
             // a group's pixels rather than one image's.
-            let per = s.batch.div_ceil(COL2IM_TASKS);
+            let per = COL2IM_GROUP;
             dx.par_chunks_mut(per * in_img).enumerate().for_each(|(g, dx_grp)| {
                 dx_grp.fill(T::ZERO);
                 conv::col2im_add(s, &d, cols, ld, g * per * d.out_hw, dx_grp);
