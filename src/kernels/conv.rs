@@ -155,6 +155,35 @@ pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_img: &[T], cols:
     }
 }
 
+/// [`im2col`] for consecutive images (`x_imgs` holds whole images; image
+/// `j`'s columns start at `col0 + j·out_hw`), row by row: each column row
+/// is written front to back across the images, and the images' planes of
+/// one channel are reread from cache for its `k·k` rows. The same values
+/// as calling [`im2col`] per image.
+pub(crate) fn im2col_images<T: Float>(
+    s: &Conv2dShape,
+    d: &ConvDims,
+    x_imgs: &[T],
+    cols: &mut [T],
+    ld: usize,
+    col0: usize,
+) {
+    let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
+    let in_img = s.in_channels * d.in_hw;
+    for ci in 0..s.in_channels {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = (ci * kh + ki) * kw + kj;
+                for (j, x_img) in x_imgs.chunks_exact(in_img).enumerate() {
+                    let plane = &x_img[ci * d.in_hw..(ci + 1) * d.in_hw];
+                    let start = row * ld + col0 + j * d.out_hw;
+                    im2col_row(s, d, plane, ki, kj, &mut cols[start..start + d.out_hw], st, pad);
+                }
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub(crate) fn im2col_row<T: Float>(
