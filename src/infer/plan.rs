@@ -19,7 +19,7 @@ use core::fmt::Write;
 use super::arch::{Arch, LayerSpec, MAX_LAYERS};
 use super::error::InferError;
 use super::safetensors::{Dtype, Tensor, Weights};
-use crate::kernels::conv::{add_bias, im2col_images};
+use crate::kernels::conv::{add_bias, im2col};
 use crate::kernels::igemm::{Blocking, OutView, WeightRows, gemm_weights};
 use crate::kernels::linear::add_bias_rows;
 use crate::kernels::linear::{HalfKind, dot4_half};
@@ -481,7 +481,7 @@ impl Plan {
                     // The batch is the GEMM's N: one product per layer, each
                     // weight converted once per packed block of columns.
                     let ld = n * hw;
-                    im2col_images(&s, &d, src, cols, ld, 0);
+                    im2col(&s, &d, src, cols, ld, 0);
                     let bm = MatRef::new(&*cols, st.k, ld, ld, 1)?;
                     let cm = OutView::new(dst, st.rows, ld, hw, hw, st.pre_len)?;
                     gemm_weights(cm, w, bm, st.blk, apack, bpack)?;

@@ -138,36 +138,13 @@ pub struct ConvDims {
     pub pointwise: bool,
 }
 
-/// Writes one image's columns: `cols[row][col0 + o]` for output pixel `o`,
-/// rows `ld` apart. With `ld = out_hw` and `col0 = 0` this is the per-image
-/// layout; with `ld = N·out_hw` and `col0 = n·out_hw` the batched one.
-pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_img: &[T], cols: &mut [T], ld: usize, col0: usize) {
-    let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
-    for ci in 0..s.in_channels {
-        let plane = &x_img[ci * d.in_hw..(ci + 1) * d.in_hw];
-        for ki in 0..kh {
-            for kj in 0..kw {
-                let row = (ci * kh + ki) * kw + kj;
-                let dst = &mut cols[row * ld + col0..row * ld + col0 + d.out_hw];
-                im2col_row(s, d, plane, ki, kj, dst, st, pad);
-            }
-        }
-    }
-}
-
-/// [`im2col`] for consecutive images (`x_imgs` holds whole images; image
-/// `j`'s columns start at `col0 + j·out_hw`), row by row: each column row
-/// is written front to back across the images, and the images' planes of
-/// one channel are reread from cache for its `k·k` rows. The same values
-/// as calling [`im2col`] per image.
-pub(crate) fn im2col_images<T: Float>(
-    s: &Conv2dShape,
-    d: &ConvDims,
-    x_imgs: &[T],
-    cols: &mut [T],
-    ld: usize,
-    col0: usize,
-) {
+/// Writes the columns of consecutive images: `x_imgs` holds whole images,
+/// image `j`'s columns start at `col0 + j·out_hw` in rows `ld` apart. With
+/// one image, `ld = out_hw` and `col0 = 0` this is the per-image layout.
+/// Row by row: each column row is written front to back across the images,
+/// and the images' planes of one channel are reread from cache for its
+/// `k·k` rows.
+pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_imgs: &[T], cols: &mut [T], ld: usize, col0: usize) {
     let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
     let in_img = s.in_channels * d.in_hw;
     for ci in 0..s.in_channels {

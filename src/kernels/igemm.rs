@@ -371,12 +371,7 @@ pub(crate) fn pack_b(b: &MatRef<'_, f32>, pc: usize, kc: usize, jc: usize, nc: u
         }
         let nr = NR.min(nc - j0);
         let dst = &mut bpack[q * kc * NR..(q + 1) * kc * NR];
-        if cs == 1 && nr == NR {
-            for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
-                let s = (pc + p) * rs + jc + j0;
-                row.copy_from_slice(&data[s..s + NR]);
-            }
-        } else if rs == 1 && nr == NR && pack_t_panel(data, (jc + j0) * cs + pc, cs, kc, dst) {
+        if rs == 1 && nr == NR && pack_t_panel(data, (jc + j0) * cs + pc, cs, kc, dst) {
             // Transposed view, whole panel: done by 8×8 register transposes.
         } else {
             // Column by column: contiguous reads when B is a transposed view.
