@@ -5,7 +5,15 @@
 //! Throughput is reported as "elements/s" where one element is one FLOP
 //! (2·M·K·N per GEMM), so criterion's Gelem/s reads as GFLOP/s.
 //!
-//! Run: `cargo bench --bench kernels` (add `-- gemm` or `-- conv` to filter).
+//! The `phases` group runs every GEMM-bound phase of one conv32 DIM training
+//! step (batch 64, D = 512): the three convs and the fc and Y layers of the
+//! encoder, the local and global MI heads' layers, forward and backward, and
+//! the score matrix (every global against every local vector) with its two
+//! gradients, at 1 and 2 threads. Its GFLOP/s is the "GEMM-bound phases vs FMA peak"
+//! row of BENCHMARKS.md, and 2t/1t is that row's thread scaling.
+//!
+//! Run: `cargo bench --bench kernels` (add `-- gemm`, `-- conv2d` or
+//! `-- phases` to filter).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -188,5 +196,147 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm_backends, conv);
+/// One conv layer of the conv32 step; `input_grad` is false for the first
+/// layer, whose input gradient the step never computes.
+struct PhaseConv {
+    shape: k::Conv2dShape,
+    input_grad: bool,
+}
+
+/// One linear (or 1×1-conv-as-linear) layer of the step.
+struct PhaseLinear {
+    shape: k::LinearShape,
+    bias: bool,
+    input_grad: bool,
+}
+
+/// The GEMM-bound layers of one conv32 DIM step at batch 64, D = 512
+/// (spec §2.2 encoder; §4.1 encode-and-dot-product heads: the local head
+/// runs on 64·8·8 = 4096 positions of the 8×8×128 local map, the global
+/// head on the 64 Y vectors; each head has two layers and a shortcut).
+fn step_phases() -> (Vec<PhaseConv>, Vec<PhaseLinear>) {
+    let n = 64;
+    let convs = vec![
+        PhaseConv { shape: k::Conv2dShape::new(n, 3, (32, 32), 64, 4, 2, 1), input_grad: false },
+        PhaseConv { shape: k::Conv2dShape::new(n, 64, (16, 16), 128, 4, 2, 1), input_grad: true },
+        PhaseConv { shape: k::Conv2dShape::new(n, 128, (8, 8), 256, 4, 2, 1), input_grad: true },
+    ];
+    let lin = |rows, i, o, bias, input_grad| PhaseLinear { shape: k::LinearShape::new(rows, i, o), bias, input_grad };
+    let linears = vec![
+        lin(n, 256 * 16, 1024, true, true), // fc
+        lin(n, 1024, 64, true, true),       // Y
+        lin(n * 64, 128, 512, true, true),  // local head, first 1×1
+        lin(n * 64, 512, 512, true, true),  // local head, second 1×1
+        lin(n * 64, 128, 512, false, true), // local head, shortcut
+        lin(n, 64, 512, true, true),        // global head, first
+        lin(n, 512, 512, true, true),       // global head, second
+        lin(n, 64, 512, false, true),       // global head, shortcut
+    ];
+    (convs, linears)
+}
+
+fn phases(c: &mut Criterion) {
+    let mut g = c.benchmark_group("phases");
+    g.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    let (convs, linears) = step_phases();
+    let mut flops = 0usize;
+    struct ConvBufs {
+        x: Vec<f32>,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        y: Vec<f32>,
+        dy: Vec<f32>,
+        cols: Vec<f32>,
+        dx: Vec<f32>,
+        dw: Vec<f32>,
+        db: Vec<f32>,
+    }
+    let mut cb: Vec<ConvBufs> = convs
+        .iter()
+        .map(|pc| {
+            let s = pc.shape;
+            let d = s.validate().unwrap();
+            let f = 2 * s.out_channels * d.col_rows * d.out_hw * s.batch;
+            flops += f * if pc.input_grad { 3 } else { 2 };
+            ConvBufs {
+                x: fill(d.in_len, 1),
+                w: fill(d.weight_len, 2),
+                b: fill(s.out_channels, 3),
+                y: vec![0f32; d.out_len],
+                dy: fill(d.out_len, 4),
+                cols: vec![0f32; d.batched_col_len],
+                dx: vec![0f32; d.in_len],
+                dw: vec![0f32; d.weight_len],
+                db: vec![0f32; s.out_channels],
+            }
+        })
+        .collect();
+    struct LinBufs {
+        x: Vec<f32>,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        y: Vec<f32>,
+        dy: Vec<f32>,
+        dx: Vec<f32>,
+        dw: Vec<f32>,
+        db: Vec<f32>,
+    }
+    let mut lb: Vec<LinBufs> = linears
+        .iter()
+        .map(|pl| {
+            let s = pl.shape;
+            let f = 2 * s.batch * s.in_features * s.out_features;
+            flops += f * if pl.input_grad { 3 } else { 2 };
+            LinBufs {
+                x: fill(s.batch * s.in_features, 5),
+                w: fill(s.out_features * s.in_features, 6),
+                b: fill(s.out_features, 7),
+                y: vec![0f32; s.batch * s.out_features],
+                dy: fill(s.batch * s.out_features, 8),
+                dx: vec![0f32; s.batch * s.in_features],
+                dw: vec![0f32; s.out_features * s.in_features],
+                db: vec![0f32; s.out_features],
+            }
+        })
+        .collect();
+    // Scores S[64, 4096] = G·Lᵀ, then dL = dSᵀ·G and dG = dS·L (D = 512).
+    let (sn, sp, sd) = (64, 64 * 64, 512);
+    flops += 3 * 2 * sn * sp * sd;
+    let (sg, sl, sds) = (fill(sn * sd, 9), fill(sp * sd, 10), fill(sn * sp, 11));
+    let (mut ss, mut sdl, mut sdg) = (vec![0f32; sn * sp], vec![0f32; sp * sd], vec![0f32; sn * sd]);
+    g.throughput(Throughput::Elements(flops as u64));
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        g.bench_function(BenchmarkId::new("conv32 step GEMM phases", format!("{threads}t")), |bench| {
+            bench.iter(|| {
+                pool.install(|| {
+                    for (pc, b) in convs.iter().zip(cb.iter_mut()) {
+                        let s = &pc.shape;
+                        par::conv2d_forward_par(s, &b.x, &b.w, Some(&b.b), &mut b.y, &mut b.cols).unwrap();
+                        let dx = pc.input_grad.then_some(&mut b.dx[..]);
+                        par::conv2d_backward_par(s, &mut b.cols, &b.w, &b.dy, dx, &mut b.dw, Some(&mut b.db)).unwrap();
+                    }
+                    for (pl, b) in linears.iter().zip(lb.iter_mut()) {
+                        let s = &pl.shape;
+                        let bias = pl.bias.then_some(&b.b[..]);
+                        par::linear_forward_par(s, &b.x, &b.w, bias, &mut b.y).unwrap();
+                        let dx = pl.input_grad.then_some(&mut b.dx[..]);
+                        let db = pl.bias.then_some(&mut b.db[..]);
+                        par::linear_backward_par(s, &b.x, &b.w, &b.dy, dx, &mut b.dw, db).unwrap();
+                    }
+                    let gm = MatRef::row_major(&sg, sn, sd).unwrap();
+                    let lm = MatRef::row_major(&sl, sp, sd).unwrap();
+                    let dsm = MatRef::row_major(&sds, sn, sp).unwrap();
+                    par::par_gemm(&mut ss, gm, lm.t(), false).unwrap();
+                    par::par_gemm(&mut sdl, dsm.t(), gm, false).unwrap();
+                    par::par_gemm(&mut sdg, dsm, lm, false).unwrap();
+                });
+                black_box((&cb, &lb, &ss, &sdl, &sdg));
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemm_backends, conv, phases);
 criterion_main!(benches);

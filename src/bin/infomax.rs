@@ -283,7 +283,9 @@ fn run_eval(
 ) -> Result<Vec<Report>, TrainError> {
     let train = data.load(Split::Train)?;
     let test = data.load(Split::Test)?;
-    let cfg = EvalConfig { epochs: probe.eval_epochs, ..EvalConfig::default() };
+    // The classifiers' seeds follow the model's seed, as the reference's
+    // follow its `--seed`: runs with different seeds get independent probes.
+    let cfg = EvalConfig { epochs: probe.eval_epochs, seed: model.cfg.seed, ..EvalConfig::default() };
     cfg.validate()?;
     let say = |m: &str| {
         if !quiet {
