@@ -16,11 +16,13 @@ use infomax::io::{ExportDtype, to_bytes};
 fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("infer");
     g.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
-    let cases: [(&str, ExportDtype, usize); 6] = [
+    let cases: [(&str, ExportDtype, usize); 8] = [
         ("conv32", ExportDtype::F32, 1),
         ("conv32", ExportDtype::F16, 1),
         ("conv32", ExportDtype::BF16, 1),
         ("conv32", ExportDtype::F32, 64),
+        ("conv32", ExportDtype::F16, 64),
+        ("conv32", ExportDtype::BF16, 64),
         ("edge", ExportDtype::F32, 1),
         ("edge", ExportDtype::F16, 1),
     ];
