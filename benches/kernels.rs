@@ -222,15 +222,17 @@ fn step_phases() -> (Vec<PhaseConv>, Vec<PhaseLinear>) {
         PhaseConv { shape: k::Conv2dShape::new(n, 128, (8, 8), 256, 4, 2, 1), input_grad: true },
     ];
     let lin = |rows, i, o, bias, input_grad| PhaseLinear { shape: k::LinearShape::new(rows, i, o), bias, input_grad };
+    // Biases as in the step: layers followed by BN (the convs, fc, the heads'
+    // first layers) and the shortcuts have none.
     let linears = vec![
-        lin(n, 256 * 16, 1024, true, true), // fc
-        lin(n, 1024, 64, true, true),       // Y
-        lin(n * 64, 128, 512, true, true),  // local head, first 1×1
-        lin(n * 64, 512, 512, true, true),  // local head, second 1×1
-        lin(n * 64, 128, 512, false, true), // local head, shortcut
-        lin(n, 64, 512, true, true),        // global head, first
-        lin(n, 512, 512, true, true),       // global head, second
-        lin(n, 64, 512, false, true),       // global head, shortcut
+        lin(n, 256 * 16, 1024, false, true), // fc
+        lin(n, 1024, 64, true, true),        // Y
+        lin(n * 64, 128, 512, false, true),  // local head, first 1×1
+        lin(n * 64, 512, 512, true, true),   // local head, second 1×1
+        lin(n * 64, 128, 512, false, true),  // local head, shortcut
+        lin(n, 64, 512, false, true),        // global head, first
+        lin(n, 512, 512, true, true),        // global head, second
+        lin(n, 64, 512, false, true),        // global head, shortcut
     ];
     (convs, linears)
 }
@@ -243,13 +245,11 @@ fn phases(c: &mut Criterion) {
     struct ConvBufs {
         x: Vec<f32>,
         w: Vec<f32>,
-        b: Vec<f32>,
         y: Vec<f32>,
         dy: Vec<f32>,
         cols: Vec<f32>,
         dx: Vec<f32>,
         dw: Vec<f32>,
-        db: Vec<f32>,
     }
     let mut cb: Vec<ConvBufs> = convs
         .iter()
@@ -261,13 +261,11 @@ fn phases(c: &mut Criterion) {
             ConvBufs {
                 x: fill(d.in_len, 1),
                 w: fill(d.weight_len, 2),
-                b: fill(s.out_channels, 3),
                 y: vec![0f32; d.out_len],
                 dy: fill(d.out_len, 4),
                 cols: vec![0f32; d.batched_col_len],
                 dx: vec![0f32; d.in_len],
                 dw: vec![0f32; d.weight_len],
-                db: vec![0f32; s.out_channels],
             }
         })
         .collect();
@@ -312,9 +310,10 @@ fn phases(c: &mut Criterion) {
                 pool.install(|| {
                     for (pc, b) in convs.iter().zip(cb.iter_mut()) {
                         let s = &pc.shape;
-                        par::conv2d_forward_par(s, &b.x, &b.w, Some(&b.b), &mut b.y, &mut b.cols).unwrap();
+                        // Every conv of the step is followed by BN: no bias.
+                        par::conv2d_forward_par(s, &b.x, &b.w, None, &mut b.y, &mut b.cols).unwrap();
                         let dx = pc.input_grad.then_some(&mut b.dx[..]);
-                        par::conv2d_backward_par(s, &mut b.cols, &b.w, &b.dy, dx, &mut b.dw, Some(&mut b.db)).unwrap();
+                        par::conv2d_backward_par(s, &mut b.cols, &b.w, &b.dy, dx, &mut b.dw, None).unwrap();
                     }
                     for (pl, b) in linears.iter().zip(lb.iter_mut()) {
                         let s = &pl.shape;

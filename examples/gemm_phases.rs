@@ -44,13 +44,14 @@ fn run() -> infomax::Result<()> {
     for (s, input_grad) in convs {
         let d = s.validate()?;
         let f = (2 * s.out_channels * d.col_rows * d.out_hw * s.batch) as f64;
-        let (x, w, b, dy) = (fill(d.in_len, 1), fill(d.weight_len, 2), fill(s.out_channels, 3), fill(d.out_len, 4));
+        let (x, w, dy) = (fill(d.in_len, 1), fill(d.weight_len, 2), fill(d.out_len, 4));
         let (mut y, mut cols) = (vec![0f32; d.out_len], vec![0f32; d.batched_col_len]);
-        let (mut dx, mut dw, mut db) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
-        let tf = best(|| par::conv2d_forward_par(&s, &x, &w, Some(&b), &mut y, &mut cols))?;
+        let (mut dx, mut dw) = (vec![0f32; d.in_len], vec![0f32; d.weight_len]);
+        // Every conv of the step is followed by BN: no bias.
+        let tf = best(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols))?;
         let tb = best(|| {
             let dxo = input_grad.then_some(&mut dx[..]);
-            par::conv2d_backward_par(&s, &mut cols, &w, &dy, dxo, &mut dw, Some(&mut db))
+            par::conv2d_backward_par(&s, &mut cols, &w, &dy, dxo, &mut dw, None)
         })?;
         let fb = if input_grad { 2.0 * f } else { f };
         println!(
@@ -65,14 +66,16 @@ fn run() -> infomax::Result<()> {
             gf(fb, tb)
         );
     }
+    // Biases as in the step: none before BN, none on the shortcuts.
     let linears = [
-        ("fc", n, 4096, 1024, true),
+        ("fc", n, 4096, 1024, false),
         ("Y", n, 1024, 64, true),
-        ("local head 1", n * 64, 128, 512, true),
+        ("local head 1", n * 64, 128, 512, false),
         ("local head 2", n * 64, 512, 512, true),
         ("local shortcut", n * 64, 128, 512, false),
-        ("global head 1", n, 64, 512, true),
+        ("global head 1", n, 64, 512, false),
         ("global head 2", n, 512, 512, true),
+        ("global shortcut", n, 64, 512, false),
     ];
     for (name, rows, i, o, bias) in linears {
         let s = LinearShape::new(rows, i, o);
@@ -81,7 +84,9 @@ fn run() -> infomax::Result<()> {
         let (mut y, mut dx, mut dw, mut db) =
             (vec![0f32; rows * o], vec![0f32; rows * i], vec![0f32; o * i], vec![0f32; o]);
         let tf = best(|| par::linear_forward_par(&s, &x, &w, bias.then_some(&b[..]), &mut y))?;
-        let tb = best(|| par::linear_backward_par(&s, &x, &w, &dy, Some(&mut dx[..]), &mut dw, Some(&mut db[..])))?;
+        let tb = best(|| {
+            par::linear_backward_par(&s, &x, &w, &dy, Some(&mut dx[..]), &mut dw, bias.then_some(&mut db[..]))
+        })?;
         println!(
             "{name} {rows}×{i}→{o} | {:.2} ({:.1}) | {:.2} ({:.1})",
             tf * 1e3,

@@ -53,7 +53,9 @@ def round_rows(d):
         ov = 64 / median_s(crit, "infer", "conv32 f32", "batch 64")
         rows.append(("conv32 encoder, batch 64, 1 thread [img/s]", ov, "ORT", pv, ov / pv, 1.2, False))
     # GEMM-bound phases: criterion's throughput is the FLOPs of one iteration.
-    peak = load(os.path.join(d, "fma.jsonl"))[-1]["gflops_median"]
+    # The AVX2 (ymm) peak: our kernels are AVX2 + FMA, and gemm-probe adds a
+    # zmm line on AVX-512 hosts.
+    peak = [r for r in load(os.path.join(d, "fma.jsonl")) if r.get("what") == "ymm-fma"][-1]["gflops_median"]
     phase = {}
     for t in (1, 2):
         with open(os.path.join(crit, "phases", "conv32 step GEMM phases", f"{t}t", "new", "benchmark.json")) as f:
@@ -102,11 +104,19 @@ def main():
         print(f"\nall {len(rounds)} rounds: ratio per round, and their median")
         print("| measure | " + " | ".join(f"round {i}" for i in range(1, len(rounds) + 1)) + " | median | target | met |")
         print("|---|" + "---|" * (len(rounds) + 3))
-        for j, (name, _, _, _, _, target, lower) in enumerate(rounds[0]):
-            ratios = [r[j][4] for r in rounds if len(r) > j and r[j][0] == name]
-            med = statistics.median(ratios)
+        # Rows are matched by name; a round that lacks a row shows "–" there
+        # and the median is over the rounds that have it.
+        by_name = [{row[0]: row for row in r} for r in rounds]
+        names = []
+        for r in rounds:
+            names += [row[0] for row in r if row[0] not in names]
+        for name in names:
+            row = next(b[name] for b in by_name if name in b)
+            target, lower = row[5], row[6]
+            ratios = [b[name][4] if name in b else None for b in by_name]
+            med = statistics.median([x for x in ratios if x is not None])
             sign = "≤" if lower else "≥"
-            print(f"| {name} | " + " | ".join(f"{x:.2f}" for x in ratios)
+            print(f"| {name} | " + " | ".join("–" if x is None else f"{x:.2f}" for x in ratios)
                   + f" | {med:.2f} | {sign} {target} | {met(med, target, lower)} |")
 
 

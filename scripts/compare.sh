@@ -16,15 +16,25 @@
 # and their median.
 #
 # Optional tooling: needs the anchors' Python venv (shared/anchors/setup.sh,
-# VENV=~/.venvs/dim-anchors by default). CI does not run this.
+# VENV=~/.venvs/dim-anchors by default) and GNU time (/usr/bin/time, Debian
+# package `time`). CI does not run this.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SRC="${1:-$ROOT/../shared/anchors}"
 PY="${VENV:-$HOME/.venvs/dim-anchors}/bin/python"
 ROUNDS="${ROUNDS:-1}"
+if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "ROUNDS must be a positive integer, got '$ROUNDS'" >&2
+    exit 2
+fi
+if [ ! -x /usr/bin/time ]; then
+    echo "/usr/bin/time (GNU time) is needed for the peak-RSS rows: apt-get install time" >&2
+    exit 2
+fi
 WORK="$(mktemp -d /tmp/infomax-compare.XXXXXX)"
 # The harness writes its artifacts beside itself: work on a copy.
 cp -r "$SRC/." "$WORK/"
+chmod -R u+w "$WORK" # the anchors may be read-only; gemm-probe builds in place
 echo "anchors copy: $WORK"
 "$PY" "$WORK/torch_dim.py" export --artifacts "$WORK/artifacts" --out "$WORK/export.jsonl" >/dev/null
 PROBE="${GEMM_PROBE:-}"
