@@ -21,6 +21,10 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use infomax::kernels::{self as k, Backend, MatMut, MatRef, par};
 
+#[path = "common/step_phases.rs"]
+mod step_phases;
+use step_phases::{SCORES, step_phases};
+
 struct GemmShape {
     name: &'static str,
     m: usize,
@@ -196,47 +200,6 @@ fn conv(c: &mut Criterion) {
     g.finish();
 }
 
-/// One conv layer of the conv32 step; `input_grad` is false for the first
-/// layer, whose input gradient the step never computes.
-struct PhaseConv {
-    shape: k::Conv2dShape,
-    input_grad: bool,
-}
-
-/// One linear (or 1×1-conv-as-linear) layer of the step.
-struct PhaseLinear {
-    shape: k::LinearShape,
-    bias: bool,
-    input_grad: bool,
-}
-
-/// The GEMM-bound layers of one conv32 DIM step at batch 64, D = 512
-/// (spec §2.2 encoder; §4.1 encode-and-dot-product heads: the local head
-/// runs on 64·8·8 = 4096 positions of the 8×8×128 local map, the global
-/// head on the 64 Y vectors; each head has two layers and a shortcut).
-fn step_phases() -> (Vec<PhaseConv>, Vec<PhaseLinear>) {
-    let n = 64;
-    let convs = vec![
-        PhaseConv { shape: k::Conv2dShape::new(n, 3, (32, 32), 64, 4, 2, 1), input_grad: false },
-        PhaseConv { shape: k::Conv2dShape::new(n, 64, (16, 16), 128, 4, 2, 1), input_grad: true },
-        PhaseConv { shape: k::Conv2dShape::new(n, 128, (8, 8), 256, 4, 2, 1), input_grad: true },
-    ];
-    let lin = |rows, i, o, bias, input_grad| PhaseLinear { shape: k::LinearShape::new(rows, i, o), bias, input_grad };
-    // Biases as in the step: layers followed by BN (the convs, fc, the heads'
-    // first layers) and the shortcuts have none.
-    let linears = vec![
-        lin(n, 256 * 16, 1024, false, true), // fc
-        lin(n, 1024, 64, true, true),        // Y
-        lin(n * 64, 128, 512, false, true),  // local head, first 1×1
-        lin(n * 64, 512, 512, true, true),   // local head, second 1×1
-        lin(n * 64, 128, 512, false, true),  // local head, shortcut
-        lin(n, 64, 512, false, true),        // global head, first
-        lin(n, 512, 512, true, true),        // global head, second
-        lin(n, 64, 512, false, true),        // global head, shortcut
-    ];
-    (convs, linears)
-}
-
 fn phases(c: &mut Criterion) {
     let mut g = c.benchmark_group("phases");
     g.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
@@ -284,7 +247,7 @@ fn phases(c: &mut Criterion) {
         .map(|pl| {
             let s = pl.shape;
             let f = 2 * s.batch * s.in_features * s.out_features;
-            flops += f * if pl.input_grad { 3 } else { 2 };
+            flops += 3 * f;
             LinBufs {
                 x: fill(s.batch * s.in_features, 5),
                 w: fill(s.out_features * s.in_features, 6),
@@ -298,7 +261,7 @@ fn phases(c: &mut Criterion) {
         })
         .collect();
     // Scores S[64, 4096] = G·Lᵀ, then dL = dSᵀ·G and dG = dS·L (D = 512).
-    let (sn, sp, sd) = (64, 64 * 64, 512);
+    let (sn, sp, sd) = SCORES;
     flops += 3 * 2 * sn * sp * sd;
     let (sg, sl, sds) = (fill(sn * sd, 9), fill(sp * sd, 10), fill(sn * sp, 11));
     let (mut ss, mut sdl, mut sdg) = (vec![0f32; sn * sp], vec![0f32; sp * sd], vec![0f32; sn * sd]);
@@ -319,9 +282,8 @@ fn phases(c: &mut Criterion) {
                         let s = &pl.shape;
                         let bias = pl.bias.then_some(&b.b[..]);
                         par::linear_forward_par(s, &b.x, &b.w, bias, &mut b.y).unwrap();
-                        let dx = pl.input_grad.then_some(&mut b.dx[..]);
                         let db = pl.bias.then_some(&mut b.db[..]);
-                        par::linear_backward_par(s, &b.x, &b.w, &b.dy, dx, &mut b.dw, db).unwrap();
+                        par::linear_backward_par(s, &b.x, &b.w, &b.dy, Some(&mut b.dx[..]), &mut b.dw, db).unwrap();
                     }
                     let gm = MatRef::row_major(&sg, sn, sd).unwrap();
                     let lm = MatRef::row_major(&sl, sp, sd).unwrap();

@@ -9,7 +9,11 @@
 
 use std::time::Instant;
 
-use infomax::kernels::{Conv2dShape, LinearShape, MatRef, par};
+use infomax::kernels::{MatRef, par};
+
+#[path = "../benches/common/step_phases.rs"]
+mod step_phases;
+use step_phases::{SCORES, step_phases};
 
 fn fill(len: usize, seed: u32) -> Vec<f32> {
     (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 16777216.0 - 0.5).collect()
@@ -33,52 +37,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn run() -> infomax::Result<()> {
-    let n = 64;
     let gf = |flops: f64, s: f64| flops / s / 1e9;
+    let (convs, linears) = step_phases();
     println!("layer | forward ms (GFLOP/s) | backward ms (GFLOP/s)");
-    let convs = [
-        (Conv2dShape::new(n, 3, (32, 32), 64, 4, 2, 1), false),
-        (Conv2dShape::new(n, 64, (16, 16), 128, 4, 2, 1), true),
-        (Conv2dShape::new(n, 128, (8, 8), 256, 4, 2, 1), true),
-    ];
-    for (s, input_grad) in convs {
+    for pc in convs {
+        let (s, input_grad) = (pc.shape, pc.input_grad);
         let d = s.validate()?;
         let f = (2 * s.out_channels * d.col_rows * d.out_hw * s.batch) as f64;
         let (x, w, dy) = (fill(d.in_len, 1), fill(d.weight_len, 2), fill(d.out_len, 4));
         let (mut y, mut cols) = (vec![0f32; d.out_len], vec![0f32; d.batched_col_len]);
         let (mut dx, mut dw) = (vec![0f32; d.in_len], vec![0f32; d.weight_len]);
-        // Every conv of the step is followed by BN: no bias.
         let tf = best(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols))?;
         let tb = best(|| {
             let dxo = input_grad.then_some(&mut dx[..]);
             par::conv2d_backward_par(&s, &mut cols, &w, &dy, dxo, &mut dw, None)
         })?;
         let fb = if input_grad { 2.0 * f } else { f };
-        println!(
-            "conv {}→{} {}×{} | {:.2} ({:.1}) | {:.2} ({:.1})",
-            s.in_channels,
-            s.out_channels,
-            s.in_h,
-            s.in_w,
-            tf * 1e3,
-            gf(f, tf),
-            tb * 1e3,
-            gf(fb, tb)
-        );
+        println!("{} | {:.2} ({:.1}) | {:.2} ({:.1})", pc.name, tf * 1e3, gf(f, tf), tb * 1e3, gf(fb, tb));
     }
-    // Biases as in the step: none before BN, none on the shortcuts.
-    let linears = [
-        ("fc", n, 4096, 1024, false),
-        ("Y", n, 1024, 64, true),
-        ("local head 1", n * 64, 128, 512, false),
-        ("local head 2", n * 64, 512, 512, true),
-        ("local shortcut", n * 64, 128, 512, false),
-        ("global head 1", n, 64, 512, false),
-        ("global head 2", n, 512, 512, true),
-        ("global shortcut", n, 64, 512, false),
-    ];
-    for (name, rows, i, o, bias) in linears {
-        let s = LinearShape::new(rows, i, o);
+    for pl in linears {
+        let (s, bias) = (pl.shape, pl.bias);
+        let (rows, i, o) = (s.batch, s.in_features, s.out_features);
         let f = (2 * rows * i * o) as f64;
         let (x, w, b, dy) = (fill(rows * i, 5), fill(o * i, 6), fill(o, 7), fill(rows * o, 8));
         let (mut y, mut dx, mut dw, mut db) =
@@ -87,15 +66,9 @@ fn run() -> infomax::Result<()> {
         let tb = best(|| {
             par::linear_backward_par(&s, &x, &w, &dy, Some(&mut dx[..]), &mut dw, bias.then_some(&mut db[..]))
         })?;
-        println!(
-            "{name} {rows}×{i}→{o} | {:.2} ({:.1}) | {:.2} ({:.1})",
-            tf * 1e3,
-            gf(f, tf),
-            tb * 1e3,
-            gf(2.0 * f, tb)
-        );
+        println!("{} | {:.2} ({:.1}) | {:.2} ({:.1})", pl.name, tf * 1e3, gf(f, tf), tb * 1e3, gf(2.0 * f, tb));
     }
-    let (sn, sp, sd) = (64, 4096, 512);
+    let (sn, sp, sd) = SCORES;
     let f = (2 * sn * sp * sd) as f64;
     let (g, l, ds) = (fill(sn * sd, 9), fill(sp * sd, 10), fill(sn * sp, 11));
     let (mut s, mut dl, mut dg) = (vec![0f32; sn * sp], vec![0f32; sp * sd], vec![0f32; sn * sd]);
