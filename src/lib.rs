@@ -17,7 +17,6 @@
 //! crate). `cargo build --no-default-features` builds the `no_std` core.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
 
 #[cfg(feature = "train")]
 pub mod data;

@@ -150,12 +150,12 @@ fn no_alloc_reader_parses_and_reads_a_small_file() {
 
 #[test]
 fn inference_gemm_matches_exact_small_integer_products() {
-    // The inference GEMM (kernels::igemm) with every weight encoding, a
+    // The inference GEMM (kernels::gemm::gemm_weights) with every weight encoding, a
     // segmented output and blockings smaller than the problem: the
     // run-time dispatched micro-kernel (the portable one under plain Miri,
     // the AVX2 one with `-C target-feature=+avx2,+fma`) and the in-place f32
     // borrow (`align_to`). Small integers: exact in f32, f16 and bf16.
-    use infomax::kernels::igemm::{Blocking, OutView, WeightRows, gemm_weights};
+    use infomax::kernels::gemm::{Blocking, OutView, WeightRows, gemm_weights};
     for (m, n, k) in [(1usize, 1usize, 1usize), (7, 17, 3), (13, 33, 9)] {
         let w: Vec<f32> = (0..m * k).map(|i| ((i * 7 + 3) % 11) as f32 - 5.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 + 1) % 13) as f32 - 6.0).collect();
@@ -221,8 +221,8 @@ fn dot4_and_weight_conversion_on_small_inputs() {
 /// tail), full tiles stored straight into C and a partial last row tile.
 #[test]
 fn training_gemm_packs_transposed_b_panels_exactly() {
-    use infomax::kernels::igemm::OutView;
-    use infomax::kernels::sgemm::sgemm;
+    use infomax::kernels::gemm::OutView;
+    use infomax::kernels::gemm::sgemm;
     for (m, n, k) in [(7, 16, 9), (6, 32, 17)] {
         for accumulate in [false, true] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 5) % 7) as f32 - 3.0).collect();

@@ -23,7 +23,7 @@ fn naive_gemm(m: usize, kk: usize, n: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
 proptest! {
     #![proptest_config(cfg(24))]
 
-    /// The inference GEMM (`kernels::igemm`) on every weight encoding, with
+    /// The inference GEMM (`kernels::gemm`) on every weight encoding, with
     /// a segmented output (one segment per "image" of `seg` columns, as a
     /// batched conv writes NCHW), shapes crossing the 6×16 tile, `KC` = 256
     /// and, with small budgets, several `mc`/`nc` blocks.
@@ -32,7 +32,7 @@ proptest! {
                                     enc in 0usize..4, tb in any::<bool>(), seg_pick in 0usize..3,
                                     budget in prop_oneof![Just(1usize), Just(700), Just(4096), Just(1 << 20)],
                                     seed in any::<u64>()) {
-        use infomax::kernels::igemm::{Blocking, OutView, WeightRows, gemm_weights};
+        use infomax::kernels::gemm::{Blocking, OutView, WeightRows, gemm_weights};
         let mut rng = Rng(seed);
         let w0 = rng.vec_f32(m * kk);
         let b = rng.vec_f32(kk * n);
@@ -77,7 +77,7 @@ proptest! {
         prop_assert!(c.iter().zip(&c1).all(|(x, y)| x.to_bits() == y.to_bits()), "blocking changed the bits");
         // The portable micro-kernel (Miri's, no_std's) on the same problem.
         let mut cp = vec![f32::NAN; nseg * seg_stride];
-        infomax::kernels::igemm::gemm_weights_portable(OutView::new(&mut cp, m, n, seg, seg, seg_stride).unwrap(), rows, bv, blk, &mut apack, &mut bpack).unwrap();
+        infomax::kernels::gemm::gemm_weights_portable(OutView::new(&mut cp, m, n, seg, seg, seg_stride).unwrap(), rows, bv, blk, &mut apack, &mut bpack).unwrap();
         let got: Vec<f32> = (0..m * n).map(|e| { let (i, j) = (e / n, e % n); cp[(j / seg) * seg_stride + i * seg + j % seg] }).collect();
         assert_close_f32("inference gemm, portable kernel", &got, &want, tol);
     }
@@ -95,7 +95,7 @@ proptest! {
     fn training_gemm_matches_naive_across_blocks(m in 1usize..=120, kk in 0usize..=520, n in 1usize..=1100,
                                                  ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(),
                                                  seg_pick in 0usize..3, seed in any::<u64>()) {
-        use infomax::kernels::igemm::OutView;
+        use infomax::kernels::gemm::OutView;
         let mut rng = Rng(seed);
         let a = rng.vec_f32(m * kk);
         let b = rng.vec_f32(kk * n);
@@ -114,7 +114,7 @@ proptest! {
             want0[e] + if acc { c[at(i, j)] as f64 } else { 0.0 }
         }).collect();
         let guard: Vec<(usize, f32)> = (0..nseg).flat_map(|q| (m * seg..seg_stride).map(move |g| q * seg_stride + g)).filter(|&o| o < c.len()).map(|o| (o, c[o])).collect();
-        k::sgemm::sgemm(OutView::new(&mut c, m, n, seg, seg, seg_stride).unwrap(), av, bv, acc).unwrap();
+        k::gemm::sgemm(OutView::new(&mut c, m, n, seg, seg, seg_stride).unwrap(), av, bv, acc).unwrap();
         let got: Vec<f32> = (0..m * n).map(|e| c[at(e / n, e % n)]).collect();
         assert_close_f32("training gemm", &got, &want, TOL * (1.0 + kk as f64 / 128.0));
         for (o, v) in guard {

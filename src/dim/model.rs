@@ -14,6 +14,7 @@ use crate::dim::multi::{MultiActs, MultiGlobalNet};
 use crate::dim::occlusion::OccActs;
 use crate::dim::prior::{Prior, PriorConfig, PriorStats};
 use crate::error::{Error, Result, check_len};
+use crate::kernels::par::{map_to_rows, rows_to_map};
 use crate::kernels::{MatRef, par};
 use crate::params::ParamTable;
 
@@ -93,28 +94,6 @@ pub struct StepStats {
     pub global: Option<EstimatorStats>,
     /// The encoder's prior loss γ·mean sp(−d(σY)), when γ > 0.
     pub prior_loss: Option<f64>,
-}
-
-/// NCHW `[n, c, p]` → rows `[(n, p), c]`.
-pub(crate) fn map_to_rows(map: &[f32], rows: &mut [f32], c: usize, p: usize) {
-    rows.par_chunks_mut(p * c).zip(map.par_chunks(c * p)).for_each(|(r, m)| {
-        for ch in 0..c {
-            for pi in 0..p {
-                r[pi * c + ch] = m[ch * p + pi];
-            }
-        }
-    });
-}
-
-/// Rows `[(n, p), c]` → NCHW `[n, c, p]`.
-pub(crate) fn rows_to_map(rows: &[f32], map: &mut [f32], c: usize, p: usize) {
-    map.par_chunks_mut(c * p).zip(rows.par_chunks(p * c)).for_each(|(m, r)| {
-        for ch in 0..c {
-            for pi in 0..p {
-                m[ch * p + pi] = r[pi * c + ch];
-            }
-        }
-    });
 }
 
 impl Dim {

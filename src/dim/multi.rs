@@ -8,8 +8,8 @@
 
 use crate::dim::block::{Block, BlockActs, Mode};
 use crate::dim::encoder::out_and_grad;
-use crate::dim::model::{map_to_rows, rows_to_map};
 use crate::error::{Result, checked_product};
+use crate::kernels::par::{map_to_rows, rows_to_map};
 use crate::params::ParamTable;
 use crate::rng::Rng;
 

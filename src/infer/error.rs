@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::safetensors::Dtype;
+use super::dtype::Dtype;
 
 /// Everything that can go wrong between the file bytes and the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

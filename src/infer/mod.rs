@@ -23,16 +23,18 @@
 //! in `docs/inference.md`.
 
 mod arch;
+mod dtype;
 mod error;
 mod json;
 mod plan;
 mod safetensors;
 
 pub use arch::{Arch, CONFIG_MAX, LayerSpec, MAX_LAYERS};
+pub use dtype::Dtype;
 pub use error::InferError;
 pub use json::JsonStr;
 pub use plan::{Plan, Tap, Taps, WEIGHT_TILE};
-pub use safetensors::{Dtype, MAX_HEADER, MAX_METADATA, MAX_RANK, ReadError, Tensor, Weights};
+pub use safetensors::{MAX_HEADER, MAX_METADATA, MAX_RANK, ReadError, Tensor, Weights};
 
 /// `format` metadata value of an inference file.
 pub const FORMAT: &str = "infomax-encoder";

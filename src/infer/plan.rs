@@ -17,10 +17,11 @@
 use core::fmt::Write;
 
 use super::arch::{Arch, LayerSpec, MAX_LAYERS};
+use super::dtype::Dtype;
 use super::error::InferError;
-use super::safetensors::{Dtype, Tensor, Weights};
+use super::safetensors::{Tensor, Weights};
 use crate::kernels::conv::{add_bias, im2col};
-use crate::kernels::igemm::{Blocking, OutView, WeightRows, gemm_weights};
+use crate::kernels::gemm::{Blocking, OutView, WeightRows, gemm_weights};
 use crate::kernels::linear::add_bias_rows;
 use crate::kernels::linear::{HalfKind, dot4_half};
 use crate::kernels::{Conv2dShape, ConvDims, MatRef, MaxPoolShape};

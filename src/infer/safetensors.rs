@@ -10,10 +10,11 @@
 //! no overlap, no hole), and element alignment. Values are read with
 //! `from_le_bytes`, so the buffer itself needs no alignment.
 
+use super::dtype::Dtype;
 use super::error::InferError;
 use super::json::{JsonStr, Lexer};
 use crate::kernels::convert;
-use crate::kernels::igemm::WeightRows;
+use crate::kernels::gemm::WeightRows;
 
 /// Largest header the format allows (the `safetensors` crate's limit).
 pub const MAX_HEADER: u64 = 100_000_000;
@@ -22,64 +23,9 @@ pub const MAX_RANK: usize = 8;
 /// Most `__metadata__` entries.
 pub const MAX_METADATA: usize = 32;
 
-/// Element types of the safetensors format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum Dtype {
-    Bool,
-    U8,
-    I8,
-    F8E5M2,
-    F8E4M3,
-    I16,
-    U16,
-    F16,
-    BF16,
-    I32,
-    U32,
-    F32,
-    F64,
-    I64,
-    U64,
-}
-
-impl Dtype {
-    const ALL: [(&'static str, Dtype); 15] = [
-        ("BOOL", Dtype::Bool),
-        ("U8", Dtype::U8),
-        ("I8", Dtype::I8),
-        ("F8_E5M2", Dtype::F8E5M2),
-        ("F8_E4M3", Dtype::F8E4M3),
-        ("I16", Dtype::I16),
-        ("U16", Dtype::U16),
-        ("F16", Dtype::F16),
-        ("BF16", Dtype::BF16),
-        ("I32", Dtype::I32),
-        ("U32", Dtype::U32),
-        ("F32", Dtype::F32),
-        ("F64", Dtype::F64),
-        ("I64", Dtype::I64),
-        ("U64", Dtype::U64),
-    ];
-
-    fn parse(s: JsonStr<'_>) -> Option<Dtype> {
-        Self::ALL.iter().find(|(n, _)| s.eq_str(n)).map(|&(_, d)| d)
-    }
-
-    /// The name used in the header.
-    pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|&&(_, d)| d == self).map_or("?", |&(n, _)| n)
-    }
-
-    /// Bytes per element.
-    pub const fn size(self) -> usize {
-        match self {
-            Dtype::Bool | Dtype::U8 | Dtype::I8 | Dtype::F8E5M2 | Dtype::F8E4M3 => 1,
-            Dtype::I16 | Dtype::U16 | Dtype::F16 | Dtype::BF16 => 2,
-            Dtype::I32 | Dtype::U32 | Dtype::F32 => 4,
-            Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
-        }
-    }
+/// The dtype a header names.
+fn parse_dtype(s: JsonStr<'_>) -> Option<Dtype> {
+    Dtype::ALL.iter().find(|(n, _)| s.eq_str(n)).map(|&(_, d)| d)
 }
 
 /// One tensor of a parsed file: a view into the file's bytes.
@@ -331,7 +277,7 @@ fn parse_tensor<'a>(lx: &mut Lexer<'a>, name: JsonStr<'a>, index: usize) -> Resu
         let k = lx.key()?;
         if k.eq_str("dtype") {
             let s = lx.string()?;
-            dtype = Some(Dtype::parse(s).ok_or(InferError::UnknownDtype { index })?);
+            dtype = Some(parse_dtype(s).ok_or(InferError::UnknownDtype { index })?);
         } else if k.eq_str("shape") && !shape {
             shape = true;
             if !lx.open(b'[', b']')? {

@@ -44,7 +44,7 @@ pub fn bf16_bits_to_f32(h: u16) -> f32 {
 pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
     {
-        if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+        if super::cpu::features().f16c && super::cpu::features().avx {
             // SAFETY: the running CPU supports F16C and AVX (checked just
             // above), which is all `f16_to_f32_f16c` requires.
             unsafe { f16_to_f32_f16c(src, dst) };
@@ -102,7 +102,7 @@ fn f16_to_f32_f16c(src: &[u8], dst: &mut [f32]) {
 pub fn bf16_to_f32(src: &[u8], dst: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
     {
-        if std::is_x86_feature_detected!("avx2") {
+        if super::cpu::features().avx2 {
             // SAFETY: the running CPU supports AVX2 (checked just above),
             // which is all `bf16_to_f32_avx2` requires.
             unsafe { bf16_to_f32_avx2(src, dst) };

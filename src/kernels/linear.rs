@@ -115,7 +115,7 @@ const DOT_LANES: usize = 16;
 pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if super::cpu::features().avx2_fma() {
             if let (Some(a32), Some(b32)) = (T::as_f32(a), T::as_f32(b)) {
                 // SAFETY: the running CPU supports AVX2 and FMA (checked
                 // just above), which is all `dot_f32_avx2_fma` requires.
@@ -178,7 +178,7 @@ fn dot_impl<T: Float, const FMA: bool>(a: &[T], b: &[T]) -> T {
 pub fn dot4<T: Float>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if super::cpu::features().avx2_fma() {
             if let (Some(x32), [Some(r0), Some(r1), Some(r2), Some(r3)]) = (T::as_f32(x), rows.map(T::as_f32)) {
                 // SAFETY: the running CPU supports AVX2 and FMA (checked
                 // just above), which is all `dot4_f32_avx2_fma` requires.
@@ -334,11 +334,7 @@ pub fn dot4_half(kind: HalfKind, rows: [&[u8]; 4], x: &[f32]) -> Option<[f32; 4]
     #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
     {
         let k = x.len();
-        if rows.iter().all(|r| r.len() == 2 * k)
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
-        {
+        if rows.iter().all(|r| r.len() == 2 * k) && super::cpu::features().avx2_fma() && super::cpu::features().f16c {
             // SAFETY: the running CPU supports AVX2, FMA and F16C, and every
             // row holds exactly 2·x.len() bytes (both checked just above):
             // the two conditions `dot4_half_avx2` requires.

@@ -11,18 +11,16 @@
 pub mod act;
 pub mod conv;
 pub mod convert;
+pub mod cpu;
 mod float;
 pub mod fold;
 pub mod gemm;
-pub mod igemm;
 pub mod linear;
 pub mod loss;
 pub mod norm;
 #[cfg(feature = "train")]
 pub mod par;
 pub mod pool;
-#[cfg(feature = "train")]
-pub mod sgemm;
 
 pub use act::{
     dropout_backward, dropout_forward, relu_backward, relu_forward, relu_inplace, sigmoid, sigmoid_backward,

@@ -11,11 +11,11 @@ use rayon::prelude::*;
 
 use super::Float;
 use super::conv::{self, Conv2dShape};
+use super::gemm::OutView;
+use super::gemm::sgemm;
 use super::gemm::{MatMut, MatRef, gemm};
-use super::igemm::OutView;
 use super::linear::{self, LinearShape};
 use super::norm::{self, BatchNormConfig, NormShape};
-use super::sgemm::sgemm;
 use crate::error::{Error, Result, check_len};
 
 /// How many blocks a parallel GEMM's output is cut into. Fixed (not the
@@ -49,7 +49,7 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
     let col_cost = extra * m * k + 2 * m * n;
     if row_cost <= col_cost {
         // Whole register tiles per block on the f32 path.
-        let unit = if f32_path { super::igemm::MR } else { 1 };
+        let unit = if f32_path { super::gemm::MR } else { 1 };
         let rows = m.div_ceil(blocks).div_ceil(unit) * unit;
         c.par_chunks_mut(rows * n).enumerate().try_for_each(|(i, chunk)| {
             let r0 = i * rows;
@@ -610,4 +610,26 @@ pub fn layer_norm_backward_par<T: Float>(
         });
     }
     Ok(())
+}
+
+/// NCHW `[n, c, p]` → rows `[(n, p), c]`.
+pub fn map_to_rows(map: &[f32], rows: &mut [f32], c: usize, p: usize) {
+    rows.par_chunks_mut(p * c).zip(map.par_chunks(c * p)).for_each(|(r, m)| {
+        for ch in 0..c {
+            for pi in 0..p {
+                r[pi * c + ch] = m[ch * p + pi];
+            }
+        }
+    });
+}
+
+/// Rows `[(n, p), c]` → NCHW `[n, c, p]`.
+pub fn rows_to_map(rows: &[f32], map: &mut [f32], c: usize, p: usize) {
+    map.par_chunks_mut(c * p).zip(rows.par_chunks(p * c)).for_each(|(m, r)| {
+        for ch in 0..c {
+            for pi in 0..p {
+                m[ch * p + pi] = r[pi * c + ch];
+            }
+        }
+    });
 }

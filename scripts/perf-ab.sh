@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Is the working tree as fast as OLD (a commit)? Builds both in release,
+# then in ROUNDS alternating rounds (OLD first in odd rounds, NEW first in
+# even ones, so drift hits both alike) measures with each build:
+#   - the training step: conv28 and conv32, JSD and infoNCE, 1 and 2
+#     threads (`examples/train_steps`, median img/s over STEPS steps);
+#   - inference: `infer::Plan::encode` of weights/dim-fmnist-conv28 at
+#     batches 1 and 64, and of the edge encoder at batch 1 (`ab_probe time`).
+# Prints every row's per-round new/old ratio and the median; a median
+# under 0.97 is marked SLOWER. With CALLGRIND=1 it also counts instructions
+# per training step under valgrind (conv28 JSD and conv32 infoNCE, 1 thread:
+# the difference between 3 and 1 timed steps, halved), where ±2% is the bar.
+#
+#   ROUNDS=3 STEPS=15 scripts/perf-ab.sh [OLD_REV]   # default bc56034
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+old_rev=${1:-bc56034}
+rounds=${ROUNDS:-3}
+steps=${STEPS:-15}
+work=$root/target/same-bits
+mkdir -p "$work"
+old_tree=$work/old-$old_rev
+if [ ! -d "$old_tree" ]; then
+    git worktree add --detach "$old_tree" "$old_rev" >/dev/null
+fi
+cp examples/ab_probe.rs "$old_tree/examples/ab_probe.rs"
+build() { (cd "$1" && CARGO_TARGET_DIR=$2 cargo build --release -q --example train_steps --example ab_probe); }
+echo "building $old_rev and the working tree"
+build "$old_tree" "$work/target-old"
+build "$root" "$root/target"
+declare -A bin=([old]=$work/target-old/release/examples [new]=$root/target/release/examples)
+
+rows=()
+for enc in conv28 conv32; do
+    for est in jsd nce; do
+        for t in 1 2; do rows+=("train $enc $est ${t}t"); done
+    done
+done
+rows+=("infer conv28 b1" "infer conv28 b64" "infer edge b1")
+
+measure() { # SIDE ROW -> img/s
+    local b=${bin[$1]}
+    set -- $2
+    case $1 in
+        train) "$b/train_steps" "$2" "$3" "${4%t}" "$steps" | sed -E 's/.*: ([0-9.]+) img\/s.*/\1/' ;;
+        infer) "$b/ab_probe" time "weights/dim-fmnist-$2.safetensors" "${3#b}" 3 | cut -d' ' -f1 ;;
+    esac
+}
+
+declare -A val
+for r in $(seq 1 "$rounds"); do
+    order="old new"
+    [ $((r % 2)) -eq 0 ] && order="new old"
+    for row in "${rows[@]}"; do
+        for side in $order; do
+            val[$side,$r,$row]=$(measure "$side" "$row")
+        done
+    done
+    echo "round $r done"
+done
+
+printf '%-22s' "row (img/s new/old)"
+for r in $(seq 1 "$rounds"); do printf ' %8s' "round $r"; done
+printf ' %8s\n' median
+slower=0
+for row in "${rows[@]}"; do
+    ratios=()
+    for r in $(seq 1 "$rounds"); do
+        ratios+=("$(awk -v n="${val[new,$r,$row]}" -v o="${val[old,$r,$row]}" 'BEGIN { printf "%.3f", n / o }')")
+    done
+    med=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+    flag=""
+    if awk -v m="$med" 'BEGIN { exit !(m < 0.97) }'; then
+        flag=" SLOWER"
+        slower=1
+    fi
+    printf '%-22s' "$row"
+    printf ' %8s' "${ratios[@]}"
+    printf ' %8s%s\n' "$med" "$flag"
+done
+
+if [ "${CALLGRIND:-0}" = 1 ]; then
+    echo "instructions per training step (callgrind, 1 thread)"
+    ir() { # SIDE ENC EST STEPS -> total Ir
+        local out
+        out=$(mktemp)
+        valgrind --tool=callgrind --callgrind-out-file="$out" "${bin[$1]}/train_steps" "$2" "$3" 1 "$4" >/dev/null 2>&1
+        awk '/^summary:|^totals:/ { print $2; exit }' "$out"
+        rm -f "$out"
+    }
+    for case in "conv28 jsd" "conv32 nce"; do
+        declare -A per
+        for side in old new; do
+            # shellcheck disable=SC2086
+            a=$(ir "$side" $case 1)
+            # shellcheck disable=SC2086
+            b=$(ir "$side" $case 3)
+            per[$side]=$(((b - a) / 2))
+        done
+        awk -v c="$case" -v o="${per[old]}" -v n="${per[new]}" \
+            'BEGIN { printf "%-12s old %d new %d new/old %.4f\n", c, o, n, n / o }'
+    done
+fi
+exit $slower

@@ -1,0 +1,70 @@
+//! The one GEMM loop nest: `C (+)= A·B`, GotoBLAS/BLIS order.
+//!
+//! ```text
+//! for jc in n step nc            columns of C and B
+//!   for pc in k step kc          depth: pack B[pc.., jc..] into NR panels
+//!     for ic in m step mc        rows: A's block, in place or packed
+//!       for jr, ir               one MR × NR tile by the micro-kernel
+//! ```
+//!
+//! Generic over the element type, where A comes from ([`ASource`]), the
+//! micro-kernel ([`MicroKernel`]) and the blocks ([`Blocking`]), so that
+//! training, inference and the `no_std` path run the same code. Each output
+//! element is one chain per depth block, the blocks added in order; nothing
+//! else (`mc`, `nc`, the cut of C, the kernel) changes a bit.
+
+use super::blocking::{Blocking, MR, NR};
+use super::kernel::{Dst, MicroKernel};
+use super::pack::{ASource, pack_b};
+use super::view::{MatRef, OutView};
+use crate::kernels::Float;
+
+/// `C = A·B`, or `C += A·B` when `accumulate`. The caller has checked the
+/// shapes (`A` is `m × k`, `b` `k × n`, `c` `m × n`, none of them empty),
+/// the blocking, and that `apack` and `bpack` hold what it asks for.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the loop nest's full parameter set, called from three entry points
+pub(crate) fn gemm_loop<T: Float, A: ASource<T>, K: MicroKernel<T>>(
+    kernel: &K,
+    mut c: OutView<'_, T>,
+    a: &A,
+    b: &MatRef<'_, T>,
+    blk: Blocking,
+    accumulate: bool,
+    apack: &mut [T],
+    bpack: &mut [T],
+) {
+    let (m, n, k) = (c.rows(), c.cols(), b.rows());
+    debug_assert_eq!(a.rows(), m);
+    let mut acc = [[T::ZERO; NR]; MR];
+    for jc in (0..n).step_by(blk.nc) {
+        let ncur = blk.nc.min(n - jc);
+        for pc in (0..k).step_by(blk.kc) {
+            let kcur = blk.kc.min(k - pc);
+            pack_b(b, pc, kcur, jc, ncur, bpack);
+            let assign = pc == 0 && !accumulate;
+            for ic in (0..m).step_by(blk.mc) {
+                let mcur = blk.mc.min(m - ic);
+                let block = a.block(ic, mcur, pc, kcur, apack);
+                for (q, jr) in (0..ncur).step_by(NR).enumerate() {
+                    let nr = NR.min(ncur - jr);
+                    let bp = &bpack[q * kcur * NR..(q + 1) * kcur * NR];
+                    for ir in (0..mcur).step_by(MR) {
+                        let mr = MR.min(mcur - ir);
+                        let (rows, aps) = block.tile_rows(ir, mr);
+                        let (i0, j0) = (ic + ir, jc + jr);
+                        match c.full_tile(i0, j0) {
+                            Some(out) => {
+                                kernel.tile(kcur, block.data, rows, aps, bp, Dst::C(c.data_mut(), out, assign))
+                            }
+                            None => {
+                                kernel.tile(kcur, block.data, rows, aps, bp, Dst::Acc(&mut acc));
+                                c.store(i0, mr, j0, nr, &acc, assign);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
