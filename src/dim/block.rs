@@ -1,93 +1,29 @@
-//! One encoder layer as a unit: `conv|linear → BN → ReLU → max-pool`, or a
-//! ResNet bottleneck made of such units, with its parameter offsets, its
-//! saved activations and its forward/backward.
+//! One encoder layer: `conv|linear → BN → ReLU → max-pool` composed of the
+//! `nn` units, or a ResNet bottleneck made of such blocks, with its saved
+//! activations and its forward/backward.
 
 use rayon::prelude::*;
 
+use crate::dim::config::Layer;
 use crate::error::Result;
-use crate::kernels::{self as k, par};
-use crate::params::{Init, ParamTable};
+use crate::kernels as k;
+pub(crate) use crate::nn::ops::{CHUNK as ELEMWISE_CHUNK, relu, relu_mask};
+use crate::nn::{BatchNorm, Builder, Conv2d, Ctx, Linear, ParamId};
 
-/// Train mode (batch statistics, running-stat updates) or eval mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Batch statistics; running statistics are updated.
-    Train,
-    /// Running statistics; nothing is updated.
-    Eval,
-    /// Batch statistics, folded into the running statistics as a cumulative
-    /// average (PyTorch's `momentum=None`): this is batch number `seen`
-    /// (from 0) of a pass that re-estimates BN statistics, e.g. for the
-    /// untrained-encoder baseline.
-    Calibrate {
-        /// Batches already averaged in.
-        seen: u32,
-    },
-}
-
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BnRefs {
-    pub gamma: usize,
-    pub beta: usize,
-    pub rm: usize,
-    pub rv: usize,
-}
-
-impl BnRefs {
-    /// Batch norm of `z` into `a`: batch statistics (saved in `mean`,
-    /// `invstd`; running statistics updated) in train mode, running
-    /// statistics in eval mode.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward(
-        &self,
-        ns: &k::NormShape,
-        params: &[f32],
-        buffers: &mut [f32],
-        z: &[f32],
-        a: &mut [f32],
-        mean: &mut [f32],
-        invstd: &mut [f32],
-        mode: Mode,
-    ) -> Result<()> {
-        let c = ns.channels;
-        let (g, b) = (&params[self.gamma..self.gamma + c], &params[self.beta..self.beta + c]);
-        match mode {
-            Mode::Train | Mode::Calibrate { .. } => {
-                let (rm, rv) = pair_mut(buffers, self.rm..self.rm + c, self.rv..self.rv + c);
-                let mut cfg = k::BatchNormConfig::default();
-                if let Mode::Calibrate { seen } = mode {
-                    cfg.momentum = 1.0 / (f64::from(seen) + 1.0);
-                }
-                par::batch_norm_train_forward_par(ns, &cfg, z, g, b, rm, rv, a, mean, invstd)
-            }
-            Mode::Eval => {
-                let (rm, rv) = (&buffers[self.rm..self.rm + c], &buffers[self.rv..self.rv + c]);
-                k::batch_norm_eval_forward(ns, k::NORM_EPS, z, g, b, rm, rv, a)
-            }
-        }
-    }
-}
+pub use crate::nn::Mode;
 
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
-    Conv {
-        in_shape: [usize; 3],
-        out_c: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    },
-    Linear {
-        in_f: usize,
-        out_f: usize,
-    },
-    /// A residual block; the outer block's own weight fields are unused.
+    Conv(Conv2d),
+    Linear(Linear),
+    /// A residual block; the outer block has no units of its own.
     Bottleneck(Box<Bottleneck>),
 }
 
-/// The parts of a bottleneck (spec §2.5): `conv1` 1×1 BN ReLU, `conv2` 3×3
-/// (stride, pad 1) BN ReLU, `conv3` 1×1 BN, and the projection `shortcut`
-/// (1×1, stride, BN) when the input's shape differs from the output's.
+/// The parts of a bottleneck (docs/method.md §2.5): `conv1` 1×1 BN ReLU,
+/// `conv2` 3×3 (stride, pad 1) BN ReLU, `conv3` 1×1 BN, and the projection
+/// `shortcut` (1×1, stride, BN) when the input's shape differs from the
+/// output's.
 #[derive(Clone, Debug)]
 pub(crate) struct Bottleneck {
     pub conv1: Block,
@@ -96,7 +32,9 @@ pub(crate) struct Bottleneck {
     pub shortcut: Option<Block>,
 }
 
-/// A layer of the encoder (or of the global-DIM tower).
+/// A layer of the encoder (or of the global-DIM tower, or of the
+/// multiple-globals net): `conv|linear → BN → ReLU → max-pool`, each part
+/// optional, or a bottleneck of such blocks.
 #[derive(Clone, Debug)]
 pub(crate) struct Block {
     pub op: Op,
@@ -104,10 +42,7 @@ pub(crate) struct Block {
     pub pre: [usize; 3],
     /// Output shape, `[c, h, w]` (after the pool if any).
     pub out: [usize; 3],
-    pub w: usize,
-    pub w_len: usize,
-    pub b: Option<usize>,
-    pub bn: Option<BnRefs>,
+    pub bn: Option<BatchNorm>,
     pub relu: bool,
     pub pool: bool,
 }
@@ -144,19 +79,6 @@ fn prod(s: [usize; 3]) -> usize {
     s[0] * s[1] * s[2]
 }
 
-/// Elements per task in the element-wise loops below.
-pub(crate) const ELEMWISE_CHUNK: usize = 1 << 14;
-
-/// ReLU backward from the forward output: `d = 0` where `a ≤ 0`.
-pub(crate) fn relu_mask_par(d: &mut [f32], a: &[f32]) {
-    d.par_chunks_mut(ELEMWISE_CHUNK).zip(a.par_chunks(ELEMWISE_CHUNK)).for_each(|(d, a)| {
-        for (g, &v) in d.iter_mut().zip(a) {
-            // A select, not a branch: vectorises.
-            *g = if v > 0.0 { *g } else { 0.0 };
-        }
-    });
-}
-
 /// `dst += src`, element-wise in parallel.
 pub(crate) fn add_assign_par(dst: &mut [f32], src: &[f32]) {
     dst.par_chunks_mut(ELEMWISE_CHUNK).zip(src.par_chunks(ELEMWISE_CHUNK)).for_each(|(d, s)| {
@@ -166,157 +88,68 @@ pub(crate) fn add_assign_par(dst: &mut [f32], src: &[f32]) {
     });
 }
 
-/// Two disjoint mutable ranges of one buffer.
-pub(crate) fn pair_mut(
-    buf: &mut [f32],
-    r1: core::ops::Range<usize>,
-    r2: core::ops::Range<usize>,
-) -> (&mut [f32], &mut [f32]) {
-    if r1.start < r2.start {
-        let (lo, hi) = buf.split_at_mut(r2.start);
-        (&mut lo[r1], &mut hi[..r2.end - r2.start])
-    } else {
-        let (lo, hi) = buf.split_at_mut(r1.start);
-        (&mut hi[..r1.end - r1.start], &mut lo[r2])
-    }
-}
-
 impl Block {
-    /// A conv block; registers `conv_name.weight` (+ `.bias` without BN) and
-    /// `bn_name.{weight,bias}` / `.{running_mean,running_var}`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn conv(
-        params: &mut ParamTable,
-        buffers: &mut ParamTable,
-        conv_name: &str,
-        bn_name: &str,
-        in_shape: [usize; 3],
-        out_c: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        bn: bool,
-        relu: bool,
-        pool: bool,
-    ) -> Self {
-        let fan_in = in_shape[0] * kernel * kernel;
-        let w = params.push(format!("{conv_name}.weight"), &[out_c, in_shape[0], kernel, kernel], Init::FanIn(fan_in));
-        let b = (!bn).then(|| params.push(format!("{conv_name}.bias"), &[out_c], Init::FanIn(fan_in)));
-        let bn = bn.then(|| register_bn(params, buffers, bn_name, out_c));
-        let h = (in_shape[1] + 2 * padding - kernel) / stride + 1;
-        let wd = (in_shape[2] + 2 * padding - kernel) / stride + 1;
-        let pre = [out_c, h, wd];
-        let out = if pool { [out_c, (h - 3) / 2 + 1, (wd - 3) / 2 + 1] } else { pre };
-        Self {
-            op: Op::Conv { in_shape, out_c, kernel, stride, padding },
-            pre,
-            out,
-            w,
-            w_len: out_c * fan_in,
-            b,
-            bn,
-            relu,
-            pool,
-        }
-    }
-
-    /// A linear block (input flattened channel-major).
-    #[allow(clippy::too_many_arguments)]
-    pub fn linear(
-        params: &mut ParamTable,
-        buffers: &mut ParamTable,
-        name: &str,
-        bn_name: &str,
-        in_f: usize,
-        out_f: usize,
-        bn: bool,
-        relu: bool,
-        bias: bool,
-    ) -> Self {
-        let w = params.push(format!("{name}.weight"), &[out_f, in_f], Init::FanIn(in_f));
-        let b = (bias && !bn).then(|| params.push(format!("{name}.bias"), &[out_f], Init::FanIn(in_f)));
-        let bn = bn.then(|| register_bn(params, buffers, bn_name, out_f));
-        Self {
-            op: Op::Linear { in_f, out_f },
-            pre: [out_f, 1, 1],
-            out: [out_f, 1, 1],
-            w,
-            w_len: out_f * in_f,
-            b,
-            bn,
-            relu,
-            pool: false,
+    /// The block of one config layer: a conv or linear layer named `name`
+    /// (`{name}.weight`, and `{name}.bias` without BN) with its BN named
+    /// `bn_name`, or a bottleneck whose parts are named under `name`.
+    pub fn new(b: &mut Builder<'_>, name: &str, bn_name: &str, in_shape: [usize; 3], layer: Layer) -> Self {
+        match layer {
+            Layer::Conv { out, kernel, stride, padding, bn, relu, pool } => {
+                let conv = b.conv2d(name, in_shape, out, kernel, stride, padding, !bn);
+                let bn = bn.then(|| b.batch_norm(bn_name, out));
+                let pre = conv.out_shape();
+                let out = if pool { [out, (pre[1] - 3) / 2 + 1, (pre[2] - 3) / 2 + 1] } else { pre };
+                Self { op: Op::Conv(conv), pre, out, bn, relu, pool }
+            }
+            Layer::Linear { out, bn, relu } => {
+                let linear = b.linear(name, in_shape.iter().product(), out, !bn);
+                let bn = bn.then(|| b.batch_norm(bn_name, out));
+                Self { op: Op::Linear(linear), pre: [out, 1, 1], out: [out, 1, 1], bn, relu, pool: false }
+            }
+            Layer::Bottleneck { planes, stride } => Self::bottleneck(b, name, in_shape, planes, stride),
         }
     }
 
     /// A bottleneck block; registers `{name}.conv1`, `.bn1`, `.conv2`,
     /// `.bn2`, `.conv3`, `.bn3` and, when the shape changes,
     /// `.shortcut.0` (conv) and `.shortcut.1` (BN), in PyTorch's order.
-    pub fn bottleneck(
-        params: &mut ParamTable,
-        buffers: &mut ParamTable,
-        name: &str,
-        in_shape: [usize; 3],
-        planes: usize,
-        stride: usize,
-    ) -> Self {
-        let conv1 = Block::conv(
-            params,
-            buffers,
-            &format!("{name}.conv1"),
-            &format!("{name}.bn1"),
-            in_shape,
-            planes,
-            1,
-            1,
-            0,
-            true,
-            true,
-            false,
-        );
-        let conv2 = Block::conv(
-            params,
-            buffers,
-            &format!("{name}.conv2"),
-            &format!("{name}.bn2"),
-            conv1.out,
-            planes,
-            3,
+    fn bottleneck(b: &mut Builder<'_>, name: &str, in_shape: [usize; 3], planes: usize, stride: usize) -> Self {
+        let conv = |out, kernel, stride, padding, relu| Layer::Conv {
+            out,
+            kernel,
             stride,
-            1,
-            true,
-            true,
-            false,
-        );
-        let conv3 = Block::conv(
-            params,
-            buffers,
-            &format!("{name}.conv3"),
-            &format!("{name}.bn3"),
-            conv2.out,
-            4 * planes,
-            1,
-            1,
-            0,
-            true,
-            false,
-            false,
-        );
+            padding,
+            bn: true,
+            relu,
+            pool: false,
+        };
+        let part = |b: &mut Builder<'_>, i: usize, shape, layer| {
+            Block::new(b, &format!("{name}.conv{i}"), &format!("{name}.bn{i}"), shape, layer)
+        };
+        let conv1 = part(b, 1, in_shape, conv(planes, 1, 1, 0, true));
+        let conv2 = part(b, 2, conv1.out, conv(planes, 3, stride, 1, true));
+        let conv3 = part(b, 3, conv2.out, conv(4 * planes, 1, 1, 0, false));
         let out = conv3.out;
         let shortcut = (in_shape != out).then(|| {
-            let (c, b) = (format!("{name}.shortcut.0"), format!("{name}.shortcut.1"));
-            Block::conv(params, buffers, &c, &b, in_shape, out[0], 1, stride, 0, true, false, false)
+            let (c, n) = (format!("{name}.shortcut.0"), format!("{name}.shortcut.1"));
+            Block::new(b, &c, &n, in_shape, conv(out[0], 1, stride, 0, false))
         });
         Self {
             op: Op::Bottleneck(Box::new(Bottleneck { conv1, conv2, conv3, shortcut })),
             pre: out,
             out,
-            w: 0,
-            w_len: 0,
-            b: None,
             bn: None,
             relu: true,
             pool: false,
+        }
+    }
+
+    /// The weight and bias of a conv or linear block (`None` for a bottleneck).
+    pub fn weight_and_bias(&self) -> Option<(ParamId, Option<ParamId>)> {
+        match &self.op {
+            Op::Conv(c) => Some((c.w, c.b)),
+            Op::Linear(l) => Some((l.w, l.b)),
+            Op::Bottleneck(_) => None,
         }
     }
 
@@ -326,11 +159,9 @@ impl Block {
     }
 
     fn conv_shape(&self, n: usize) -> Option<k::Conv2dShape> {
-        match self.op {
-            Op::Conv { in_shape, out_c, kernel, stride, padding } => {
-                Some(k::Conv2dShape::new(n, in_shape[0], (in_shape[1], in_shape[2]), out_c, kernel, stride, padding))
-            }
-            Op::Linear { .. } | Op::Bottleneck(_) => None,
+        match &self.op {
+            Op::Conv(c) => Some(c.shape(n)),
+            Op::Linear(_) | Op::Bottleneck(_) => None,
         }
     }
 
@@ -393,27 +224,20 @@ impl Block {
         if let Op::Bottleneck(bt) = &self.op {
             return bt.forward(n, params, buffers, x, acts, mode);
         }
-        let w = &params[self.w..self.w + self.w_len];
-        let out_f = self.pre[0];
-        let bias = self.b.map(|b| &params[b..b + out_f]);
-        match self.op {
+        let mut ctx = Ctx::forward(params, buffers, mode);
+        match &self.op {
             Op::Bottleneck(_) => unreachable!("handled above"),
-            Op::Conv { .. } => {
-                let s = self.conv_shape(n).ok_or(crate::Error::InvalidShape { what: "block", reason: "not a conv" })?;
-                par::conv2d_forward_par(&s, x, w, bias, &mut acts.z, &mut acts.cols)?;
-            }
-            Op::Linear { in_f, out_f } => {
-                par::linear_forward_par(&k::LinearShape::new(n, in_f, out_f), x, w, bias, &mut acts.z)?;
-            }
+            Op::Conv(c) => c.forward(&ctx, n, x, &mut acts.z, &mut acts.cols)?,
+            Op::Linear(l) => l.forward(&ctx, n, x, &mut acts.z)?,
         }
         let ns = self.norm_shape(n);
-        if let Some(bn) = self.bn {
-            bn.forward(&ns, params, buffers, &acts.z, &mut acts.a, &mut acts.mean, &mut acts.invstd, mode)?;
+        if let Some(bn) = &self.bn {
+            bn.forward(&mut ctx, &ns, &acts.z, &mut acts.a, &mut acts.mean, &mut acts.invstd)?;
         } else {
             acts.a.copy_from_slice(&acts.z);
         }
         if self.relu {
-            acts.a.par_chunks_mut(ELEMWISE_CHUNK).for_each(k::relu_inplace);
+            relu(&mut acts.a);
         }
         if self.pool {
             let ps = self.pool_shape();
@@ -440,7 +264,6 @@ impl Block {
         if let Op::Bottleneck(bt) = &self.op {
             return bt.backward(n, params, grads, x, acts, dx);
         }
-        let out_f = self.pre[0];
         // Gradient w.r.t. the pre-pool activation `a`.
         let d_a: &mut Vec<f32> = if self.pool {
             let ps = self.pool_shape();
@@ -454,61 +277,28 @@ impl Block {
             &mut acts.d_out
         };
         if self.relu {
-            relu_mask_par(d_a, &acts.a);
+            relu_mask(d_a, &acts.a);
         }
-        let dz: &[f32] = if let Some(bn) = self.bn {
-            let (dg, db) = pair_mut(grads, bn.gamma..bn.gamma + out_f, bn.beta..bn.beta + out_f);
-            par::batch_norm_train_backward_par(
-                &self.norm_shape(n),
-                &acts.z,
-                d_a,
-                &params[bn.gamma..bn.gamma + out_f],
-                &acts.mean,
-                &acts.invstd,
-                &mut acts.dz,
-                dg,
-                db,
-            )?;
+        let mut ctx = Ctx::backward(params, grads);
+        let dz: &[f32] = if let Some(bn) = &self.bn {
+            bn.backward(&mut ctx, &self.norm_shape(n), &acts.z, d_a, &acts.mean, &acts.invstd, &mut acts.dz)?;
             &acts.dz
         } else {
             d_a
         };
-        let w = &params[self.w..self.w + self.w_len];
-        let (dw, db) = match self.b {
-            Some(b) => {
-                let (dw, db) = pair_mut(grads, self.w..self.w + self.w_len, b..b + out_f);
-                (dw, Some(db))
-            }
-            None => (&mut grads[self.w..self.w + self.w_len], None),
-        };
-        match self.op {
+        match &self.op {
             Op::Bottleneck(_) => unreachable!("handled above"),
-            Op::Conv { .. } => {
-                let s = self.conv_shape(n).ok_or(crate::Error::InvalidShape { what: "block", reason: "not a conv" })?;
-                par::conv2d_backward_par(&s, &mut acts.cols, w, dz, dx, dw, db)?;
-            }
-            Op::Linear { in_f, out_f } => {
-                par::linear_backward_par(&k::LinearShape::new(n, in_f, out_f), x, w, dz, dx, dw, db)?;
-            }
+            Op::Conv(c) => c.backward(&mut ctx, n, x, &mut acts.cols, dz, dx),
+            Op::Linear(l) => l.backward(&mut ctx, n, x, dz, dx, false),
         }
-        Ok(())
-    }
-}
-
-fn register_bn(params: &mut ParamTable, buffers: &mut ParamTable, name: &str, c: usize) -> BnRefs {
-    BnRefs {
-        gamma: params.push(format!("{name}.weight"), &[c], Init::Ones),
-        beta: params.push(format!("{name}.bias"), &[c], Init::Zeros),
-        rm: buffers.push(format!("{name}.running_mean"), &[c], Init::Zeros),
-        rv: buffers.push(format!("{name}.running_var"), &[c], Init::Ones),
     }
 }
 
 impl Block {
     /// Input shape of a conv block (`[0; 3]` otherwise).
     fn conv_in(&self) -> [usize; 3] {
-        match self.op {
-            Op::Conv { in_shape, .. } => in_shape,
+        match &self.op {
+            Op::Conv(c) => c.in_shape,
             _ => [0; 3],
         }
     }
@@ -575,7 +365,7 @@ impl Bottleneck {
         acts: &mut BlockActs,
         mut dx: Option<&mut [f32]>,
     ) -> Result<()> {
-        relu_mask_par(&mut acts.d_out, &acts.a);
+        relu_mask(&mut acts.d_out, &acts.a);
         let (a1, a2, a3, short) = parts_mut(&mut acts.inner)?;
         a3.d_out.copy_from_slice(&acts.d_out);
         self.conv3.backward(n, params, grads, &a2.a, a3, Some(&mut a2.d_out))?;

@@ -16,11 +16,12 @@
 
 use rayon::prelude::*;
 
-use crate::dim::block::{ELEMWISE_CHUNK, relu_mask_par};
+use crate::dim::block::{ELEMWISE_CHUNK, relu_mask};
 use crate::dim::config::Estimator;
 use crate::dim::estimator::{EstimatorStats, estimate_pairs};
 use crate::error::{Error, Result};
 use crate::kernels::{self as k, MatRef, par};
+use crate::nn::two_mut;
 use crate::params::{Init, ParamTable};
 use crate::rng::Rng;
 
@@ -209,15 +210,15 @@ impl ConcatHead {
 
         // Backward through layers 3 and 2.
         {
-            let (dw3, db3) = crate::dim::block::pair_mut(grads, self.w3..self.w3 + h, self.b3..self.b3 + 1);
+            let (dw3, db3) = two_mut(grads, self.w3..self.w3 + h, self.b3..self.b3 + 1)?;
             par::linear_backward_par(&l3, &acts.h2, w3, &acts.dt, Some(&mut acts.dh2), dw3, Some(db3))?;
         }
-        relu_mask_par(&mut acts.dh2, &acts.h2);
+        relu_mask(&mut acts.dh2, &acts.h2);
         {
-            let (dw2, db2) = crate::dim::block::pair_mut(grads, self.w2..self.w2 + h * h, self.b2..self.b2 + h);
+            let (dw2, db2) = two_mut(grads, self.w2..self.w2 + h * h, self.b2..self.b2 + h)?;
             par::linear_backward_par(&l2, &acts.h1, w2, &acts.dh2, Some(&mut acts.dh1), dw2, Some(db2))?;
         }
-        relu_mask_par(&mut acts.dh1, &acts.h1);
+        relu_mask(&mut acts.dh1, &acts.h1);
 
         // Layer 1: dA[j,p] = dZ⁺[j,p] + dZ⁻[π⁻¹(j),p]; dB[i] = Σ_p dZ⁺[i,p] + dZ⁻[i,p].
         for (i, &j) in acts.perm.iter().enumerate() {

@@ -12,7 +12,13 @@ use crate::dim::block::{Block, BlockActs, Mode, add_assign_par};
 use crate::dim::config::{EncoderConfig, Layer};
 use crate::error::{Error, Result, check_len};
 use crate::kernels as k;
+use crate::nn::Builder;
 use crate::params::ParamTable;
+
+/// Y (and global DIM's output maps): a linear layer with bias, no BN, no activation.
+pub(crate) const fn plain_linear(out: usize) -> Layer {
+    Layer::Linear { out, bn: false, relu: false }
+}
 
 /// A built encoder (offsets into the model's parameter table).
 #[derive(Clone, Debug)]
@@ -78,33 +84,18 @@ pub(crate) fn build_blocks(
     let n_linear = cfg.layers.iter().filter(|l| matches!(l, Layer::Linear { .. })).count();
     let mut blocks = Vec::with_capacity(cfg.layers.len());
     let mut linear_idx = cfg.layers[..from].iter().filter(|l| matches!(l, Layer::Linear { .. })).count();
+    let mut b = Builder::new(params, buffers);
     for (i, layer) in cfg.layers.iter().enumerate().skip(from) {
-        let bn_name = format!("{prefix}bn{}", i + 1);
         let (cur, want) = io[i];
-        let block = match *layer {
-            Layer::Conv { out, kernel, stride, padding, bn, relu, pool } => Block::conv(
-                params,
-                buffers,
-                &format!("{prefix}conv{}", i + 1),
-                &bn_name,
-                cur,
-                out,
-                kernel,
-                stride,
-                padding,
-                bn,
-                relu,
-                pool,
-            ),
-            Layer::Linear { out, bn, relu } => {
+        let name = match layer {
+            Layer::Conv { .. } => format!("{prefix}conv{}", i + 1),
+            Layer::Linear { .. } => {
                 linear_idx += 1;
-                let name = if n_linear == 1 { format!("{prefix}fc") } else { format!("{prefix}fc{linear_idx}") };
-                Block::linear(params, buffers, &name, &bn_name, cur.iter().product(), out, bn, relu, true)
+                if n_linear == 1 { format!("{prefix}fc") } else { format!("{prefix}fc{linear_idx}") }
             }
-            Layer::Bottleneck { planes, stride } => {
-                Block::bottleneck(params, buffers, &format!("{prefix}block{}", i + 1), cur, planes, stride)
-            }
+            Layer::Bottleneck { .. } => format!("{prefix}block{}", i + 1),
         };
+        let block = Block::new(&mut b, &name, &format!("{prefix}bn{}", i + 1), cur, *layer);
         if block.out != want {
             return Err(Error::InvalidShape { what: "encoder", reason: "block shape disagrees with the config walk" });
         }
@@ -125,7 +116,13 @@ impl Encoder {
         let shapes = cfg.shapes()?;
         let blocks = build_blocks(cfg, 0, prefix, params, buffers)?;
         let last = shapes.last().map_or(0, |s| s.iter().product());
-        let out = Block::linear(params, buffers, &format!("{prefix}out"), "", last, cfg.y_dim, false, false, true);
+        let out = Block::new(
+            &mut Builder::new(params, buffers),
+            &format!("{prefix}out"),
+            "",
+            [last, 1, 1],
+            plain_linear(cfg.y_dim),
+        );
         let fold = match (cfg.fold, cfg.crop_grid()?) {
             (Some(f), Some((grid_h, grid_w))) => {
                 let [c, h, w] = blocks[f.layer].out;

@@ -6,10 +6,11 @@
 
 use crate::dim::block::{Block, BlockActs, Mode, add_assign_par};
 use crate::dim::config::{EncoderConfig, Estimator};
-use crate::dim::encoder::{build_blocks, out_and_grad};
+use crate::dim::encoder::{build_blocks, out_and_grad, plain_linear};
 use crate::dim::estimator::{EstimatorStats, ScoreShape, estimate};
 use crate::error::Result;
 use crate::kernels::{MatRef, par};
+use crate::nn::Builder;
 use crate::params::ParamTable;
 
 /// Parameter offsets of the global-DIM networks.
@@ -46,8 +47,9 @@ impl GlobalDim {
         let local = shapes[enc.local_layer];
         let local_len = local.iter().product();
         let last = tower.last().map_or(local_len, |b| b.out.iter().product());
-        let out = Block::linear(params, buffers, &format!("{p}out"), "", last, d, false, false, true);
-        let y_map = Block::linear(params, buffers, &format!("{p}y"), "", enc.y_dim, d, false, false, true);
+        let mut b = Builder::new(params, buffers);
+        let out = Block::new(&mut b, &format!("{p}out"), "", [last, 1, 1], plain_linear(d));
+        let y_map = Block::new(&mut b, &format!("{p}y"), "", [enc.y_dim, 1, 1], plain_linear(d));
         Ok(Self { tower, out, y_map, d, y_dim: enc.y_dim, local_len })
     }
 

@@ -1,30 +1,23 @@
-//! The encode-and-dot-product MI network (spec §4.1), on rows `[R, n_in]`
-//! (a 1×1 conv over a map is a linear layer over its location rows):
-//! `LN( l2(ReLU(BN(l1 x))) + shortcut x )`, with the shortcut started near
-//! the identity.
+//! The encode-and-dot-product MI network (docs/method.md §4.1), on rows
+//! `[R, n_in]` (a 1×1 conv over a map is a linear layer over its location
+//! rows): `LN( mlp(x) + shortcut x )`, with `mlp` = l1 → BN → ReLU → l2 and
+//! the shortcut started near the identity.
 
-use rayon::prelude::*;
-
-use crate::dim::block::{BnRefs, ELEMWISE_CHUNK, Mode, pair_mut, relu_mask_par};
 use crate::error::Result;
-use crate::kernels::MatRef;
-use crate::kernels::{self as k, par};
+use crate::kernels::NormShape;
+use crate::nn::{Builder, Ctx, LayerNorm, Linear, Mlp, MlpActs, Mode};
 use crate::params::{Init, ParamTable};
 
-/// One MI head's parameter offsets.
+/// One MI head: its units.
 #[derive(Clone, Debug)]
 pub struct MiHead {
     /// Input width.
     pub n_in: usize,
     /// Output width D.
     pub d: usize,
-    l1: usize,
-    bn: BnRefs,
-    l2w: usize,
-    l2b: usize,
-    sc: usize,
-    ln_g: usize,
-    ln_b: usize,
+    mlp: Mlp,
+    shortcut: Linear,
+    ln: LayerNorm,
 }
 
 /// Saved activations of one head at one row count.
@@ -50,19 +43,11 @@ pub struct HeadActs {
 impl MiHead {
     /// Registers `prefix.{l1,bn,l2,shortcut,ln}` tensors.
     pub fn new(params: &mut ParamTable, buffers: &mut ParamTable, prefix: &str, n_in: usize, d: usize) -> Self {
-        let l1 = params.push(format!("{prefix}.l1.weight"), &[d, n_in], Init::FanIn(n_in));
-        let bn = BnRefs {
-            gamma: params.push(format!("{prefix}.bn.weight"), &[d], Init::Ones),
-            beta: params.push(format!("{prefix}.bn.bias"), &[d], Init::Zeros),
-            rm: buffers.push(format!("{prefix}.bn.running_mean"), &[d], Init::Zeros),
-            rv: buffers.push(format!("{prefix}.bn.running_var"), &[d], Init::Ones),
-        };
-        let l2w = params.push(format!("{prefix}.l2.weight"), &[d, d], Init::FanIn(d));
-        let l2b = params.push(format!("{prefix}.l2.bias"), &[d], Init::FanIn(d));
-        let sc = params.push(format!("{prefix}.shortcut.weight"), &[d, n_in], Init::NearIdentity);
-        let ln_g = params.push(format!("{prefix}.ln.weight"), &[d], Init::Ones);
-        let ln_b = params.push(format!("{prefix}.ln.bias"), &[d], Init::Zeros);
-        Self { n_in, d, l1, bn, l2w, l2b, sc, ln_g, ln_b }
+        let mut b = Builder::new(params, buffers);
+        let mlp = b.mlp(prefix, n_in, d, d);
+        let shortcut = b.linear_init(&format!("{prefix}.shortcut"), n_in, d, false, Init::NearIdentity);
+        let ln = b.layer_norm(&format!("{prefix}.ln"), d);
+        Self { n_in, d, mlp, shortcut, ln }
     }
 
     /// Activations for `rows` input rows.
@@ -87,10 +72,6 @@ impl MiHead {
         }
     }
 
-    fn p<'a>(&self, params: &'a [f32], off: usize, len: usize) -> &'a [f32] {
-        &params[off..off + len]
-    }
-
     /// Forward over `x` (`[R, n_in]`) into `acts.out`.
     pub fn forward(
         &self,
@@ -100,33 +81,13 @@ impl MiHead {
         acts: &mut HeadActs,
         mode: Mode,
     ) -> Result<()> {
-        let (r, d, n_in) = (acts.rows, self.d, self.n_in);
-        let l_in = k::LinearShape::new(r, n_in, d);
-        let l_dd = k::LinearShape::new(r, d, d);
-        par::linear_forward_par(&l_in, x, self.p(params, self.l1, d * n_in), None, &mut acts.z)?;
-        let ns = k::NormShape::new(r, d, 1);
-        self.bn.forward(&ns, params, buffers, &acts.z, &mut acts.a, &mut acts.mean, &mut acts.invstd, mode)?;
-        acts.a.par_chunks_mut(ELEMWISE_CHUNK).for_each(k::relu_inplace);
-        par::linear_forward_par(
-            &l_dd,
-            &acts.a,
-            self.p(params, self.l2w, d * d),
-            Some(self.p(params, self.l2b, d)),
-            &mut acts.s,
-        )?;
+        let HeadActs { rows, z, mean, invstd, a, s, ln_mean, ln_rstd, out, d_a, dz, .. } = acts;
+        let mut ctx = Ctx::forward(params, buffers, mode);
+        let mut m = MlpActs { z, mean, invstd, a, d_a, dz };
+        self.mlp.forward(&mut ctx, *rows, x, &mut m, s)?;
         // Shortcut, added into s by the GEMM itself.
-        let xm = MatRef::row_major(x, r, n_in)?;
-        par::par_gemm(&mut acts.s, xm, MatRef::row_major(self.p(params, self.sc, d * n_in), d, n_in)?.t(), true)?;
-        par::layer_norm_forward_par(
-            &ns,
-            k::NORM_EPS,
-            &acts.s,
-            self.p(params, self.ln_g, d),
-            self.p(params, self.ln_b, d),
-            &mut acts.out,
-            &mut acts.ln_mean,
-            &mut acts.ln_rstd,
-        )
+        self.shortcut.forward_add(&ctx, *rows, x, s)?;
+        self.ln.forward(&ctx, &NormShape::new(*rows, self.d, 1), s, out, ln_mean, ln_rstd)
     }
 
     /// Backward from `acts.d_out`; writes `dx` (`[R, n_in]`), accumulates
@@ -139,70 +100,12 @@ impl MiHead {
         acts: &mut HeadActs,
         dx: &mut [f32],
     ) -> Result<()> {
-        let (r, d, n_in) = (acts.rows, self.d, self.n_in);
-        let ns = k::NormShape::new(r, d, 1);
-        let l_in = k::LinearShape::new(r, n_in, d);
-        let l_dd = k::LinearShape::new(r, d, d);
-        {
-            let (dg, db) = pair_mut(grads, self.ln_g..self.ln_g + d, self.ln_b..self.ln_b + d);
-            par::layer_norm_backward_par(
-                &ns,
-                &acts.s,
-                &acts.d_out,
-                self.p(params, self.ln_g, d),
-                &acts.ln_mean,
-                &acts.ln_rstd,
-                &mut acts.d_s,
-                dg,
-                db,
-            )?;
-        }
-        {
-            let (dw, db) = pair_mut(grads, self.l2w..self.l2w + d * d, self.l2b..self.l2b + d);
-            par::linear_backward_par(
-                &l_dd,
-                &acts.a,
-                self.p(params, self.l2w, d * d),
-                &acts.d_s,
-                Some(&mut acts.d_a),
-                dw,
-                Some(db),
-            )?;
-        }
-        relu_mask_par(&mut acts.d_a, &acts.a);
-        {
-            let (dg, db) = pair_mut(grads, self.bn.gamma..self.bn.gamma + d, self.bn.beta..self.bn.beta + d);
-            par::batch_norm_train_backward_par(
-                &ns,
-                &acts.z,
-                &acts.d_a,
-                self.p(params, self.bn.gamma, d),
-                &acts.mean,
-                &acts.invstd,
-                &mut acts.dz,
-                dg,
-                db,
-            )?;
-        }
-        par::linear_backward_par(
-            &l_in,
-            x,
-            self.p(params, self.l1, d * n_in),
-            &acts.dz,
-            Some(dx),
-            &mut grads[self.l1..self.l1 + d * n_in],
-            None,
-        )?;
+        let HeadActs { rows, z, mean, invstd, a, s, ln_mean, ln_rstd, d_out, d_s, d_a, dz, .. } = acts;
+        let mut ctx = Ctx::backward(params, grads);
+        self.ln.backward(&mut ctx, &NormShape::new(*rows, self.d, 1), s, d_out, ln_mean, ln_rstd, d_s)?;
+        let mut m = MlpActs { z, mean, invstd, a, d_a, dz };
+        self.mlp.backward(&mut ctx, *rows, x, &mut m, d_s, dx, false)?;
         // The shortcut reads the same input: its input gradient adds in place.
-        par::linear_backward_par_into(
-            &l_in,
-            x,
-            self.p(params, self.sc, d * n_in),
-            &acts.d_s,
-            Some(dx),
-            true,
-            &mut grads[self.sc..self.sc + d * n_in],
-            None,
-        )
+        self.shortcut.backward(&mut ctx, *rows, x, d_s, Some(dx), true)
     }
 }

@@ -7,9 +7,11 @@
 //! from `(seed, step)`, are scored (the reference's `global_samples`).
 
 use crate::dim::block::{Block, BlockActs, Mode};
+use crate::dim::config::Layer;
 use crate::dim::encoder::out_and_grad;
 use crate::error::{Result, checked_product};
 use crate::kernels::par::{map_to_rows, rows_to_map};
+use crate::nn::Builder;
 use crate::params::ParamTable;
 use crate::rng::Rng;
 
@@ -68,34 +70,11 @@ impl MultiGlobalNet {
         channels: usize,
         samples: Option<usize>,
     ) -> Self {
-        let conv1 = Block::conv(
-            params,
-            buffers,
-            "multi_global.conv1",
-            "multi_global.bn1",
-            local,
-            channels,
-            3,
-            1,
-            0,
-            true,
-            true,
-            false,
-        );
-        let conv2 = Block::conv(
-            params,
-            buffers,
-            "multi_global.conv2",
-            "multi_global.bn2",
-            conv1.out,
-            channels,
-            1,
-            1,
-            0,
-            true,
-            true,
-            false,
-        );
+        let layer =
+            |kernel| Layer::Conv { out: channels, kernel, stride: 1, padding: 0, bn: true, relu: true, pool: false };
+        let mut b = Builder::new(params, buffers);
+        let conv1 = Block::new(&mut b, "multi_global.conv1", "multi_global.bn1", local, layer(3));
+        let conv2 = Block::new(&mut b, "multi_global.conv2", "multi_global.bn2", conv1.out, layer(1));
         let k = conv2.out[1] * conv2.out[2];
         Self { conv1, conv2, c_out: channels, k, scored: samples.unwrap_or(k), sampled: samples.is_some(), local }
     }

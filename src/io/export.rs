@@ -97,26 +97,27 @@ fn encoder_tensors(model: &Dim, folded: bool) -> Result<Vec<Named>> {
     let blocks: Vec<&Block> = enc.blocks.iter().chain(core::iter::once(&enc.out)).collect();
     let mut out = Vec::new();
     for b in blocks {
-        let stem = name_at(model, b.w, ".weight")?;
+        let (wid, bid) = b.weight_and_bias().ok_or(TrainError::Unsupported("bottleneck blocks"))?;
+        let stem = name_at(model, wid.range().start, ".weight")?;
         let rows = b.pre[0];
-        let w = &model.params[b.w..b.w + b.w_len];
+        let w = &model.params[wid.range()];
         let w_shape = model
             .table
             .get(&format!("{stem}.weight"))
             .map(|e| e.shape.clone())
             .ok_or_else(|| TrainError::Config(format!("{stem}.weight missing")))?;
-        let bias: Option<&[f32]> = b.b.map(|o| &model.params[o..o + rows]);
-        match (b.bn, folded) {
+        let bias: Option<&[f32]> = bid.map(|o| &model.params[o.range()]);
+        match (b.bn.as_ref(), folded) {
             (Some(bn), true) => {
                 let p = &model.params;
-                let k = b.w_len / rows;
-                let mut wf = vec![0f32; b.w_len];
+                let k = wid.len() / rows;
+                let mut wf = vec![0f32; wid.len()];
                 let mut bf = vec![0f32; rows];
                 for o in 0..rows {
-                    let gamma = f64::from(p[bn.gamma + o]);
-                    let beta = f64::from(p[bn.beta + o]);
-                    let mean = f64::from(model.buffers[bn.rm + o]);
-                    let var = f64::from(model.buffers[bn.rv + o]);
+                    let gamma = f64::from(p[bn.gamma.range().start + o]);
+                    let beta = f64::from(p[bn.beta.range().start + o]);
+                    let mean = f64::from(model.buffers[bn.rm.range().start + o]);
+                    let var = f64::from(model.buffers[bn.rv.range().start + o]);
                     let s = gamma / (var + NORM_EPS).sqrt();
                     for j in 0..k {
                         wf[o * k + j] = (f64::from(w[o * k + j]) * s) as f32;
@@ -140,12 +141,12 @@ fn encoder_tensors(model: &Dim, folded: bool) -> Result<Vec<Named>> {
                     None => {}
                 }
                 if let Some(bn) = bn {
-                    let bn_stem = name_at(model, bn.gamma, ".weight")?;
+                    let bn_stem = name_at(model, bn.gamma.range().start, ".weight")?;
                     let pieces = [
-                        ("weight", &model.params[bn.gamma..bn.gamma + rows]),
-                        ("bias", &model.params[bn.beta..bn.beta + rows]),
-                        ("running_mean", &model.buffers[bn.rm..bn.rm + rows]),
-                        ("running_var", &model.buffers[bn.rv..bn.rv + rows]),
+                        ("weight", &model.params[bn.gamma.range()]),
+                        ("bias", &model.params[bn.beta.range()]),
+                        ("running_mean", &model.buffers[bn.rm.range()]),
+                        ("running_var", &model.buffers[bn.rv.range()]),
                     ];
                     for (part, v) in pieces {
                         out.push(Named { name: format!("{bn_stem}.{part}"), shape: vec![rows], values: v.to_vec() });

@@ -11,7 +11,6 @@ use super::blocking::{MR, NR};
 use super::view::MatRef;
 use super::weights::WeightRows;
 use crate::kernels::Float;
-use crate::kernels::cpu;
 
 /// One block of A as the micro-kernel reads it: row `i` of the block
 /// starts at [`ABlock::row`] and its `p`-th element is `aps` further on.
@@ -191,7 +190,9 @@ pub(crate) fn pack_b<T: Float>(b: &MatRef<'_, T>, pc: usize, kc: usize, jc: usiz
 fn pack_t_panel<T: Float>(data: &[T], first: usize, cs: usize, kc: usize, dst: &mut [T]) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
-        if let (true, Some(data), Some(dst)) = (cpu::features().avx2_fma(), T::as_f32(data), T::as_f32_mut(dst)) {
+        if let (true, Some(data), Some(dst)) =
+            (crate::kernels::cpu::features().avx2_fma(), T::as_f32(data), T::as_f32_mut(dst))
+        {
             // SAFETY: AVX2 is available (checked just above), which is all
             // `pack_t_panel_avx2` requires.
             return unsafe { pack_t_panel_avx2(data, first, cs, kc, dst) };

@@ -1,0 +1,69 @@
+//! 2-d convolution over NCHW, PyTorch's `nn.Conv2d` layout (OIHW weights).
+
+use super::{Ctx, ParamId, ops, two_mut};
+use crate::error::Result;
+use crate::kernels::{Conv2dShape, Float};
+
+/// A convolution: `weight` `[out, in, k, k]`, optional `bias` `[out]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Input `[c, h, w]` per image.
+    pub in_shape: [usize; 3],
+    /// Output channels.
+    pub out_c: usize,
+    /// Square kernel side.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding.
+    pub padding: usize,
+    /// `[out, in, k, k]`.
+    pub w: ParamId,
+    /// `[out]`, if the layer has a bias.
+    pub b: Option<ParamId>,
+}
+
+impl Conv2d {
+    /// The kernel shape for `n` images.
+    pub fn shape(&self, n: usize) -> Conv2dShape {
+        let [c, h, w] = self.in_shape;
+        Conv2dShape::new(n, c, (h, w), self.out_c, self.kernel, self.stride, self.padding)
+    }
+
+    /// Output `[c, h, w]` per image.
+    pub fn out_shape(&self) -> [usize; 3] {
+        let [_, h, w] = self.in_shape;
+        let side = |s: usize| (s + 2 * self.padding - self.kernel) / self.stride + 1;
+        [self.out_c, side(h), side(w)]
+    }
+
+    /// `y = conv(x) (+ b)` for `n` images; `cols` (the shape's
+    /// `batched_col_len`) keeps the im2col columns for [`Conv2d::backward`].
+    pub fn forward<T: Float>(&self, ctx: &Ctx<'_, T>, n: usize, x: &[T], y: &mut [T], cols: &mut [T]) -> Result<()> {
+        let b = self.b.map(|b| b.of(ctx.params)).transpose()?;
+        ops::conv2d_forward(&self.shape(n), x, self.w.of(ctx.params)?, b, y, cols)
+    }
+
+    /// Accumulates `dW` (and `db`) into `ctx.grads` and writes `dx` if given,
+    /// from the columns [`Conv2d::forward`] left in `cols`.
+    #[allow(clippy::too_many_arguments)] // x, its columns, dy and dx are the layer's whole interface
+    pub fn backward<T: Float>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        n: usize,
+        x: &[T],
+        cols: &mut [T],
+        dy: &[T],
+        dx: Option<&mut [T]>,
+    ) -> Result<()> {
+        let w = self.w.of(ctx.params)?;
+        let s = self.shape(n);
+        match self.b {
+            Some(b) => {
+                let (dw, db) = two_mut(ctx.grads, self.w.range(), b.range())?;
+                ops::conv2d_backward(&s, x, cols, w, dy, dx, dw, Some(db))
+            }
+            None => ops::conv2d_backward(&s, x, cols, w, dy, dx, self.w.of_mut(ctx.grads)?, None),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The kernels the units run: the multicore drivers with feature `train`,
+//! the serial kernels without (`no_std`). Same arguments either way.
+
+#[cfg(feature = "train")]
+pub(crate) use crate::kernels::par::{
+    batch_norm_train_backward_par as batch_norm_train_backward,
+    batch_norm_train_forward_par as batch_norm_train_forward, layer_norm_backward_par as layer_norm_backward,
+    layer_norm_forward_par as layer_norm_forward, linear_backward_par_into as linear_backward_into,
+    linear_forward_par as linear_forward, par_gemm,
+};
+#[cfg(not(feature = "train"))]
+pub(crate) use crate::kernels::{
+    batch_norm_train_backward, batch_norm_train_forward, layer_norm_backward, layer_norm_forward, linear_forward,
+};
+
+use crate::error::Result;
+#[cfg(not(feature = "train"))]
+use crate::kernels::MatRef;
+use crate::kernels::{Conv2dShape, Float};
+
+/// `c (+)= a·b` for a dense row-major `c`, serially.
+#[cfg(not(feature = "train"))]
+pub(crate) fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
+    let m = crate::kernels::MatMut::row_major(c, a.rows(), b.cols())?;
+    crate::kernels::gemm(m, a, b, accumulate)
+}
+
+/// Linear backward, adding into `dx` when `dx_accumulate`.
+#[cfg(not(feature = "train"))]
+#[allow(clippy::too_many_arguments)] // the kernel's arguments plus the accumulate flag
+pub(crate) fn linear_backward_into<T: Float>(
+    s: &crate::kernels::LinearShape,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dx_accumulate: bool,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+) -> Result<()> {
+    if let Some(dx) = dx {
+        let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
+        par_gemm(dx, dym, MatRef::row_major(w, s.out_features, s.in_features)?, dx_accumulate)?;
+    }
+    crate::kernels::linear_backward(s, x, w, dy, None, dw, db)
+}
+
+/// Conv forward; `cols` holds the batch's im2col columns (kept for backward).
+pub(crate) fn conv2d_forward<T: Float>(
+    s: &Conv2dShape,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y: &mut [T],
+    cols: &mut [T],
+) -> Result<()> {
+    #[cfg(feature = "train")]
+    {
+        crate::kernels::par::conv2d_forward_par(s, x, w, bias, y, cols)
+    }
+    #[cfg(not(feature = "train"))]
+    {
+        crate::kernels::conv2d_forward(s, x, w, bias, y, cols)
+    }
+}
+
+/// Conv backward: the multicore driver reuses forward's columns, the serial
+/// kernel recomputes them from `x` (using `cols` as scratch).
+#[allow(clippy::too_many_arguments)] // the kernel's arguments plus both sources of the columns
+pub(crate) fn conv2d_backward<T: Float>(
+    s: &Conv2dShape,
+    x: &[T],
+    cols: &mut [T],
+    w: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+) -> Result<()> {
+    #[cfg(feature = "train")]
+    {
+        let _ = x;
+        crate::kernels::par::conv2d_backward_par(s, cols, w, dy, dx, dw, db)
+    }
+    #[cfg(not(feature = "train"))]
+    {
+        crate::kernels::conv2d_backward(s, x, w, dy, dx, dw, db, cols)
+    }
+}
+
+/// Elements per task of the element-wise passes (any split: same bits).
+#[cfg(feature = "train")]
+pub(crate) const CHUNK: usize = 1 << 14;
+
+/// In-place ReLU.
+pub(crate) fn relu<T: Float>(v: &mut [T]) {
+    #[cfg(feature = "train")]
+    {
+        use rayon::prelude::*;
+        v.par_chunks_mut(CHUNK).for_each(crate::kernels::relu_inplace);
+    }
+    #[cfg(not(feature = "train"))]
+    crate::kernels::relu_inplace(v);
+}
+
+/// ReLU backward from the forward output: `d = 0` where `a ≤ 0`.
+pub(crate) fn relu_mask<T: Float>(d: &mut [T], a: &[T]) {
+    let mask = |d: &mut [T], a: &[T]| {
+        for (g, &v) in d.iter_mut().zip(a) {
+            // A select, not a branch: vectorises.
+            *g = if v > T::ZERO { *g } else { T::ZERO };
+        }
+    };
+    #[cfg(feature = "train")]
+    {
+        use rayon::prelude::*;
+        d.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).for_each(|(d, a)| mask(d, a));
+    }
+    #[cfg(not(feature = "train"))]
+    mask(d, a);
+}
