@@ -29,6 +29,7 @@ pub mod infer;
 #[cfg(feature = "train")]
 pub mod io;
 pub mod kernels;
+pub mod model;
 pub mod nn;
 pub mod optim;
 #[cfg(feature = "train")]

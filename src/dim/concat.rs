@@ -1,5 +1,5 @@
-//! Local DIM's concat-and-convolve head (spec §4.2), with the first public
-//! code's pairing (§3.5, Aug 2018): every location p of image i is scored
+//! Local DIM's concat-and-convolve head (docs/method.md §4.2), with the first
+//! public code's pairing (docs/method.md §4.2, Aug 2018): every location p of image i is scored
 //! once against its own Y (positive) and once against the local vector at
 //! p of image π(i) (negative), through 1×1 convs `[l; y] → H → H → 1` with
 //! ReLUs and no BN.
@@ -16,30 +16,27 @@
 
 use rayon::prelude::*;
 
-use crate::dim::block::{ELEMWISE_CHUNK, relu_mask};
+use crate::dim::block::{relu, relu_mask};
 use crate::dim::config::Estimator;
 use crate::dim::estimator::{EstimatorStats, estimate_pairs};
 use crate::error::{Error, Result};
 use crate::kernels::{self as k, MatRef, par};
-use crate::nn::two_mut;
-use crate::params::{Init, ParamTable};
+use crate::nn::{Builder, Conv2d, Ctx, Linear};
 use crate::rng::Rng;
 
 /// Stream that draws the negative permutation of each step.
 const PERM_STREAM: u64 = 0x434F_4E43_4154;
 
-/// Parameter offsets of the concat-and-convolve head.
+/// The concat-and-convolve head's units: three 1×1 convs, the last two run
+/// as linear layers over the pair rows.
 #[derive(Clone, Debug)]
 pub(crate) struct ConcatHead {
     c: usize,
     y_dim: usize,
     h: usize,
-    w1: usize,
-    b1: usize,
-    w2: usize,
-    b2: usize,
-    w3: usize,
-    b3: usize,
+    l1: Conv2d,
+    l2: Linear,
+    l3: Linear,
 }
 
 /// Activations of the head at one batch size. Pair rows are ordered: all
@@ -77,15 +74,15 @@ impl ConcatHead {
     /// Registers `local_head.concat.{l1,l2,l3}.{weight,bias}` as PyTorch 1×1
     /// conv tensors (`[out, in, 1, 1]`); `l1`'s input channels are the local
     /// map's C followed by Y's.
-    pub fn new(params: &mut ParamTable, c: usize, y_dim: usize, h: usize) -> Self {
-        let fan1 = c + y_dim;
-        let w1 = params.push(String::from("local_head.concat.l1.weight"), &[h, fan1, 1, 1], Init::FanIn(fan1));
-        let b1 = params.push(String::from("local_head.concat.l1.bias"), &[h], Init::FanIn(fan1));
-        let w2 = params.push(String::from("local_head.concat.l2.weight"), &[h, h, 1, 1], Init::FanIn(h));
-        let b2 = params.push(String::from("local_head.concat.l2.bias"), &[h], Init::FanIn(h));
-        let w3 = params.push(String::from("local_head.concat.l3.weight"), &[1, h, 1, 1], Init::FanIn(h));
-        let b3 = params.push(String::from("local_head.concat.l3.bias"), &[1], Init::FanIn(h));
-        Self { c, y_dim, h, w1, b1, w2, b2, w3, b3 }
+    pub fn new(b: &mut Builder<'_>, c: usize, y_dim: usize, h: usize) -> Result<Self> {
+        let conv = |b: &mut Builder<'_>, i: usize, c_in: usize, out: usize| {
+            b.conv2d(&format!("local_head.concat.l{i}"), [c_in, 1, 1], out, 1, 1, 0, true)
+        };
+        let l1 = conv(b, 1, c + y_dim, h);
+        let not_1x1 = Error::InvalidShape { what: "concat head", reason: "layer is not a 1x1 conv" };
+        let l2 = conv(b, 2, h, h).as_linear().ok_or(not_1x1)?;
+        let l3 = conv(b, 3, h, 1).as_linear().ok_or(not_1x1)?;
+        Ok(Self { c, y_dim, h, l1, l2, l3 })
     }
 
     /// Activations for `n` images of `p` locations.
@@ -162,7 +159,8 @@ impl ConcatHead {
         }
         Self::draw_perm(&mut acts.perm, seed, step);
         let fan1 = c + yd;
-        let w1 = &params[self.w1..self.w1 + h * fan1];
+        let mut ctx = Ctx::backward(params, grads);
+        let w1 = self.l1.w.of(params)?;
         let w1_l = MatRef::new(w1, h, c, fan1, 1)?;
         let w1_y = MatRef::new(&w1[c..], h, yd, fan1, 1)?;
         let lm = MatRef::row_major(local_rows, np, c)?;
@@ -171,7 +169,8 @@ impl ConcatHead {
         // Layer 1, split: A = L·W1_lᵀ, B = Y·W1_yᵀ + b1, row (i,p) = A[π·] + B[i].
         par::par_gemm(&mut acts.a, lm, w1_l.t(), false)?;
         par::par_gemm(&mut acts.b, ym, w1_y.t(), false)?;
-        let b1 = &params[self.b1..self.b1 + h];
+        let b1_id = self.l1.b.ok_or(Error::InvalidShape { what: "concat head", reason: "layer 1 has no bias" })?;
+        let b1 = b1_id.of(params)?;
         acts.b.par_chunks_mut(h).for_each(|row| k::linear::add_bias_rows(row, b1));
         {
             let (a, b, perm) = (&acts.a, &acts.b, &acts.perm);
@@ -193,13 +192,9 @@ impl ConcatHead {
         }
         // Layers 2 and 3.
         let rows = 2 * np;
-        let l2 = k::LinearShape::new(rows, h, h);
-        let l3 = k::LinearShape::new(rows, h, 1);
-        let (w2, b2) = (&params[self.w2..self.w2 + h * h], &params[self.b2..self.b2 + h]);
-        let (w3, b3) = (&params[self.w3..self.w3 + h], &params[self.b3..self.b3 + 1]);
-        par::linear_forward_par(&l2, &acts.h1, w2, Some(b2), &mut acts.h2)?;
-        acts.h2.par_chunks_mut(ELEMWISE_CHUNK).for_each(k::relu_inplace);
-        par::linear_forward_par(&l3, &acts.h2, w3, Some(b3), &mut acts.t)?;
+        self.l2.forward(&ctx, rows, &acts.h1, &mut acts.h2)?;
+        relu(&mut acts.h2);
+        self.l3.forward(&ctx, rows, &acts.h2, &mut acts.t)?;
 
         // Estimator.
         let stats = {
@@ -209,15 +204,9 @@ impl ConcatHead {
         };
 
         // Backward through layers 3 and 2.
-        {
-            let (dw3, db3) = two_mut(grads, self.w3..self.w3 + h, self.b3..self.b3 + 1)?;
-            par::linear_backward_par(&l3, &acts.h2, w3, &acts.dt, Some(&mut acts.dh2), dw3, Some(db3))?;
-        }
+        self.l3.backward(&mut ctx, rows, &acts.h2, &acts.dt, Some(&mut acts.dh2), false)?;
         relu_mask(&mut acts.dh2, &acts.h2);
-        {
-            let (dw2, db2) = two_mut(grads, self.w2..self.w2 + h * h, self.b2..self.b2 + h)?;
-            par::linear_backward_par(&l2, &acts.h1, w2, &acts.dh2, Some(&mut acts.dh1), dw2, Some(db2))?;
-        }
+        self.l2.backward(&mut ctx, rows, &acts.h1, &acts.dh2, Some(&mut acts.dh1), false)?;
         relu_mask(&mut acts.dh1, &acts.h1);
 
         // Layer 1: dA[j,p] = dZ⁺[j,p] + dZ⁻[π⁻¹(j),p]; dB[i] = Σ_p dZ⁺[i,p] + dZ⁻[i,p].
@@ -245,7 +234,7 @@ impl ConcatHead {
                 }
             });
         }
-        par::col_sums_add(&acts.db, &mut grads[self.b1..self.b1 + h]);
+        par::col_sums_add(&acts.db, b1_id.of_mut(ctx.grads)?);
         let dam = MatRef::row_major(&acts.da, np, h)?;
         let dbm = MatRef::row_major(&acts.db, n, h)?;
         par::par_gemm(d_local, dam, w1_l, false)?;
@@ -255,7 +244,7 @@ impl ConcatHead {
         for (d, &v) in d_y.iter_mut().zip(&acts.dy) {
             *d += v;
         }
-        let gw1 = &mut grads[self.w1..self.w1 + h * fan1];
+        let gw1 = self.l1.w.of_mut(ctx.grads)?;
         for ((row, dl), dy) in gw1.chunks_exact_mut(fan1).zip(acts.dw_l.chunks_exact(c)).zip(acts.dw_y.chunks_exact(yd))
         {
             for (g, &v) in row[..c].iter_mut().zip(dl) {

@@ -3,75 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, checked_product};
+pub use crate::model::{Fold, Layer};
 
-fn yes() -> bool {
-    true
-}
-
-/// One encoder layer. Conv and linear layers expand, in order, to
-/// `conv/linear → BN (if bn) → ReLU (if relu) → max-pool 3/2 (if pool)`
-/// (spec §2.1). A layer with BN has no bias.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Layer {
-    /// 2-d convolution.
-    Conv {
-        /// Output channels.
-        out: usize,
-        /// Square kernel size.
-        kernel: usize,
-        /// Stride.
-        stride: usize,
-        /// Zero padding.
-        padding: usize,
-        /// Batch norm after the conv.
-        #[serde(default = "yes")]
-        bn: bool,
-        /// ReLU after BN.
-        #[serde(default = "yes")]
-        relu: bool,
-        /// Max-pool (kernel 3, stride 2) at the end.
-        #[serde(default)]
-        pool: bool,
-    },
-    /// Fully connected layer (flattens a conv map channel-major first).
-    Linear {
-        /// Output features.
-        out: usize,
-        /// Batch norm after the linear map.
-        #[serde(default = "yes")]
-        bn: bool,
-        /// ReLU after BN.
-        #[serde(default = "yes")]
-        relu: bool,
-    },
-    /// ResNet bottleneck block (spec §2.5): `1×1 conv (planes) BN ReLU →
-    /// 3×3 conv (planes, stride, pad 1) BN ReLU → 1×1 conv (4·planes) BN`,
-    /// plus the input (identity) or, when the shape changes, a projection
-    /// `1×1 conv (4·planes, stride, no bias) BN`; ReLU after the sum.
-    Bottleneck {
-        /// Inner width C; the block outputs 4·C channels.
-        planes: usize,
-        /// Stride of the 3×3 conv (and of the projection).
-        stride: usize,
-    },
-}
-
-/// The crop stage of a folded encoder (spec §2.6): the input is cut into
-/// `crop×crop` crops `stride` apart, layers `0..=layer` run on every crop as
-/// a sample of its own, and the output of layer `layer` is folded into a
-/// map with one location per crop and `c·h·w` channels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fold {
-    /// Crop side.
-    pub crop: usize,
-    /// Distance between crops (the reference uses crop / 2).
-    pub stride: usize,
-    /// Index in `layers` of the last per-crop layer; its output is folded.
-    pub layer: usize,
-}
+use crate::error::{Error, Result};
 
 /// An encoder: input shape, layers, which layer is the local map, and the
 /// width of the global vector Y (a final linear layer with bias, no BN, no
@@ -242,110 +176,15 @@ impl EncoderConfig {
     /// fold; the fold layer's output before folding), and the crop grid.
     #[allow(clippy::type_complexity)]
     pub(crate) fn layer_io(&self) -> Result<(Vec<([usize; 3], [usize; 3])>, Option<(usize, usize)>)> {
-        let [c0, h0, w0] = self.input;
-        if c0 == 0 || h0 == 0 || w0 == 0 {
-            return Err(Error::ZeroSize { what: "encoder input" });
-        }
-        if self.layers.is_empty() {
-            return Err(Error::InvalidShape { what: "encoder", reason: "needs at least one layer" });
-        }
-        if self.y_dim == 0 {
-            return Err(Error::ZeroSize { what: "encoder y_dim" });
-        }
-        if self.local_layer >= self.layers.len() {
-            return Err(Error::InvalidShape { what: "encoder local_layer", reason: "index past the last layer" });
-        }
-        let mut cur = self.input;
-        let mut grid = None;
-        if let Some(f) = self.fold {
-            if f.crop == 0 || f.stride == 0 {
-                return Err(Error::ZeroSize { what: "encoder fold (crop and stride)" });
-            }
-            if f.crop > h0 || f.crop > w0 {
-                return Err(Error::InvalidShape { what: "encoder fold", reason: "crop is larger than the input" });
-            }
-            if f.layer >= self.layers.len() {
-                return Err(Error::InvalidShape { what: "encoder fold layer", reason: "index past the last layer" });
-            }
-            if self.local_layer < f.layer {
-                return Err(Error::InvalidShape {
-                    what: "encoder local_layer",
-                    reason: "comes before the fold (a per-crop map is not a local map)",
-                });
-            }
-            grid = Some(((h0 - f.crop) / f.stride + 1, (w0 - f.crop) / f.stride + 1));
-            cur = [c0, f.crop, f.crop];
-        }
-        let mut seen_linear = false;
-        let mut out = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let spatial = |seen_linear: bool| {
-                if seen_linear {
-                    return Err(Error::InvalidShape {
-                        what: "encoder",
-                        reason: "a conv or bottleneck layer follows a linear layer",
-                    });
-                }
-                Ok(())
-            };
-            let next = match *layer {
-                Layer::Conv { out: oc, kernel, stride, padding, pool, .. } => {
-                    spatial(seen_linear)?;
-                    if oc == 0 || kernel == 0 || stride == 0 {
-                        return Err(Error::ZeroSize { what: "encoder conv layer (out, kernel and stride)" });
-                    }
-                    let padded = |side: usize| padding.checked_mul(2).and_then(|p| side.checked_add(p));
-                    let (Some(ph), Some(pw)) = (padded(cur[1]), padded(cur[2])) else {
-                        return Err(Error::Overflow { what: "encoder conv layer padding" });
-                    };
-                    if kernel > ph || kernel > pw {
-                        return Err(Error::InvalidShape {
-                            what: "encoder conv layer",
-                            reason: "kernel is larger than the padded input",
-                        });
-                    }
-                    let (mut h, mut w) = ((ph - kernel) / stride + 1, (pw - kernel) / stride + 1);
-                    if pool {
-                        if h < 3 || w < 3 {
-                            return Err(Error::InvalidShape {
-                                what: "encoder pool",
-                                reason: "map smaller than the 3×3 window",
-                            });
-                        }
-                        h = (h - 3) / 2 + 1;
-                        w = (w - 3) / 2 + 1;
-                    }
-                    [oc, h, w]
-                }
-                Layer::Bottleneck { planes, stride } => {
-                    spatial(seen_linear)?;
-                    if planes == 0 || stride == 0 {
-                        return Err(Error::ZeroSize { what: "encoder bottleneck (planes and stride)" });
-                    }
-                    let oc = planes.checked_mul(4).ok_or(Error::Overflow { what: "encoder bottleneck planes" })?;
-                    // 3×3, pad 1: floor((h + 2 − 3)/s) + 1.
-                    [oc, (cur[1] - 1) / stride + 1, (cur[2] - 1) / stride + 1]
-                }
-                Layer::Linear { out: o, .. } => {
-                    if o == 0 {
-                        return Err(Error::ZeroSize { what: "encoder linear layer out" });
-                    }
-                    seen_linear = true;
-                    [o, 1, 1]
-                }
-            };
-            out.push((cur, next));
-            cur = next;
-            if let (Some(f), Some((gh, gw))) = (self.fold, grid)
-                && f.layer == i
-            {
-                let ch = checked_product("fold channels", &next)?;
-                cur = [ch, gh, gw];
-                // The folded map is a conv map again.
-                seen_linear = false;
-            }
-        }
+        let walk = self.walk()?;
+        let grid = walk.grid();
+        let out = walk.map(|io| io.map(|io| (io.input, io.out))).collect::<Result<Vec<_>>>()?;
         Ok((out, grid))
+    }
+
+    /// The walk over the layers ([`crate::model::Walk`]): shapes and names.
+    pub fn walk(&self) -> Result<crate::model::Walk<'_>> {
+        crate::model::Walk::new(self.input, &self.layers, self.fold, self.local_layer, self.y_dim)
     }
 
     /// A lower bound on the encoder's weights (conv and linear matrices and

@@ -12,6 +12,7 @@ use crate::dim::block::{Block, BlockActs, Mode, add_assign_par};
 use crate::dim::config::{EncoderConfig, Layer};
 use crate::error::{Error, Result, check_len};
 use crate::kernels as k;
+use crate::model::Stem;
 use crate::nn::Builder;
 use crate::params::ParamTable;
 
@@ -69,9 +70,8 @@ impl EncoderActs {
     }
 }
 
-/// Blocks for layers `from..` of `cfg` (fresh tensors under `prefix`, named
-/// as in the encoder: layer i is `conv{i+1}`/`bn{i+1}`, a bottleneck
-/// `block{i+1}.*`, linear layers `fc` or `fc{k}`). Global DIM builds its
+/// Blocks for layers `from..` of `cfg`, fresh tensors under `prefix` named
+/// by the model description (`crate::model::Stem`). Global DIM builds its
 /// tower with `from = local_layer + 1`.
 pub(crate) fn build_blocks(
     cfg: &EncoderConfig,
@@ -80,23 +80,13 @@ pub(crate) fn build_blocks(
     params: &mut ParamTable,
     buffers: &mut ParamTable,
 ) -> Result<Vec<Block>> {
-    let (io, _) = cfg.layer_io()?;
-    let n_linear = cfg.layers.iter().filter(|l| matches!(l, Layer::Linear { .. })).count();
     let mut blocks = Vec::with_capacity(cfg.layers.len());
-    let mut linear_idx = cfg.layers[..from].iter().filter(|l| matches!(l, Layer::Linear { .. })).count();
     let mut b = Builder::new(params, buffers);
-    for (i, layer) in cfg.layers.iter().enumerate().skip(from) {
-        let (cur, want) = io[i];
-        let name = match layer {
-            Layer::Conv { .. } => format!("{prefix}conv{}", i + 1),
-            Layer::Linear { .. } => {
-                linear_idx += 1;
-                if n_linear == 1 { format!("{prefix}fc") } else { format!("{prefix}fc{linear_idx}") }
-            }
-            Layer::Bottleneck { .. } => format!("{prefix}block{}", i + 1),
-        };
-        let block = Block::new(&mut b, &name, &format!("{prefix}bn{}", i + 1), cur, *layer);
-        if block.out != want {
+    for (io, layer) in cfg.walk()?.zip(&cfg.layers).skip(from) {
+        let io = io?;
+        let (name, bn) = (format!("{prefix}{}", io.stem), format!("{prefix}{}", io.bn_name()));
+        let block = Block::new(&mut b, &name, &bn, io.input, *layer);
+        if block.out != io.out {
             return Err(Error::InvalidShape { what: "encoder", reason: "block shape disagrees with the config walk" });
         }
         blocks.push(block);
@@ -116,13 +106,8 @@ impl Encoder {
         let shapes = cfg.shapes()?;
         let blocks = build_blocks(cfg, 0, prefix, params, buffers)?;
         let last = shapes.last().map_or(0, |s| s.iter().product());
-        let out = Block::new(
-            &mut Builder::new(params, buffers),
-            &format!("{prefix}out"),
-            "",
-            [last, 1, 1],
-            plain_linear(cfg.y_dim),
-        );
+        let name = format!("{prefix}{}", Stem::Out);
+        let out = Block::new(&mut Builder::new(params, buffers), &name, "", [last, 1, 1], plain_linear(cfg.y_dim));
         let fold = match (cfg.fold, cfg.crop_grid()?) {
             (Some(f), Some((grid_h, grid_w))) => {
                 let [c, h, w] = blocks[f.layer].out;

@@ -16,6 +16,8 @@ use crate::dim::prior::{Prior, PriorConfig, PriorStats};
 use crate::error::{Error, Result, check_len};
 use crate::kernels::par::{map_to_rows, rows_to_map};
 use crate::kernels::{MatRef, par};
+use crate::model::ENCODER_PREFIX;
+use crate::nn::Builder;
 use crate::params::ParamTable;
 
 /// A DIM model with its parameters.
@@ -102,12 +104,14 @@ impl Dim {
         let enc_cfg: EncoderConfig = cfg.validate()?;
         let mut table = ParamTable::new();
         let mut buffer_table = ParamTable::new();
-        let encoder = Encoder::build(&enc_cfg, "encoder.", &mut table, &mut buffer_table)?;
+        let encoder = Encoder::build(&enc_cfg, ENCODER_PREFIX, &mut table, &mut buffer_table)?;
         let [c, _, _] = encoder.local_shape();
         let d = cfg.mi_units;
         let dot = cfg.head == HeadKind::Dot;
         let local_head = dot.then(|| MiHead::new(&mut table, &mut buffer_table, "local_head", c, d));
-        let concat = (!dot).then(|| ConcatHead::new(&mut table, c, enc_cfg.y_dim, d));
+        let concat = (!dot)
+            .then(|| ConcatHead::new(&mut Builder::new(&mut table, &mut buffer_table), c, enc_cfg.y_dim, d))
+            .transpose()?;
         let multi = cfg.globals.map(|g| {
             MultiGlobalNet::new(
                 &mut table,

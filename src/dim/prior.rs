@@ -48,10 +48,11 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
-use crate::kernels::par::{self, par_gemm};
-use crate::kernels::{Float, LinearShape, MatRef, relu_inplace, sigmoid, softplus};
+use crate::kernels::par::par_gemm;
+use crate::kernels::{Float, MatRef, relu_inplace, sigmoid, softplus};
+use crate::nn::{Builder, Ctx, Linear, Mode};
 use crate::optim::{AdamConfig, adam_step_par};
-use crate::params::{Init, ParamTable};
+use crate::params::ParamTable;
 use crate::rng::Rng;
 
 /// Adam runs over chunks of this many parameters in parallel (element-wise,
@@ -109,12 +110,8 @@ pub struct DiscLayout {
     pub h1: usize,
     /// Second hidden width.
     pub h2: usize,
-    w1: usize,
-    b1: usize,
-    w2: usize,
-    b2: usize,
-    w3: usize,
-    b3: usize,
+    /// The three linear layers (`disc.0`, `disc.2`, `disc.4`).
+    layers: [Linear; 3],
     len: usize,
 }
 
@@ -132,15 +129,12 @@ impl DiscLayout {
             .iter()
             .try_fold(n1, |acc, &v| acc.checked_add(v))
             .ok_or(Error::Overflow { what: "prior discriminator parameters" })?;
-        let mut t = ParamTable::new();
-        let w1 = t.push("prior.disc.0.weight", &[h1, y_dim], Init::FanIn(y_dim));
-        let b1 = t.push("prior.disc.0.bias", &[h1], Init::FanIn(y_dim));
-        let w2 = t.push("prior.disc.2.weight", &[h2, h1], Init::FanIn(h1));
-        let b2 = t.push("prior.disc.2.bias", &[h2], Init::FanIn(h1));
-        let w3 = t.push("prior.disc.4.weight", &[1, h2], Init::FanIn(h2));
-        let b3 = t.push("prior.disc.4.bias", &[1], Init::FanIn(h2));
+        let (mut t, mut no_buffers) = (ParamTable::new(), ParamTable::new());
+        let mut b = Builder::new(&mut t, &mut no_buffers);
+        let layers = [(0, y_dim, h1), (2, h1, h2), (4, h2, 1)]
+            .map(|(i, fan, out)| b.linear(&format!("prior.disc.{i}"), fan, out, true));
         let len = t.len();
-        Ok((Self { y_dim, h1, h2, w1, b1, w2, b2, w3, b3, len }, t))
+        Ok((Self { y_dim, h1, h2, layers, len }, t))
     }
 
     /// Total parameter count.
@@ -153,23 +147,32 @@ impl DiscLayout {
         self.len == 0
     }
 
+    /// The tensors' lengths, in table order (weight, bias per layer; they
+    /// tile the table without gaps).
+    fn lens(&self) -> [usize; 6] {
+        let [a, b, c] = self.layers.map(|l| (l.w.len(), l.b.map_or(0, |b| b.len())));
+        [a.0, a.1, b.0, b.1, c.0, c.1]
+    }
+
     /// The six tensors, in table order.
     fn split<'a, T>(&self, p: &'a [T]) -> [&'a [T]; 6] {
-        let (w1, r) = p.split_at(self.b1 - self.w1);
-        let (b1, r) = r.split_at(self.w2 - self.b1);
-        let (w2, r) = r.split_at(self.b2 - self.w2);
-        let (b2, r) = r.split_at(self.w3 - self.b2);
-        let (w3, b3) = r.split_at(self.b3 - self.w3);
+        let [n0, n1, n2, n3, n4, _] = self.lens();
+        let (w1, r) = p.split_at(n0);
+        let (b1, r) = r.split_at(n1);
+        let (w2, r) = r.split_at(n2);
+        let (b2, r) = r.split_at(n3);
+        let (w3, b3) = r.split_at(n4);
         [w1, b1, w2, b2, w3, b3]
     }
 
     /// The six gradient tensors, in table order.
     fn split_mut<'a, T>(&self, p: &'a mut [T]) -> [&'a mut [T]; 6] {
-        let (w1, r) = p.split_at_mut(self.b1 - self.w1);
-        let (b1, r) = r.split_at_mut(self.w2 - self.b1);
-        let (w2, r) = r.split_at_mut(self.b2 - self.w2);
-        let (b2, r) = r.split_at_mut(self.w3 - self.b2);
-        let (w3, b3) = r.split_at_mut(self.b3 - self.w3);
+        let [n0, n1, n2, n3, n4, _] = self.lens();
+        let (w1, r) = p.split_at_mut(n0);
+        let (b1, r) = r.split_at_mut(n1);
+        let (w2, r) = r.split_at_mut(n2);
+        let (b2, r) = r.split_at_mut(n3);
+        let (w3, b3) = r.split_at_mut(n4);
         [w1, b1, w2, b2, w3, b3]
     }
 
@@ -229,10 +232,11 @@ impl<T: Float> DiscScratch<T> {
 
 /// Forward over the rows in `sc.u`: fills `a1`, `a2`, `logit`.
 fn forward<T: Float>(lay: &DiscLayout, params: &[T], sc: &mut DiscScratch<T>, r: usize) -> Result<()> {
-    let [w1, b1, w2, b2, w3, b3] = lay.split(params);
-    par::linear_forward_par(&LinearShape::new(r, lay.y_dim, lay.h1), &sc.u, w1, Some(b1), &mut sc.a1)?;
+    let [.., w3, b3] = lay.split(params);
+    let ctx = Ctx { params, grads: &mut [], buffers: &mut [], mode: Mode::Train };
+    lay.layers[0].forward(&ctx, r, &sc.u, &mut sc.a1)?;
     relu_inplace(&mut sc.a1);
-    par::linear_forward_par(&LinearShape::new(r, lay.h1, lay.h2), &sc.a1, w2, Some(b2), &mut sc.a2)?;
+    lay.layers[1].forward(&ctx, r, &sc.a1, &mut sc.a2)?;
     relu_inplace(&mut sc.a2);
     for (l, a) in sc.logit.iter_mut().zip(sc.a2.chunks_exact(lay.h2)) {
         *l = a.iter().zip(w3).map(|(&x, &w)| x * w).sum::<T>() + b3[0];

@@ -49,6 +49,16 @@ impl LayerSpec {
     pub const fn linear(out: usize) -> Self {
         LayerSpec::Linear { out, relu: true }
     }
+
+    /// The layer in the model description (BN folded away).
+    pub const fn to_layer(self) -> crate::model::Layer {
+        match self {
+            LayerSpec::Conv { out, kernel, stride, padding, relu, pool } => {
+                crate::model::Layer::Conv { out, kernel, stride, padding, bn: false, relu, pool }
+            }
+            LayerSpec::Linear { out, relu } => crate::model::Layer::Linear { out, bn: false, relu },
+        }
+    }
 }
 
 /// An encoder: input `[c, h, w]`, layers, the local layer and Y's width.

@@ -26,6 +26,7 @@ use crate::kernels::linear::add_bias_rows;
 use crate::kernels::linear::{HalfKind, dot4_half};
 use crate::kernels::{Conv2dShape, ConvDims, MatRef, MaxPoolShape};
 use crate::kernels::{dot, dot4, max_pool_forward_values, relu_inplace};
+use crate::model::{ENCODER_PREFIX, Layer, Stem, Walk};
 
 /// Elements of each GEMM packing buffer (16 KiB of f32): microcontroller-sized.
 pub const WEIGHT_TILE: usize = 4096;
@@ -80,15 +81,6 @@ enum Op {
     /// Shape at batch 1 (the batch loop is ours).
     Conv(Conv2dShape, ConvDims),
     Linear,
-}
-
-/// Tensor name stem: `encoder.conv{i}`, `encoder.fc`, `encoder.fc{i}`, `encoder.out`.
-#[derive(Clone, Copy, Debug)]
-enum Stem {
-    Conv(usize),
-    Fc,
-    FcN(usize),
-    Out,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -186,25 +178,28 @@ impl Plan {
             return Err(bad("y_dim must be at least 1"));
         }
         let layers = arch.layers();
-        let n_linear = layers.iter().filter(|l| matches!(l, LayerSpec::Linear { .. })).count();
+        // The model description's walk names every layer and checks the
+        // order and the shapes; the plan below adds the kernels' dimensions.
+        let mut model = [Layer::Linear { out: 0, bn: false, relu: false }; MAX_LAYERS];
+        for (m, l) in model.iter_mut().zip(layers) {
+            *m = l.to_layer();
+        }
+        let mut walk = Walk::new(arch.input(), &model[..layers.len()], None, arch.local_layer(), arch.y_dim())?;
         let mut steps = [EMPTY_STEP; MAX_LAYERS + 1];
         let mut cur = arch.input();
         let mut in_len = mul(mul(c0, h0)?, w0)?;
-        let mut seen_linear = false;
-        let mut linear_idx = 0;
         let y = LayerSpec::Linear { out: arch.y_dim(), relu: false };
         for (i, spec) in layers.iter().chain(core::iter::once(&y)).enumerate() {
-            let is_y = i == layers.len();
-            let mut st = Step { in_len, ..EMPTY_STEP };
+            let io = match walk.next() {
+                Some(io) => Some(io?),
+                None => None,
+            };
+            let mut st = Step { in_len, stem: io.map_or(Stem::Out, |io| io.stem), ..EMPTY_STEP };
             match *spec {
                 LayerSpec::Conv { out, kernel, stride, padding, relu, pool } => {
-                    if seen_linear {
-                        return Err(bad("a conv layer follows a linear layer"));
-                    }
                     let s = Conv2dShape::new(1, cur[0], (cur[1], cur[2]), out, kernel, stride, padding);
                     let d = s.validate()?;
                     st.op = Op::Conv(s, d);
-                    st.stem = Stem::Conv(i + 1);
                     (st.rows, st.k, st.w_shape) = (out, d.col_rows, [out, cur[0], kernel, kernel]);
                     st.relu = relu;
                     st.pre_len = d.out_len;
@@ -220,19 +215,15 @@ impl Plan {
                     if out == 0 {
                         return Err(bad("linear layers need at least 1 output"));
                     }
-                    seen_linear = true;
                     st.op = Op::Linear;
-                    st.stem = if is_y {
-                        Stem::Out
-                    } else {
-                        linear_idx += 1;
-                        if n_linear == 1 { Stem::Fc } else { Stem::FcN(linear_idx) }
-                    };
                     (st.rows, st.k, st.w_shape) = (out, in_len, [out, in_len, 0, 0]);
                     st.relu = relu;
                     st.pre_len = out;
                     cur = [out, 1, 1];
                 }
+            }
+            if io.is_some_and(|io| io.out != cur) {
+                return Err(bad("layer shapes disagree with the model walk"));
             }
             st.out_len = mul(mul(cur[0], cur[1])?, cur[2])?;
             let gemm_n = match st.op {
@@ -434,12 +425,7 @@ impl Plan {
         let rank = if matches!(st.op, Op::Conv(..)) { 4 } else { 2 };
         let get = |part: &'static str, shape: &[usize]| {
             let mut name = NameBuf::default();
-            let ok = match st.stem {
-                Stem::Conv(k) => write!(name, "encoder.conv{k}.{part}"),
-                Stem::Fc => write!(name, "encoder.fc.{part}"),
-                Stem::FcN(k) => write!(name, "encoder.fc{k}.{part}"),
-                Stem::Out => write!(name, "encoder.out.{part}"),
-            };
+            let ok = write!(name, "{ENCODER_PREFIX}{}.{part}", st.stem);
             let t =
                 ok.ok().and_then(|_| w.tensor(name.as_str())).ok_or(InferError::MissingTensor { layer: i, part })?;
             if !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {

@@ -16,10 +16,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::dim::block::Block;
 use crate::dim::{Dim, EncoderConfig};
 use crate::infer::{FORMAT, FORMAT_VERSION};
 use crate::kernels::NORM_EPS;
+use crate::model::{ENCODER_PREFIX, Stem};
 use crate::train::checkpoint;
 use crate::train::error::{Result, TrainError};
 
@@ -77,28 +77,22 @@ struct Named {
 /// The text the `input_normalization` metadata key holds.
 pub const INPUT_NORMALIZATION: &str = "(x / 255 - 0.5) / 0.5 per 8-bit pixel, NCHW, range [-1, 1]";
 
-fn name_at(model: &Dim, offset: usize, suffix: &str) -> Result<String> {
-    model
-        .table
-        .entries()
-        .iter()
-        .find(|e| e.offset == offset && e.name.ends_with(suffix))
-        .and_then(|e| e.name.strip_suffix(suffix))
-        .map(str::to_owned)
-        .ok_or_else(|| TrainError::Config(format!("encoder tensor at offset {offset} has no {suffix} name")))
-}
-
 /// The encoder's tensors, folded or not, in encoder order.
 fn encoder_tensors(model: &Dim, folded: bool) -> Result<Vec<Named>> {
     let enc = &model.encoder;
     if let Some(reason) = enc.inference_unsupported() {
         return Err(TrainError::Unsupported(reason));
     }
-    let blocks: Vec<&Block> = enc.blocks.iter().chain(core::iter::once(&enc.out)).collect();
+    // Names from the model description: each layer's stem and its BN's.
+    let mut names = Vec::with_capacity(enc.blocks.len() + 1);
+    for io in enc.cfg.walk()? {
+        let io = io?;
+        names.push((format!("{ENCODER_PREFIX}{}", io.stem), format!("{ENCODER_PREFIX}{}", io.bn_name())));
+    }
+    names.push((format!("{ENCODER_PREFIX}{}", Stem::Out), String::new()));
     let mut out = Vec::new();
-    for b in blocks {
+    for (b, (stem, bn_stem)) in enc.blocks.iter().chain(core::iter::once(&enc.out)).zip(names) {
         let (wid, bid) = b.weight_and_bias().ok_or(TrainError::Unsupported("bottleneck blocks"))?;
-        let stem = name_at(model, wid.range().start, ".weight")?;
         let rows = b.pre[0];
         let w = &model.params[wid.range()];
         let w_shape = model
@@ -141,7 +135,6 @@ fn encoder_tensors(model: &Dim, folded: bool) -> Result<Vec<Named>> {
                     None => {}
                 }
                 if let Some(bn) = bn {
-                    let bn_stem = name_at(model, bn.gamma.range().start, ".weight")?;
                     let pieces = [
                         ("weight", &model.params[bn.gamma.range()]),
                         ("bias", &model.params[bn.beta.range()]),

@@ -1,6 +1,6 @@
 //! 2-d convolution over NCHW, PyTorch's `nn.Conv2d` layout (OIHW weights).
 
-use super::{Ctx, ParamId, ops, two_mut};
+use super::{Ctx, Linear, ParamId, ops, two_mut};
 use crate::error::Result;
 use crate::kernels::{Conv2dShape, Float};
 
@@ -35,6 +35,18 @@ impl Conv2d {
         let [_, h, w] = self.in_shape;
         let side = |s: usize| (s + 2 * self.padding - self.kernel) / self.stride + 1;
         [self.out_c, side(h), side(w)]
+    }
+
+    /// A 1×1 conv over a 1×1 map is a linear layer over rows: the same
+    /// tensors (OIHW `[out, in, 1, 1]` is `[out, in]`), run as one.
+    pub fn as_linear(&self) -> Option<Linear> {
+        let unit = self.kernel == 1 && self.stride == 1 && self.padding == 0;
+        (unit && self.in_shape[1] == 1 && self.in_shape[2] == 1).then_some(Linear {
+            in_f: self.in_shape[0],
+            out_f: self.out_c,
+            w: self.w,
+            b: self.b,
+        })
     }
 
     /// `y = conv(x) (+ b)` for `n` images; `cols` (the shape's
