@@ -29,16 +29,14 @@ fn setup<U>(rng: &mut Rng, declare: impl FnOnce(&mut Builder<'_>) -> U) -> (Setu
     (Setup { table, buffers, p, b }, unit)
 }
 
+/// A unit's forward: (parameters, input, buffers) → output.
+type Forward<'a> = &'a dyn Fn(&[f64], &[f64], &mut [f64]) -> Vec<f64>;
+/// A unit's backward: (parameters, input, buffers, dy) → (parameter gradients, dx).
+type Backward<'a> = &'a dyn Fn(&[f64], &[f64], &mut [f64], &[f64]) -> (Vec<f64>, Vec<f64>);
+
 /// The scalar `Σ y·r` and the gradient check of a unit whose backward, fed
 /// `dy = r`, fills `grads` and `dx`.
-fn check_unit(
-    what: &str,
-    s: &Setup,
-    x: &[f64],
-    rng: &mut Rng,
-    fwd: &dyn Fn(&[f64], &[f64], &mut [f64]) -> Vec<f64>,
-    bwd: &dyn Fn(&[f64], &[f64], &mut [f64], &[f64]) -> (Vec<f64>, Vec<f64>),
-) {
+fn check_unit(what: &str, s: &Setup, x: &[f64], rng: &mut Rng, fwd: Forward<'_>, bwd: Backward<'_>) {
     let mut buffers = s.b.clone();
     let y = fwd(&s.p, x, &mut buffers);
     let r = rng.vec(y.len());
@@ -203,6 +201,43 @@ proptest! {
         };
         check_unit("mlp", &s, &x, &mut rng, &fwd, &bwd);
     }
+}
+
+proptest! {
+    #![proptest_config(common::cfg(24))]
+
+    #[test]
+    fn affine_gradients_and_reference(n in 1usize..4, c in 1usize..5, sp in 1usize..5, seed: u64) {
+        let mut rng = Rng(seed);
+        let (s, af) = setup(&mut rng, |b| b.affine("scale", c));
+        let names: Vec<_> = s.table.entries().iter().map(|e| (e.name.clone(), e.shape.clone())).collect();
+        prop_assert_eq!(names, [("scale.weight".to_string(), vec![c]), ("scale.bias".to_string(), vec![c])]);
+        let ns = NormShape::new(n, c, sp);
+        let x = rng.vec(n * c * sp);
+        let fwd = |p: &[f64], x: &[f64], _: &mut [f64]| {
+            let mut y = vec![0.0; x.len()];
+            af.forward(&Ctx::forward(p, &mut [], Mode::Train), &ns, x, &mut y).unwrap();
+            y
+        };
+        let (g, b) = (&s.p[af.gamma.range()], &s.p[af.beta.range()]);
+        let want: Vec<f64> = (0..x.len()).map(|i| g[i / sp % c] * x[i] + b[i / sp % c]).collect();
+        common::assert_close("affine", &fwd(&s.p, &x, &mut []), &want, 1e-15);
+        let bwd = |p: &[f64], x: &[f64], _: &mut [f64], dy: &[f64]| {
+            let (mut gr, mut dx) = (vec![0.0; p.len()], vec![0.0; x.len()]);
+            af.backward(&mut Ctx::backward(p, &mut gr), &ns, x, dy, Some(&mut dx)).unwrap();
+            (gr, dx)
+        };
+        check_unit("affine", &s, &x, &mut rng, &fwd, &bwd);
+    }
+}
+
+#[test]
+fn affine_refuses_a_shape_of_other_channels() {
+    let mut rng = Rng(4);
+    let (s, af) = setup(&mut rng, |b| b.affine("a", 3));
+    let (x, mut y) = (vec![0.0; 8], vec![0.0; 8]);
+    let r = af.forward(&Ctx::forward(&s.p, &mut [], Mode::Train), &NormShape::new(2, 4, 1), &x, &mut y);
+    assert!(r.is_err());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Declaring units: each registers its tensors by name in the model's
 //! parameter and buffer tables, in PyTorch's `state_dict` order.
 
-use super::{BatchNorm, BufferId, Conv2d, LayerNorm, Linear, Mlp, ParamId};
+use super::{Affine, BatchNorm, BufferId, Conv2d, LayerNorm, Linear, Mlp, ParamId};
 use crate::params::{Init, ParamTable};
 
 /// Registers units' tensors into a parameter table and a buffer table.
@@ -74,6 +74,15 @@ impl<'t> Builder<'t> {
     /// `{name}.{weight,bias}`.
     pub fn layer_norm(&mut self, name: &str, c: usize) -> LayerNorm {
         LayerNorm {
+            c,
+            gamma: self.param(format!("{name}.weight"), &[c], Init::Ones),
+            beta: self.param(format!("{name}.bias"), &[c], Init::Zeros),
+        }
+    }
+
+    /// `{name}.{weight,bias}`, starting as the identity (γ 1, β 0).
+    pub fn affine(&mut self, name: &str, c: usize) -> Affine {
+        Affine {
             c,
             gamma: self.param(format!("{name}.weight"), &[c], Init::Ones),
             beta: self.param(format!("{name}.bias"), &[c], Init::Zeros),

@@ -12,6 +12,7 @@
 //! (`kernels::par`, bitwise identical for any thread count), without it the
 //! serial ones.
 
+mod affine;
 #[cfg(feature = "train")]
 mod build;
 mod conv;
@@ -21,6 +22,7 @@ mod mlp;
 mod norm;
 pub(crate) mod ops;
 
+pub use affine::Affine;
 #[cfg(feature = "train")]
 pub use build::Builder;
 pub use conv::Conv2d;
