@@ -91,12 +91,12 @@ pub fn adam_step(
 }
 
 /// Elements per task of [`adam_step_par`].
-#[cfg(feature = "train")]
+#[cfg(feature = "parallel")]
 const PAR_CHUNK: usize = 1 << 16;
 
 /// [`adam_step`] across cores in fixed chunks: the update is element-wise,
 /// so any split gives the same bits as one serial call.
-#[cfg(feature = "train")]
+#[cfg(feature = "parallel")]
 pub fn adam_step_par(
     cfg: &AdamConfig,
     t: u64,

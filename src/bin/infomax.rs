@@ -431,74 +431,19 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
 /// allocation-free inference path from the exported bytes, and checks Y
 /// against the training path's eval-mode forward.
 fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainError> {
-    use infomax::infer::{Arch, Plan, Weights, normalize_into};
     let test = data.load(Split::Test)?;
-    let reference = train::extract_features(model, &test, 500)?.y.1;
-    let y_dim = model.encoder.cfg.y_dim;
-    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
     println!("\nExported encoder, run through the no-alloc inference path on {} test images:", test.n);
-    let model = &*model;
-    let check = |dtype: ExportDtype| -> Result<String, TrainError> {
-        let path = out.join(format!("encoder-{}.safetensors", dtype.name()));
-        let bytes = export::to_bytes(model, dtype, true, &[])?;
-        checkpoint::write_atomic(&path, &bytes)?;
-        let bad = |e: infomax::infer::InferError| TrainError::Format { path: path.clone(), reason: e.to_string() };
-        let weights = Weights::<32>::parse(&bytes).map_err(bad)?;
-        // A server-sized weight tile (1 Mi f32) and batches of up to 100
-        // images: the weights are converted once per batch, not per image.
-        let arch = Arch::from_weights(&weights).map_err(bad)?;
-        let batch = test.n.clamp(1, 100);
-        let img: usize = arch.input().iter().product();
-        let plans = [Plan::with_weight_tile(&arch, batch, 1 << 20).map_err(bad)?, {
-            let rest = (test.n % batch).max(1);
-            Plan::with_weight_tile(&arch, rest, 1 << 20).map_err(bad)?
-        }];
-        // The application's buffers, allocated once; `encode` itself allocates nothing.
-        let mut scratch = vec![0f32; plans[0].scratch_len().max(plans[1].scratch_len())];
-        let mut input = vec![0f32; batch * img];
-        let mut y = vec![0f32; batch * y_dim];
-        let t0 = std::time::Instant::now();
-        let mut err = 0f32;
-        for (c, chunk) in test.images[..test.n * img].chunks(batch * img).enumerate() {
-            let plan = if chunk.len() == batch * img { &plans[0] } else { &plans[1] };
-            let k = chunk.len() / img;
-            normalize_into(chunk, &mut input[..k * img]).map_err(bad)?;
-            plan.encode(&weights, &input[..k * img], &mut scratch, &mut y[..k * y_dim]).map_err(bad)?;
-            let want = &reference[c * batch * y_dim..c * batch * y_dim + k * y_dim];
-            for (a, b) in y[..k * y_dim].iter().zip(want) {
-                err = err.max((a - b).abs());
-            }
-        }
-        let us = t0.elapsed().as_secs_f64() * 1e6 / test.n.max(1) as f64;
-        let tol = if dtype == ExportDtype::F32 { 1e-5 } else { 2e-3 };
-        if err > tol * scale {
-            return Err(TrainError::Format {
-                path,
-                reason: format!(
-                    "the inference path's Y differs from training's by {err:e} (tolerance {tol:e} of scale)"
-                ),
-            });
-        }
-        Ok(format!(
-            "  {}: {} bytes, scratch {} B at batch {batch}, {:.0} µs/image on one thread, max |ΔY| {:.1e} of max |Y| {:.2}",
-            path.display(),
-            bytes.len(),
-            4 * plans[0].scratch_len(),
-            us,
-            err,
-            scale
-        ))
-    };
-    // One thread per file: each check is single-threaded (the embedded
-    // path), so the two run side by side; lines print in a fixed order.
-    let (f32_line, f16_line) = std::thread::scope(|sc| {
-        let f16 = sc.spawn(|| check(ExportDtype::F16));
-        let f32 = check(ExportDtype::F32);
-        (f32, f16.join())
-    });
-    let f16_line = f16_line.map_err(|_| TrainError::Config("the f16 inference check panicked".into()))?;
-    for line in [f32_line, f16_line] {
-        println!("{}", line?);
+    for c in infomax::io::deploy(model, &test, out)? {
+        println!(
+            "  {}: {} bytes, scratch {} B at batch {}, {:.0} µs/image on one thread, max |ΔY| {:.1e} of max |Y| {:.2}",
+            c.path.display(),
+            c.bytes,
+            c.scratch_bytes,
+            c.batch,
+            c.us_per_image,
+            c.max_abs_err,
+            c.scale
+        );
     }
     Ok(())
 }

@@ -1,6 +1,9 @@
-//! File formats written for users (feature `train`): the inference export.
-//! Reading an inference file needs no `std`: see [`crate::infer`].
+//! File formats written for users (feature `train`): the inference export,
+//! and its check through the inference path. Reading an inference file
+//! needs no `std`: see [`crate::infer`].
 
+pub mod deploy;
 pub mod export;
 
+pub use deploy::{ExportCheck, deploy, export_and_check};
 pub use export::{ExportDtype, ExportSummary, export, to_bytes};

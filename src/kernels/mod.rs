@@ -18,7 +18,7 @@ pub mod gemm;
 pub mod linear;
 pub mod loss;
 pub mod norm;
-#[cfg(feature = "train")]
+#[cfg(feature = "parallel")]
 pub mod par;
 pub mod pool;
 

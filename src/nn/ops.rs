@@ -1,32 +1,32 @@
 //! The kernels the units run: the multicore drivers with feature `train`,
 //! the serial kernels without (`no_std`). Same arguments either way.
 
-#[cfg(feature = "train")]
+#[cfg(feature = "parallel")]
 pub(crate) use crate::kernels::par::{
     batch_norm_train_backward_par as batch_norm_train_backward,
     batch_norm_train_forward_par as batch_norm_train_forward, layer_norm_backward_par as layer_norm_backward,
     layer_norm_forward_par as layer_norm_forward, linear_backward_par_into as linear_backward_into,
     linear_forward_par as linear_forward, par_gemm,
 };
-#[cfg(not(feature = "train"))]
+#[cfg(not(feature = "parallel"))]
 pub(crate) use crate::kernels::{
     batch_norm_train_backward, batch_norm_train_forward, layer_norm_backward, layer_norm_forward, linear_forward,
 };
 
 use crate::error::Result;
-#[cfg(not(feature = "train"))]
+#[cfg(not(feature = "parallel"))]
 use crate::kernels::MatRef;
 use crate::kernels::{Conv2dShape, Float};
 
 /// `c (+)= a·b` for a dense row-major `c`, serially.
-#[cfg(not(feature = "train"))]
+#[cfg(not(feature = "parallel"))]
 pub(crate) fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) -> Result<()> {
     let m = crate::kernels::MatMut::row_major(c, a.rows(), b.cols())?;
     crate::kernels::gemm(m, a, b, accumulate)
 }
 
 /// Linear backward, adding into `dx` when `dx_accumulate`.
-#[cfg(not(feature = "train"))]
+#[cfg(not(feature = "parallel"))]
 #[allow(clippy::too_many_arguments)] // the kernel's arguments plus the accumulate flag
 pub(crate) fn linear_backward_into<T: Float>(
     s: &crate::kernels::LinearShape,
@@ -54,11 +54,11 @@ pub(crate) fn conv2d_forward<T: Float>(
     y: &mut [T],
     cols: &mut [T],
 ) -> Result<()> {
-    #[cfg(feature = "train")]
+    #[cfg(feature = "parallel")]
     {
         crate::kernels::par::conv2d_forward_par(s, x, w, bias, y, cols)
     }
-    #[cfg(not(feature = "train"))]
+    #[cfg(not(feature = "parallel"))]
     {
         crate::kernels::conv2d_forward(s, x, w, bias, y, cols)
     }
@@ -77,29 +77,29 @@ pub(crate) fn conv2d_backward<T: Float>(
     dw: &mut [T],
     db: Option<&mut [T]>,
 ) -> Result<()> {
-    #[cfg(feature = "train")]
+    #[cfg(feature = "parallel")]
     {
         let _ = x;
         crate::kernels::par::conv2d_backward_par(s, cols, w, dy, dx, dw, db)
     }
-    #[cfg(not(feature = "train"))]
+    #[cfg(not(feature = "parallel"))]
     {
         crate::kernels::conv2d_backward(s, x, w, dy, dx, dw, db, cols)
     }
 }
 
 /// Elements per task of the element-wise passes (any split: same bits).
-#[cfg(feature = "train")]
+#[cfg(feature = "parallel")]
 pub(crate) const CHUNK: usize = 1 << 14;
 
 /// In-place ReLU.
 pub(crate) fn relu<T: Float>(v: &mut [T]) {
-    #[cfg(feature = "train")]
+    #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
         v.par_chunks_mut(CHUNK).for_each(crate::kernels::relu_inplace);
     }
-    #[cfg(not(feature = "train"))]
+    #[cfg(not(feature = "parallel"))]
     crate::kernels::relu_inplace(v);
 }
 
@@ -111,11 +111,11 @@ pub(crate) fn relu_mask<T: Float>(d: &mut [T], a: &[T]) {
             *g = if v > T::ZERO { *g } else { T::ZERO };
         }
     };
-    #[cfg(feature = "train")]
+    #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
         d.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).for_each(|(d, a)| mask(d, a));
     }
-    #[cfg(not(feature = "train"))]
+    #[cfg(not(feature = "parallel"))]
     mask(d, a);
 }

@@ -4,23 +4,23 @@
 pub mod checkpoint;
 pub mod error;
 pub mod evaluate;
+#[cfg(feature = "cli")]
+pub mod progress;
+mod trainer;
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{self, Augment, Dataset, Loader, Split};
+use crate::data::{self, Augment, Dataset, Split};
 use crate::dim::{Dim, DimConfig, Mode};
-use crate::optim::{AdamConfig, adam_step_par};
+use crate::optim::AdamConfig;
 use crate::params::ParamTable;
-use crate::rng::Rng;
 pub use checkpoint::{AdamState, Progress};
 pub use error::{Result, TrainError};
+pub use trainer::{EpochLines, Observer, Silent, StepReport, Trainer};
 
 /// Which dataset format a data folder holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,223 +393,41 @@ fn checkpoint_name(progress: &Progress, partial: bool) -> String {
 
 /// Trains on the config's train split. Writes `out_dir/train.jsonl`, a
 /// checkpoint per epoch (the previous one is removed once the new one and
-/// the `latest` pointer are durable) and a final checkpoint.
+/// the `latest` pointer are durable) and a final checkpoint. Unless `quiet`,
+/// reports progress on stderr (progress bars with feature `cli`).
 pub fn train(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Result<TrainSummary> {
+    if quiet {
+        train_with(cfg, out_dir, start, &mut Silent)
+    } else {
+        #[cfg(feature = "cli")]
+        {
+            train_with(cfg, out_dir, start, &mut progress::Bars::default())
+        }
+        #[cfg(not(feature = "cli"))]
+        {
+            train_with(cfg, out_dir, start, &mut EpochLines)
+        }
+    }
+}
+
+/// [`train`], reporting to `observer`.
+pub fn train_with(
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    start: Start,
+    observer: &mut dyn Observer,
+) -> Result<TrainSummary> {
     // Run on a pool worker: the kernels' parallel loops then fork locally
     // instead of handing off from an outside thread every call.
     let mut out = None;
-    rayon::scope(|_| out = Some(train_on_worker(cfg, out_dir, start, quiet)));
+    rayon::scope(|_| {
+        out = Some((|| {
+            let mut t = Trainer::new(cfg, out_dir, start)?;
+            while t.step(observer)?.is_some() {}
+            Ok(t.finish())
+        })())
+    });
     out.unwrap_or_else(|| Err(TrainError::Config("the thread pool did not run the trainer".into())))
-}
-
-fn train_on_worker(cfg: &TrainConfig, out_dir: &Path, start: Start, quiet: bool) -> Result<TrainSummary> {
-    cfg.validate()?;
-    fs::create_dir_all(out_dir).map_err(error::io(out_dir, "create output folder"))?;
-    checkpoint::remove_stale_temporaries(out_dir)?;
-    let ds = cfg.data.load(Split::Train)?;
-    // Shapes are checked before the model is allocated.
-    let input = cfg.model.validate()?.input;
-    let augment = cfg.data.augment();
-    let (c, h, w) = augment.output_shape(ds.channels, ds.height, ds.width)?;
-    if [c, h, w] != input {
-        return Err(TrainError::Config(format!(
-            "the data gives {c}×{h}×{w} images but the encoder expects {}×{}×{}",
-            input[0], input[1], input[2]
-        )));
-    }
-    let mut model = Dim::new(cfg.model.clone())?;
-    let n_params = model.table.len();
-    let mut adam = AdamState { m: vec![0.0; n_params], v: vec![0.0; n_params] };
-    let mut progress = Progress { rng_state: Rng::derive(cfg.seed, 7).state(), ..Progress::default() };
-    match &start {
-        Start::Fresh => {}
-        Start::Resume => {
-            let path = checkpoint::latest(out_dir)?
-                .ok_or_else(|| TrainError::Config(format!("--resume: {} has no checkpoint yet", out_dir.display())))?;
-            let loaded = checkpoint::load(&path)?;
-            if loaded.model.cfg != cfg.model {
-                return Err(TrainError::Config(format!(
-                    "--resume: {} was trained with another model config",
-                    path.display()
-                )));
-            }
-            model = loaded.model;
-            adam = loaded
-                .adam
-                .ok_or_else(|| TrainError::Format { path: path.clone(), reason: "has no optimiser state".into() })?;
-            progress = loaded.progress;
-            trim_log(&out_dir.join("train.jsonl"), progress.step)?;
-        }
-        Start::From(path) => {
-            let loaded = checkpoint::load(path)?;
-            if copy_weights(&loaded.model, &mut model) == 0 {
-                return Err(TrainError::Format { path: path.clone(), reason: "no tensor matches this model".into() });
-            }
-        }
-    }
-    let loader = Loader::new(ds.n, cfg.batch_size, cfg.seed)?;
-    let steps_per_epoch = loader.batches_per_epoch();
-    if steps_per_epoch == 0 {
-        return Err(TrainError::Config(format!("{} images make no batch of {}", ds.n, cfg.batch_size)));
-    }
-    let ranges = trainable_ranges(&model, &cfg.freeze);
-    let adam_cfg = cfg.optimizer.adam();
-    let n = cfg.batch_size;
-    let mut ws = model.workspace(n)?;
-    let mut x = vec![0f32; n * input.iter().product::<usize>()];
-    // A fresh run starts a fresh log; resume and fine-tuning append.
-    let fresh = matches!(start, Start::Fresh);
-    let mut log = fs::OpenOptions::new()
-        .create(true)
-        .append(!fresh)
-        .write(true)
-        .truncate(fresh)
-        .open(out_dir.join("train.jsonl"))
-        .map_err(error::io(out_dir.join("train.jsonl"), "open log"))?;
-    let started = Instant::now();
-    let wall_before = progress.wall_s;
-    let budget_s = cfg.minutes.map(|m| m * 60.0);
-    let mut logs = Vec::new();
-    let mut last_ckpt = checkpoint::latest(out_dir)?.unwrap_or_default();
-    let rng = Rng::from_state(progress.rng_state);
-    let out_of_budget = |p: &Progress, wall: f64| {
-        cfg.steps.is_some_and(|s| p.step >= s)
-            || cfg.epochs.is_some_and(|e| p.epoch >= e)
-            || budget_s.is_some_and(|b| wall >= b)
-    };
-    while !out_of_budget(&progress, progress.wall_s) {
-        let epoch = loader.epoch(progress.epoch);
-        let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(steps_per_epoch as u64) };
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
-                .map_err(|e| TrainError::Config(e.to_string()))?
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{}", progress.epoch + 1));
-        let epoch_start = Instant::now();
-        let (mut sum_loss, mut sum_mi, mut sum_pos, mut sum_neg, mut done) = (0f64, 0f64, 0f64, 0f64, 0usize);
-        let mut partial = false;
-        let (mut grad_norm_max, mut last_norms) = (0f64, Vec::new());
-        for (b, batch) in epoch.batches().enumerate() {
-            let mut aug_rng = loader.augment_rng(progress.epoch, b as u64);
-            augment.write_batch(&ds, batch, &mut aug_rng, &mut x)?;
-            ws.set_step(progress.step);
-            let stats = model.forward_backward(&x, &mut ws)?;
-            progress.step += 1;
-            // Prior samples per step from (seed, step): resume needs no RNG state.
-            let mut prior_rng = Rng::derive(cfg.seed ^ 0x0050_5249_4F52, progress.step);
-            let diverged = |what: String| TrainError::Diverged {
-                step: progress.step,
-                what,
-                checkpoint: (!last_ckpt.as_os_str().is_empty()).then(|| last_ckpt.clone()),
-            };
-            if let Some(ps) = model.prior_step(&ws, &mut prior_rng)?
-                && !ps.d_loss.is_finite()
-            {
-                return Err(diverged("prior discriminator loss".into()));
-            }
-            if let Some(name) = model.prior.as_ref().and_then(|p| first_non_finite(p.table(), p.params())) {
-                return Err(diverged(format!("prior discriminator parameter {name}")));
-            }
-            if !stats.loss.is_finite() {
-                return Err(diverged(format!(
-                    "loss (largest weights: {})",
-                    largest_weights(&model.table, &model.params)
-                )));
-            }
-            let norms = tensor_sums_of_squares(&model.table, &model.grads)
-                .map_err(|name| diverged(format!("gradient of {name}")))?;
-            grad_norm_max = grad_norm_max.max(norms.iter().sum::<f64>().sqrt());
-            last_norms = norms;
-            let t = progress.step;
-            for r in &ranges {
-                adam_step_par(
-                    &adam_cfg,
-                    t,
-                    &mut model.params[r.clone()],
-                    &model.grads[r.clone()],
-                    &mut adam.m[r.clone()],
-                    &mut adam.v[r.clone()],
-                )?;
-            }
-            if let Some(name) = first_non_finite(&model.table, &model.params) {
-                return Err(diverged(format!("parameter {name}")));
-            }
-            if let Some(name) = first_non_finite(&model.buffer_table, &model.buffers) {
-                return Err(diverged(format!("BN statistic {name}")));
-            }
-            sum_loss += stats.loss;
-            sum_mi += stats.local.mi;
-            sum_pos += stats.local.pos_mean;
-            sum_neg += stats.local.neg_mean;
-            done += 1;
-            progress.wall_s = wall_before + started.elapsed().as_secs_f64();
-            let ips = (done * n) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "loss {:.4} mi {:.3} {:.0} img/s",
-                sum_loss / done as f64,
-                sum_mi / done as f64,
-                ips
-            ));
-            bar.inc(1);
-            if done < steps_per_epoch && out_of_budget(&progress, progress.wall_s) {
-                partial = true;
-                break;
-            }
-        }
-        bar.finish_and_clear();
-        if !partial {
-            progress.epoch += 1;
-        }
-        progress.rng_state = rng.state();
-        let d = done.max(1) as f64;
-        let entry = EpochLog {
-            epoch: progress.epoch + u64::from(partial),
-            step: progress.step,
-            loss: sum_loss / d,
-            mi: sum_mi / d,
-            pos_mean: sum_pos / d,
-            neg_mean: sum_neg / d,
-            lr: cfg.optimizer.lr,
-            images_per_s: (done * n) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9),
-            wall_s: progress.wall_s,
-            grad_norm: cfg.log_grad_norm.then(|| last_norms.iter().sum::<f64>().sqrt()),
-            grad_norm_max: cfg.log_grad_norm.then_some(grad_norm_max),
-            grad_norms: cfg.log_grad_norm.then(|| {
-                model.table.entries().iter().zip(&last_norms).map(|(e, s)| (e.name.clone(), s.sqrt())).collect()
-            }),
-            partial,
-        };
-        let line = serde_json::to_string(&entry).map_err(|e| TrainError::Config(e.to_string()))?;
-        writeln!(log, "{line}").map_err(error::io(out_dir.join("train.jsonl"), "write log"))?;
-        if !quiet {
-            eprintln!(
-                "epoch {:>3}{} loss {:.4}  mi {:.3}  pos {:.2} neg {:.2}  {:.0} img/s  {:.0}s",
-                entry.epoch,
-                if partial { " (partial)" } else { "" },
-                entry.loss,
-                entry.mi,
-                entry.pos_mean,
-                entry.neg_mean,
-                entry.images_per_s,
-                entry.wall_s
-            );
-        }
-        logs.push(entry);
-        let name = checkpoint_name(&progress, partial);
-        let path = out_dir.join(&name);
-        let extra = [("train_config", serde_json::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?)];
-        checkpoint::save(&path, &model, Some(&adam), &progress, &extra)?;
-        checkpoint::set_latest(out_dir, &name)?;
-        if last_ckpt != path && !last_ckpt.as_os_str().is_empty() {
-            let _ = fs::remove_file(&last_ckpt);
-        }
-        last_ckpt = path;
-        if partial {
-            break;
-        }
-    }
-    Ok(TrainSummary { model, epochs: logs, progress, checkpoint: last_ckpt })
 }
 
 /// Encoder features of a whole dataset in eval mode (BN running stats).

@@ -43,18 +43,18 @@ pub enum Backend {
     Blocked,
     /// f32: [`sgemm`] (per-thread buffers, [`Blocking::balanced`]); other
     /// types (the f64 of the gradient checks): [`Backend::Blocked`].
-    #[cfg(feature = "train")]
+    #[cfg(feature = "parallel")]
     Packed,
 }
 
 impl Backend {
     /// The measured-best backend available in this build.
     pub const fn default_for_build() -> Self {
-        #[cfg(feature = "train")]
+        #[cfg(feature = "parallel")]
         {
             Backend::Packed
         }
-        #[cfg(not(feature = "train"))]
+        #[cfg(not(feature = "parallel"))]
         {
             Backend::Blocked
         }
@@ -88,7 +88,7 @@ pub fn gemm_with<T: Float>(
     }
     match backend {
         Backend::Blocked => stack(c, a, b, accumulate),
-        #[cfg(feature = "train")]
+        #[cfg(feature = "parallel")]
         Backend::Packed => match (T::as_f32(a.data), T::as_f32(b.data)) {
             (Some(ad), Some(bd)) => {
                 let a = MatRef::new(ad, a.rows(), a.cols(), a.rs, a.cs)?;
@@ -175,7 +175,7 @@ fn run_f32<A: ASource<f32>>(
     }
 }
 
-#[cfg(feature = "train")]
+#[cfg(feature = "parallel")]
 std::thread_local! {
     /// This thread's packing buffers (A block, B block) for [`sgemm`]: they
     /// live as long as the thread, so a training step allocates nothing here.
@@ -186,7 +186,7 @@ std::thread_local! {
 /// [`Blocking::balanced`] and this thread's packing buffers. Row-major A is
 /// read in place, any other A packed. The output may be segmented (a
 /// convolution over a whole batch writes each image's NCHW block in place).
-#[cfg(feature = "train")]
+#[cfg(feature = "parallel")]
 pub fn sgemm(mut c: OutView<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, accumulate: bool) -> Result<()> {
     let (m, n, k) = (c.rows(), c.cols(), a.cols());
     if a.rows() != m || b.cols() != n || b.rows() != k {

@@ -257,7 +257,7 @@ impl<'a, T: Copy + core::ops::Add<Output = T>> OutView<'a, T> {
     }
 
     /// The same view typed as f32, when `T` is f32.
-    #[cfg(feature = "train")]
+    #[cfg(feature = "parallel")]
     pub(crate) fn into_f32(self) -> Option<OutView<'a, f32>>
     where
         T: crate::kernels::Float,

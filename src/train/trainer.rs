@@ -1,0 +1,404 @@
+//! The training loop as a value: [`Trainer::new`] sets a run up (fresh,
+//! resumed or fine-tuned), [`Trainer::step`] runs one DIM step and the Adam
+//! update, and closes an epoch (log line, checkpoint) when it ends or the
+//! budget runs out. What a user sees while it runs is an [`Observer`]'s
+//! business, so the library needs no terminal code.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::checkpoint::{self, AdamState, Progress};
+use super::error::{self, Result, TrainError};
+use super::{
+    EpochLog, Start, TrainConfig, TrainSummary, copy_weights, first_non_finite, largest_weights,
+    tensor_sums_of_squares, trainable_ranges, trim_log,
+};
+use crate::data::{Augment, Dataset, Loader, Split};
+use crate::dim::{Dim, StepStats, Workspace};
+use crate::optim::{AdamConfig, adam_step_par};
+use crate::rng::Rng;
+
+/// Where a step stands, for progress displays.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// Epoch number (1-based).
+    pub epoch: u64,
+    /// Steps done in this epoch.
+    pub done: usize,
+    /// Steps in a whole epoch.
+    pub steps: usize,
+    /// Mean loss over the epoch's steps so far.
+    pub loss: f64,
+    /// Mean MI estimate so far (nats).
+    pub mi: f64,
+    /// Images per second this epoch.
+    pub images_per_s: f64,
+}
+
+/// What a running training reports to. Every method has an empty default;
+/// `Send`, because the trainer runs on a pool thread.
+pub trait Observer: Send {
+    /// Epoch `epoch` (1-based) of `steps` steps starts.
+    fn epoch_start(&mut self, epoch: u64, steps: usize) {
+        let _ = (epoch, steps);
+    }
+    /// A step ended.
+    fn step(&mut self, report: &StepReport) {
+        let _ = report;
+    }
+    /// An epoch ended (a partial one too); its log line is written and its
+    /// checkpoint is next.
+    fn epoch_end(&mut self, log: &EpochLog) {
+        let _ = log;
+    }
+}
+
+/// Reports nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Silent;
+
+impl Observer for Silent {}
+
+/// One line per epoch on stderr.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EpochLines;
+
+impl Observer for EpochLines {
+    fn epoch_end(&mut self, log: &EpochLog) {
+        eprintln!("{}", epoch_line(log));
+    }
+}
+
+/// The epoch summary line the CLI prints.
+pub fn epoch_line(e: &EpochLog) -> String {
+    format!(
+        "epoch {:>3}{} loss {:.4}  mi {:.3}  pos {:.2} neg {:.2}  {:.0} img/s  {:.0}s",
+        e.epoch,
+        if e.partial { " (partial)" } else { "" },
+        e.loss,
+        e.mi,
+        e.pos_mean,
+        e.neg_mean,
+        e.images_per_s,
+        e.wall_s
+    )
+}
+
+/// The epoch being run.
+struct EpochRun {
+    batches: crate::data::Epoch,
+    started: Instant,
+    sum_loss: f64,
+    sum_mi: f64,
+    sum_pos: f64,
+    sum_neg: f64,
+    done: usize,
+    grad_norm_max: f64,
+    last_norms: Vec<f64>,
+}
+
+/// A training run: the model, its optimiser state, the data and the run
+/// folder. Drive it with [`Trainer::step`] until it returns `None`.
+pub struct Trainer {
+    cfg: TrainConfig,
+    out_dir: PathBuf,
+    model: Dim,
+    adam: AdamState,
+    progress: Progress,
+    ds: Dataset,
+    augment: Augment,
+    loader: Loader,
+    steps_per_epoch: usize,
+    ranges: Vec<core::ops::Range<usize>>,
+    adam_cfg: AdamConfig,
+    ws: Workspace,
+    x: Vec<f32>,
+    log: fs::File,
+    started: Instant,
+    wall_before: f64,
+    logs: Vec<EpochLog>,
+    last_ckpt: PathBuf,
+    rng: Rng,
+    epoch: Option<EpochRun>,
+    stopped: bool,
+}
+
+impl Trainer {
+    /// Sets a run up: checks the config against the data, builds the model
+    /// (fresh, from `out_dir/latest` on resume, or from a checkpoint's
+    /// weights for fine-tuning) and opens the log.
+    pub fn new(cfg: &TrainConfig, out_dir: &Path, start: Start) -> Result<Self> {
+        cfg.validate()?;
+        fs::create_dir_all(out_dir).map_err(error::io(out_dir, "create output folder"))?;
+        checkpoint::remove_stale_temporaries(out_dir)?;
+        let ds = cfg.data.load(Split::Train)?;
+        // Shapes are checked before the model is allocated.
+        let input = cfg.model.validate()?.input;
+        let augment = cfg.data.augment();
+        let (c, h, w) = augment.output_shape(ds.channels, ds.height, ds.width)?;
+        if [c, h, w] != input {
+            return Err(TrainError::Config(format!(
+                "the data gives {c}×{h}×{w} images but the encoder expects {}×{}×{}",
+                input[0], input[1], input[2]
+            )));
+        }
+        let mut model = Dim::new(cfg.model.clone())?;
+        let n_params = model.table.len();
+        let mut adam = AdamState { m: vec![0.0; n_params], v: vec![0.0; n_params] };
+        let mut progress = Progress { rng_state: Rng::derive(cfg.seed, 7).state(), ..Progress::default() };
+        match &start {
+            Start::Fresh => {}
+            Start::Resume => {
+                let path = checkpoint::latest(out_dir)?.ok_or_else(|| {
+                    TrainError::Config(format!("--resume: {} has no checkpoint yet", out_dir.display()))
+                })?;
+                let loaded = checkpoint::load(&path)?;
+                if loaded.model.cfg != cfg.model {
+                    return Err(TrainError::Config(format!(
+                        "--resume: {} was trained with another model config",
+                        path.display()
+                    )));
+                }
+                model = loaded.model;
+                adam = loaded.adam.ok_or_else(|| TrainError::Format {
+                    path: path.clone(),
+                    reason: "has no optimiser state".into(),
+                })?;
+                progress = loaded.progress;
+                trim_log(&out_dir.join("train.jsonl"), progress.step)?;
+            }
+            Start::From(path) => {
+                let loaded = checkpoint::load(path)?;
+                if copy_weights(&loaded.model, &mut model) == 0 {
+                    return Err(TrainError::Format {
+                        path: path.clone(),
+                        reason: "no tensor matches this model".into(),
+                    });
+                }
+            }
+        }
+        let loader = Loader::new(ds.n, cfg.batch_size, cfg.seed)?;
+        let steps_per_epoch = loader.batches_per_epoch();
+        if steps_per_epoch == 0 {
+            return Err(TrainError::Config(format!("{} images make no batch of {}", ds.n, cfg.batch_size)));
+        }
+        let ranges = trainable_ranges(&model, &cfg.freeze);
+        let n = cfg.batch_size;
+        let ws = model.workspace(n)?;
+        let x = vec![0f32; n * input.iter().product::<usize>()];
+        // A fresh run starts a fresh log; resume and fine-tuning append.
+        let fresh = matches!(start, Start::Fresh);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(!fresh)
+            .write(true)
+            .truncate(fresh)
+            .open(out_dir.join("train.jsonl"))
+            .map_err(error::io(out_dir.join("train.jsonl"), "open log"))?;
+        let last_ckpt = checkpoint::latest(out_dir)?.unwrap_or_default();
+        let rng = Rng::from_state(progress.rng_state);
+        Ok(Self {
+            cfg: cfg.clone(),
+            out_dir: out_dir.to_path_buf(),
+            wall_before: progress.wall_s,
+            model,
+            adam,
+            progress,
+            ds,
+            augment,
+            loader,
+            steps_per_epoch,
+            ranges,
+            adam_cfg: cfg.optimizer.adam(),
+            ws,
+            x,
+            log,
+            started: Instant::now(),
+            logs: Vec::new(),
+            last_ckpt,
+            rng,
+            epoch: None,
+            stopped: false,
+        })
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Dim {
+        &self.model
+    }
+
+    /// Steps and epochs done, wall time.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    fn out_of_budget(&self) -> bool {
+        let (p, cfg) = (&self.progress, &self.cfg);
+        cfg.steps.is_some_and(|s| p.step >= s)
+            || cfg.epochs.is_some_and(|e| p.epoch >= e)
+            || cfg.minutes.is_some_and(|m| p.wall_s >= m * 60.0)
+    }
+
+    /// One training step (and, when it ends an epoch or the budget, the
+    /// epoch's log line and checkpoint). `None` once the budget is spent.
+    pub fn step(&mut self, observer: &mut dyn Observer) -> Result<Option<StepStats>> {
+        if self.stopped {
+            return Ok(None);
+        }
+        if self.epoch.is_none() {
+            if self.out_of_budget() {
+                self.stopped = true;
+                return Ok(None);
+            }
+            self.epoch = Some(EpochRun {
+                batches: self.loader.epoch(self.progress.epoch),
+                started: Instant::now(),
+                sum_loss: 0.0,
+                sum_mi: 0.0,
+                sum_pos: 0.0,
+                sum_neg: 0.0,
+                done: 0,
+                grad_norm_max: 0.0,
+                last_norms: Vec::new(),
+            });
+            observer.epoch_start(self.progress.epoch + 1, self.steps_per_epoch);
+        }
+        let stats = self.run_step()?;
+        let Some(ep) = self.epoch.as_ref() else {
+            return Err(TrainError::Config("no epoch is running".into()));
+        };
+        let done = ep.done;
+        observer.step(&StepReport {
+            epoch: self.progress.epoch + 1,
+            done,
+            steps: self.steps_per_epoch,
+            loss: ep.sum_loss / done as f64,
+            mi: ep.sum_mi / done as f64,
+            images_per_s: (done * self.cfg.batch_size) as f64 / ep.started.elapsed().as_secs_f64().max(1e-9),
+        });
+        let partial = done < self.steps_per_epoch && self.out_of_budget();
+        if done == self.steps_per_epoch || partial {
+            self.end_epoch(partial, observer)?;
+        }
+        Ok(Some(stats))
+    }
+
+    /// The step itself: batch, forward and backward, prior, checks, Adam.
+    fn run_step(&mut self) -> Result<StepStats> {
+        let Some(ep) = self.epoch.as_mut() else {
+            return Err(TrainError::Config("no epoch is running".into()));
+        };
+        let b = ep.done;
+        let batch = ep.batches.batch(b).ok_or_else(|| TrainError::Config("the epoch has no batch left".into()))?;
+        let (model, progress, cfg) = (&mut self.model, &mut self.progress, &self.cfg);
+        let mut aug_rng = self.loader.augment_rng(progress.epoch, b as u64);
+        self.augment.write_batch(&self.ds, batch, &mut aug_rng, &mut self.x)?;
+        self.ws.set_step(progress.step);
+        let stats = model.forward_backward(&self.x, &mut self.ws)?;
+        progress.step += 1;
+        // Prior samples per step from (seed, step): resume needs no RNG state.
+        let mut prior_rng = Rng::derive(cfg.seed ^ 0x0050_5249_4F52, progress.step);
+        let last_ckpt = &self.last_ckpt;
+        let step = progress.step;
+        let diverged = |what: String| TrainError::Diverged {
+            step,
+            what,
+            checkpoint: (!last_ckpt.as_os_str().is_empty()).then(|| last_ckpt.clone()),
+        };
+        if let Some(ps) = model.prior_step(&self.ws, &mut prior_rng)?
+            && !ps.d_loss.is_finite()
+        {
+            return Err(diverged("prior discriminator loss".into()));
+        }
+        if let Some(name) = model.prior.as_ref().and_then(|p| first_non_finite(p.table(), p.params())) {
+            return Err(diverged(format!("prior discriminator parameter {name}")));
+        }
+        if !stats.loss.is_finite() {
+            return Err(diverged(format!("loss (largest weights: {})", largest_weights(&model.table, &model.params))));
+        }
+        let norms = tensor_sums_of_squares(&model.table, &model.grads)
+            .map_err(|name| diverged(format!("gradient of {name}")))?;
+        ep.grad_norm_max = ep.grad_norm_max.max(norms.iter().sum::<f64>().sqrt());
+        ep.last_norms = norms;
+        let t = progress.step;
+        let adam = &mut self.adam;
+        for r in &self.ranges {
+            adam_step_par(
+                &self.adam_cfg,
+                t,
+                &mut model.params[r.clone()],
+                &model.grads[r.clone()],
+                &mut adam.m[r.clone()],
+                &mut adam.v[r.clone()],
+            )?;
+        }
+        if let Some(name) = first_non_finite(&model.table, &model.params) {
+            return Err(diverged(format!("parameter {name}")));
+        }
+        if let Some(name) = first_non_finite(&model.buffer_table, &model.buffers) {
+            return Err(diverged(format!("BN statistic {name}")));
+        }
+        ep.sum_loss += stats.loss;
+        ep.sum_mi += stats.local.mi;
+        ep.sum_pos += stats.local.pos_mean;
+        ep.sum_neg += stats.local.neg_mean;
+        ep.done += 1;
+        progress.wall_s = self.wall_before + self.started.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// Closes the running epoch: log line, observer, checkpoint.
+    fn end_epoch(&mut self, partial: bool, observer: &mut dyn Observer) -> Result<()> {
+        let Some(ep) = self.epoch.take() else {
+            return Err(TrainError::Config("no epoch is running".into()));
+        };
+        let (cfg, progress) = (&self.cfg, &mut self.progress);
+        if !partial {
+            progress.epoch += 1;
+        }
+        progress.rng_state = self.rng.state();
+        let d = ep.done.max(1) as f64;
+        let entry = EpochLog {
+            epoch: progress.epoch + u64::from(partial),
+            step: progress.step,
+            loss: ep.sum_loss / d,
+            mi: ep.sum_mi / d,
+            pos_mean: ep.sum_pos / d,
+            neg_mean: ep.sum_neg / d,
+            lr: cfg.optimizer.lr,
+            images_per_s: (ep.done * cfg.batch_size) as f64 / ep.started.elapsed().as_secs_f64().max(1e-9),
+            wall_s: progress.wall_s,
+            grad_norm: cfg.log_grad_norm.then(|| ep.last_norms.iter().sum::<f64>().sqrt()),
+            grad_norm_max: cfg.log_grad_norm.then_some(ep.grad_norm_max),
+            grad_norms: cfg.log_grad_norm.then(|| {
+                self.model.table.entries().iter().zip(&ep.last_norms).map(|(e, s)| (e.name.clone(), s.sqrt())).collect()
+            }),
+            partial,
+        };
+        let log_path = self.out_dir.join("train.jsonl");
+        let line = serde_json::to_string(&entry).map_err(|e| TrainError::Config(e.to_string()))?;
+        writeln!(self.log, "{line}").map_err(error::io(&log_path, "write log"))?;
+        observer.epoch_end(&entry);
+        self.logs.push(entry);
+        let name = super::checkpoint_name(progress, partial);
+        let path = self.out_dir.join(&name);
+        let extra = [("train_config", serde_json::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?)];
+        checkpoint::save(&path, &self.model, Some(&self.adam), progress, &extra)?;
+        checkpoint::set_latest(&self.out_dir, &name)?;
+        if self.last_ckpt != path && !self.last_ckpt.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.last_ckpt);
+        }
+        self.last_ckpt = path;
+        if partial {
+            self.stopped = true;
+        }
+        Ok(())
+    }
+
+    /// The trained model, this run's epoch logs, progress and last checkpoint.
+    pub fn finish(self) -> TrainSummary {
+        TrainSummary { model: self.model, epochs: self.logs, progress: self.progress, checkpoint: self.last_ckpt }
+    }
+}
