@@ -90,6 +90,57 @@ pub fn adam_step(
     Ok(())
 }
 
+/// Adam's state for one flat parameter vector: both moments, laid out like
+/// the parameters. Every trained thing of the crate (encoder and heads,
+/// prior discriminator, probes) keeps its state in one of these; a
+/// checkpoint stores it as `optim.m.*` and `optim.v.*`.
+#[cfg(feature = "std")]
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AdamState {
+    /// First moments.
+    pub m: Vec<f32>,
+    /// Second moments.
+    pub v: Vec<f32>,
+}
+
+#[cfg(feature = "std")]
+impl AdamState {
+    /// Zero moments for `n` parameters.
+    pub fn zeros(n: usize) -> Self {
+        Self { m: vec![0.0; n], v: vec![0.0; n] }
+    }
+
+    /// One Adam step at 1-based step `t` over the parameters in `range`
+    /// (all of them for `0..params.len()`), across cores with feature
+    /// `parallel` (same bits as serial: the update is element-wise).
+    pub fn step(
+        &mut self,
+        cfg: &AdamConfig,
+        t: u64,
+        params: &mut [f32],
+        grads: &[f32],
+        range: core::ops::Range<usize>,
+    ) -> Result<()> {
+        let bad = Error::InvalidShape { what: "adam range", reason: "past the parameters or the moments" };
+        let (Some(p), Some(g), Some(m), Some(v)) = (
+            params.get_mut(range.clone()),
+            grads.get(range.clone()),
+            self.m.get_mut(range.clone()),
+            self.v.get_mut(range),
+        ) else {
+            return Err(bad);
+        };
+        #[cfg(feature = "parallel")]
+        {
+            adam_step_par(cfg, t, p, g, m, v)
+        }
+        #[cfg(not(feature = "parallel"))]
+        {
+            adam_step(cfg, t, p, g, m, v)
+        }
+    }
+}
+
 /// Elements per task of [`adam_step_par`].
 #[cfg(feature = "parallel")]
 const PAR_CHUNK: usize = 1 << 16;

@@ -7,17 +7,17 @@ use crate::dim::block::{Mode, add_assign_par};
 use crate::dim::concat::{ConcatActs, ConcatHead};
 use crate::dim::config::{DimConfig, EncoderConfig, HeadKind};
 use crate::dim::encoder::{Encoder, EncoderActs};
-use crate::dim::estimator::{EstimatorStats, ScoreShape, estimate};
+use crate::dim::estimator::EstimatorStats;
 use crate::dim::global::{GlobalActs, GlobalDim};
 use crate::dim::head::{HeadActs, MiHead};
+use crate::dim::local::{DotActs, DotTerm, LocalInputs};
 use crate::dim::multi::{MultiActs, MultiGlobalNet};
 use crate::dim::occlusion::OccActs;
 use crate::dim::prior::{Prior, PriorConfig, PriorStats};
 use crate::error::{Error, Result, check_len};
 use crate::kernels::par::{map_to_rows, rows_to_map};
-use crate::kernels::{MatRef, par};
 use crate::model::ENCODER_PREFIX;
-use crate::nn::Builder;
+use crate::nn::{Builder, Ctx};
 use crate::params::ParamTable;
 
 /// A DIM model with its parameters.
@@ -220,7 +220,6 @@ impl Dim {
         check_len("DIM input", n * self.encoder.input_len(), x.len())?;
         let [c, h, w] = self.encoder.local_shape();
         let p = h * w;
-        let d = self.cfg.mi_units;
         let Self {
             encoder, local_head, concat, multi, global_head, global, prior, params, grads, buffers, cfg, ..
         } = self;
@@ -264,70 +263,21 @@ impl Dim {
         let beta = cfg.beta as f32;
         let local = match (local_head.as_ref(), lh.as_mut(), concat.as_ref(), cacts.as_mut()) {
             (Some(lhd), Some(lacts), _, _) => {
-                // Heads, then all N·K×N·P scores from one GEMM.
-                lhd.forward(params, buffers, local_rows, lacts, Mode::Train)?;
-                let (g, ks): (&[f32], usize) = match (multi.as_ref(), macts.as_mut()) {
-                    (Some(mg), Some(ma)) => {
-                        mg.forward(params, buffers, encoder.block_out(src, ll), ma)?;
-                        let full: &[f32] = match (global_head.as_ref(), gh.as_mut()) {
-                            (Some(ghd), Some(acts)) => {
-                                ghd.forward(params, buffers, &ma.rows, acts, Mode::Train)?;
-                                &acts.out
-                            }
-                            _ => &ma.rows,
-                        };
-                        match ma.sample.as_mut() {
-                            Some(smp) => (smp.gather(full, mg.k, d, cfg.seed, step), mg.scored),
-                            None => (full, mg.k),
-                        }
-                    }
-                    _ => {
-                        let y = encoder.y(src);
-                        let g: &[f32] = match (global_head.as_ref(), gh.as_mut()) {
-                            (Some(ghd), Some(acts)) => {
-                                ghd.forward(params, buffers, y, acts, Mode::Train)?;
-                                &acts.out
-                            }
-                            _ => y,
-                        };
-                        (g, 1)
-                    }
+                let term = DotTerm { local_head: lhd, global_head: global_head.as_ref(), multi: multi.as_ref() };
+                let inputs = LocalInputs {
+                    rows: local_rows,
+                    map: encoder.block_out(src, ll),
+                    y: encoder.y(src),
+                    n,
+                    p,
+                    est: cfg.estimator,
+                    beta,
+                    seed: cfg.seed,
+                    step,
                 };
-                let gm = MatRef::row_major(g, n * ks, d)?;
-                let lm = MatRef::row_major(&lacts.out, n * p, d)?;
-                par::par_gemm(scores, gm, lm.t(), false)?;
-                let local = estimate(cfg.estimator, ScoreShape { n, k: ks, p }, scores, d_scores, beta)?;
-
-                // Backward: scores → heads.
-                let dsm = MatRef::row_major(d_scores, n * ks, n * p)?;
-                par::par_gemm(&mut lacts.d_out, dsm.t(), gm, false)?;
-                par::par_gemm(d_g, dsm, lm, false)?;
-                lhd.backward(params, grads, local_rows, lacts, d_local_rows)?;
-                match (multi.as_ref(), macts.as_mut()) {
-                    (Some(mg), Some(ma)) => {
-                        let d_full: &[f32] = match ma.sample.as_mut() {
-                            Some(smp) => smp.scatter(d_g, d),
-                            None => d_g,
-                        };
-                        match (global_head.as_ref(), gh.as_mut()) {
-                            (Some(ghd), Some(acts)) => {
-                                acts.d_out.copy_from_slice(d_full);
-                                ghd.backward(params, grads, &ma.rows, acts, &mut ma.d_rows)?;
-                            }
-                            _ => ma.d_rows.copy_from_slice(d_full),
-                        }
-                        mg.backward(params, grads, encoder.block_out(src, ll), ma)?;
-                        d_y.fill(0.0);
-                    }
-                    _ => match (global_head.as_ref(), gh.as_mut()) {
-                        (Some(ghd), Some(acts)) => {
-                            acts.d_out.copy_from_slice(d_g);
-                            ghd.backward(params, grads, encoder.y(src), acts, d_y)?;
-                        }
-                        _ => d_y.copy_from_slice(d_g),
-                    },
-                }
-                local
+                let acts = DotActs { local: lacts, global: gh.as_mut(), multi: macts.as_mut(), scores, d_scores, d_g };
+                let mut ctx = Ctx { params, grads, buffers, mode: Mode::Train };
+                term.step(&mut ctx, &inputs, acts, d_local_rows, d_y)?
             }
             (_, _, Some(ch), Some(cacts)) => {
                 d_y.fill(0.0);

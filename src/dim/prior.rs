@@ -51,7 +51,7 @@ use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
 use crate::kernels::par::par_gemm;
 use crate::kernels::{Float, MatRef, relu_inplace, sigmoid, softplus};
 use crate::nn::{Builder, Ctx, Linear, Mode};
-use crate::optim::{AdamConfig, adam_step_par};
+use crate::optim::{AdamConfig, AdamState};
 use crate::params::ParamTable;
 use crate::rng::Rng;
 
@@ -530,8 +530,7 @@ pub struct Prior {
     table: ParamTable,
     params: Vec<f32>,
     grads: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
+    adam: AdamState,
     step: u64,
     z: Vec<f32>,
     sc: DiscScratch<f32>,
@@ -552,8 +551,7 @@ impl Prior {
             table,
             params,
             grads: vec![0.0; n],
-            m: vec![0.0; n],
-            v: vec![0.0; n],
+            adam: AdamState::zeros(n),
             step: 0,
             z: Vec::new(),
             sc: DiscScratch::default(),
@@ -592,15 +590,15 @@ impl Prior {
 
     /// Adam's first and second moments and its step count (for checkpoints).
     pub fn adam_state(&self) -> (&[f32], &[f32], u64) {
-        (&self.m, &self.v, self.step)
+        (&self.adam.m, &self.adam.v, self.step)
     }
 
     /// Restores Adam's moments and step count.
     pub fn set_adam_state(&mut self, m: &[f32], v: &[f32], step: u64) -> Result<()> {
-        check_len("prior adam first moments", self.m.len(), m.len())?;
-        check_len("prior adam second moments", self.v.len(), v.len())?;
-        self.m.copy_from_slice(m);
-        self.v.copy_from_slice(v);
+        check_len("prior adam first moments", self.adam.m.len(), m.len())?;
+        check_len("prior adam second moments", self.adam.v.len(), v.len())?;
+        self.adam.m.copy_from_slice(m);
+        self.adam.v.copy_from_slice(v);
         self.step = step;
         Ok(())
     }
@@ -644,7 +642,8 @@ impl Prior {
         }
         self.step += 1;
         let (t, cfg) = (self.step, self.cfg.adam);
-        adam_step_par(&cfg, t, &mut self.params, &self.grads, &mut self.m, &mut self.v)?;
+        let all = 0..self.params.len();
+        self.adam.step(&cfg, t, &mut self.params, &self.grads, all)?;
         Ok(stats)
     }
 }

@@ -9,7 +9,7 @@ use super::model::{Classifier, ClassifierKind, ClassifierSpec, Workspace, argmax
 use super::{EvalConfig, EvalData};
 use crate::error::{Result, check_len, check_nonzero, checked_product};
 use crate::kernels::Float;
-use crate::optim::adam_step_par;
+use crate::optim::AdamState;
 use crate::rng::Rng;
 
 /// RNG stream of the per-epoch shuffles.
@@ -104,7 +104,7 @@ fn train_on_worker(
         ClassifierSpec { kind, in_features: d, classes: data.classes(), hidden: cfg.hidden, dropout: cfg.dropout };
     let mut model = Classifier::<f32>::new(spec, seed)?;
     let np = model.params().len();
-    let (mut grads, mut m, mut v) = (vec![0f32; np], vec![0f32; np], vec![0f32; np]);
+    let (mut grads, mut adam) = (vec![0f32; np], AdamState::zeros(np));
     let mut shuffle = Rng::derive(seed, STREAM_SHUFFLE);
     let dropout_base = Rng::derive(seed, STREAM_DROPOUT).next_u64();
     let (train, train_labels) = (data.train(), data.train_labels());
@@ -139,7 +139,8 @@ fn train_on_worker(
             let dropout_seed = Rng::new(dropout_base.wrapping_add(step)).next_u64();
             let loss = model.loss_and_grad(x, &yb[..rows], dropout_seed, &mut grads, &mut ws)?;
             step += 1;
-            adam_step_par(&cfg.adam, step, model.params_mut(), &grads, &mut m, &mut v)?;
+            let all = 0..grads.len();
+            adam.step(&cfg.adam, step, model.params_mut(), &grads, all)?;
             tot += f64::from(loss) * rows as f64;
             cnt += rows;
         }

@@ -43,14 +43,7 @@ pub struct Progress {
     pub wall_s: f64,
 }
 
-/// Optimiser state saved with the weights.
-#[derive(Clone, Debug, Default)]
-pub struct AdamState {
-    /// First moments, laid out like the parameters.
-    pub m: Vec<f32>,
-    /// Second moments.
-    pub v: Vec<f32>,
-}
+pub use crate::optim::AdamState;
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()

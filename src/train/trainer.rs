@@ -17,7 +17,7 @@ use super::{
 };
 use crate::data::{Augment, Dataset, Loader, Split};
 use crate::dim::{Dim, StepStats, Workspace};
-use crate::optim::{AdamConfig, adam_step_par};
+use crate::optim::AdamConfig;
 use crate::rng::Rng;
 
 /// Where a step stands, for progress displays.
@@ -146,7 +146,7 @@ impl Trainer {
         }
         let mut model = Dim::new(cfg.model.clone())?;
         let n_params = model.table.len();
-        let mut adam = AdamState { m: vec![0.0; n_params], v: vec![0.0; n_params] };
+        let mut adam = AdamState::zeros(n_params);
         let mut progress = Progress { rng_state: Rng::derive(cfg.seed, 7).state(), ..Progress::default() };
         match &start {
             Start::Fresh => {}
@@ -323,16 +323,8 @@ impl Trainer {
         ep.grad_norm_max = ep.grad_norm_max.max(norms.iter().sum::<f64>().sqrt());
         ep.last_norms = norms;
         let t = progress.step;
-        let adam = &mut self.adam;
         for r in &self.ranges {
-            adam_step_par(
-                &self.adam_cfg,
-                t,
-                &mut model.params[r.clone()],
-                &model.grads[r.clone()],
-                &mut adam.m[r.clone()],
-                &mut adam.v[r.clone()],
-            )?;
+            self.adam.step(&self.adam_cfg, t, &mut model.params, &model.grads, r.clone())?;
         }
         if let Some(name) = first_non_finite(&model.table, &model.params) {
             return Err(diverged(format!("parameter {name}")));
