@@ -8,10 +8,14 @@
 //! - `ab_probe encode WEIGHTS BATCH`: Y of `infer::Plan::encode` for BATCH
 //!   fixed images;
 //! - `ab_probe time WEIGHTS BATCH SECONDS`: encodes for about SECONDS and
-//!   prints the median images/s of the calls.
+//!   prints the median images/s of the calls;
+//! - `ab_probe probes`: trains the linear and the MLP probe
+//!   (`eval::train_classifier`, 3 epochs) on fixed synthetic features and
+//!   dumps their parameters, BN statistics, accuracy curves and losses.
 //!
-//! It uses only the safetensors crate and `infomax::infer`, whose API is the
-//! same in every build the scripts compare.
+//! It uses only the safetensors crate, `infomax::infer` and
+//! `infomax::eval::train_classifier`, whose API is the same in every build
+//! the scripts compare.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -66,9 +70,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let median = times[times.len() / 2];
             writeln!(out, "{:.1} img/s median over {} calls", plan.batch() as f64 / median, times.len())?;
         }
+        ["probes"] => {
+            use infomax::eval::{ClassifierKind, EvalConfig, EvalData, train_classifier};
+            let (dim, classes, n_train, n_test) = (24, 5, 600, 200);
+            let feature = |i: usize| ((i as u64 * 2_654_435_761) % 1021) as f32 / 510.0 - 1.0;
+            let (train, test): (Vec<f32>, Vec<f32>) =
+                ((0..n_train * dim).map(feature).collect(), (0..n_test * dim).map(|i| feature(i + 7)).collect());
+            let label = |i: usize| (i * 7 + i / 3) % classes;
+            let (ytr, yte): (Vec<usize>, Vec<usize>) =
+                ((0..n_train).map(label).collect(), (0..n_test).map(label).collect());
+            let data = EvalData::new(&train, &ytr, &test, &yte, dim, classes)?;
+            let cfg = EvalConfig { epochs: 3, batch: 64, ..EvalConfig::default() };
+            for kind in [ClassifierKind::Linear, ClassifierKind::Mlp] {
+                let (model, result) = train_classifier(kind, &data, &cfg, 11)?;
+                for v in model.params().iter().chain(model.running_mean()).chain(model.running_var()) {
+                    out.write_all(&v.to_le_bytes())?;
+                }
+                for v in result.curve.iter().chain([&result.train_loss]) {
+                    out.write_all(&v.to_le_bytes())?;
+                }
+            }
+        }
         _ => {
             return Err(
-                "usage: ab_probe tensors CKPT weights|optim | encode WEIGHTS BATCH | time WEIGHTS BATCH SECONDS".into(),
+                "usage: ab_probe tensors CKPT weights|optim | encode WEIGHTS BATCH | time WEIGHTS BATCH SECONDS | probes"
+                    .into(),
             );
         }
     }

@@ -6,6 +6,7 @@
 #     threads, and hashes the checkpoint's weights and its optimiser state;
 #   - encodes fixed images with both files in weights/ through
 #     `infer::Plan::encode` at batches 1, 3, 6 and 64, and hashes Y;
+#   - trains the linear and MLP probes on fixed features and hashes them;
 #   - resumes with NEW runs that OLD checkpointed, mid-epoch and at an epoch
 #     boundary (old checkpoints load and continue as OLD would continue them).
 # Prints every hash side by side and exits non-zero on any difference.
@@ -85,6 +86,7 @@ for side in old new; do
             result[$side,$name,$t]=$(hash_ckpt "$new_bin" "$(latest "$out")")
         done
     done
+    result[$side,probes,1]=$("$bin/examples/ab_probe" probes | sha256sum | cut -c1-16)
     for w in weights/*.safetensors; do
         for b in 1 3 6 64; do
             result[$side,$(basename "$w" .safetensors),b$b]=$("$bin/examples/ab_probe" encode "$w" "$b" | sha256sum | cut -c1-16)

@@ -1,5 +1,5 @@
-//! The two frozen-feature classifiers, as one flat parameter buffer plus a
-//! parameter table, with a hand-written forward/backward over the kernels.
+//! The two frozen-feature classifiers, composed of `nn` units over one flat
+//! parameter buffer and the crate's parameter table.
 //!
 //! Generic over [`Float`]: training runs in `f32`, the finite-difference tests
 //! run the very same code in `f64`.
@@ -7,13 +7,12 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
-use crate::kernels::par::{
-    batch_norm_train_backward_par, batch_norm_train_forward_par, linear_backward_par, linear_forward_par,
-};
 use crate::kernels::{
-    BatchNormConfig, Float, LinearShape, NORM_EPS, NormShape, RowsShape, batch_norm_eval_forward,
-    cross_entropy_backward, cross_entropy_forward, dropout_backward, dropout_forward, relu_backward, relu_forward,
+    Float, NORM_EPS, NormShape, RowsShape, batch_norm_eval_forward, cross_entropy_backward, cross_entropy_forward,
+    dropout_backward, dropout_forward, relu_backward, relu_forward,
 };
+use crate::nn::{BatchNorm, Builder, Ctx, Linear, Mode};
+use crate::params::{Init as TableInit, ParamTable};
 use crate::rng::Rng;
 
 /// Rows per task for the element-wise passes (dropout, ReLU, eval-mode batch
@@ -92,35 +91,7 @@ impl ClassifierSpec {
     }
 }
 
-/// One entry of the parameter table: a named tensor inside the flat buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParamEntry {
-    /// PyTorch's `state_dict` name (`0.weight`, `2.bias`, `weight`, ...).
-    pub name: String,
-    /// PyTorch's shape (Linear weights `[out, in]`).
-    pub shape: Vec<usize>,
-    /// Start in the flat buffer.
-    pub offset: usize,
-    /// Element count.
-    pub len: usize,
-}
-
-impl ParamEntry {
-    /// The entry's range in the flat buffer.
-    pub fn range(&self) -> core::ops::Range<usize> {
-        self.offset..self.offset + self.len
-    }
-}
-
-/// How a parameter is initialised.
-#[derive(Clone, Copy)]
-enum Init {
-    /// PyTorch's `nn.Linear` default for weight and bias alike:
-    /// U(−1/√fan_in, 1/√fan_in) (kaiming_uniform with a = √5 gives exactly this bound).
-    Uniform { fan_in: usize },
-    /// A constant (BatchNorm gamma 1, beta 0).
-    Const(f64),
-}
+pub use crate::params::ParamEntry;
 
 /// Scratch for one forward/backward, reused across steps so training does
 /// not allocate per step. Sized on demand for the batch it is given.
@@ -168,20 +139,6 @@ fn sized<T: Float>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut v[..len]
 }
 
-/// Cuts the next `n` elements off the front of `buf`.
-fn take<'a, T>(buf: &mut &'a [T], n: usize) -> &'a [T] {
-    let (head, tail) = buf.split_at(n);
-    *buf = tail;
-    head
-}
-
-/// Cuts the next `n` elements off the front of `buf` (mutable).
-fn take_mut<'a, T>(buf: &mut &'a mut [T], n: usize) -> &'a mut [T] {
-    let (head, tail) = core::mem::take(buf).split_at_mut(n);
-    *buf = tail;
-    head
-}
-
 /// A linear or MLP classifier: architecture, parameter table, the flat
 /// parameter buffer and (MLP) the BatchNorm running statistics.
 ///
@@ -190,10 +147,20 @@ fn take_mut<'a, T>(buf: &mut &'a mut [T], n: usize) -> &'a mut [T] {
 #[derive(Clone, Debug)]
 pub struct Classifier<T> {
     spec: ClassifierSpec,
-    table: Vec<ParamEntry>,
+    table: ParamTable,
     params: Vec<T>,
-    running_mean: Vec<T>,
-    running_var: Vec<T>,
+    /// BatchNorm running mean and variance (MLP; empty otherwise).
+    buffers: Vec<T>,
+    units: Units,
+}
+
+/// The classifier's units.
+#[derive(Clone, Copy, Debug)]
+enum Units {
+    /// `Linear(d → classes)`.
+    Linear(Linear),
+    /// `0`: Linear(d → hidden), `2`: BatchNorm1d, `4`: Linear(hidden → classes).
+    Mlp(Linear, BatchNorm, Linear),
 }
 
 impl<T: Float> Classifier<T> {
@@ -206,44 +173,52 @@ impl<T: Float> Classifier<T> {
     pub fn new(spec: ClassifierSpec, seed: u64) -> Result<Self> {
         spec.validate()?;
         let (d, c, h) = (spec.in_features, spec.classes, spec.hidden);
-        let layout: Vec<(&str, Vec<usize>, Init)> = match spec.kind {
-            ClassifierKind::Linear => vec![
-                ("weight", vec![c, d], Init::Uniform { fan_in: d }),
-                ("bias", vec![c], Init::Uniform { fan_in: d }),
-            ],
-            // nn.Sequential numbering: Linear 0, Dropout 1, BatchNorm1d 2, ReLU 3, Linear 4.
-            ClassifierKind::Mlp => vec![
-                ("0.weight", vec![h, d], Init::Uniform { fan_in: d }),
-                ("0.bias", vec![h], Init::Uniform { fan_in: d }),
-                ("2.weight", vec![h], Init::Const(1.0)),
-                ("2.bias", vec![h], Init::Const(0.0)),
-                ("4.weight", vec![c, h], Init::Uniform { fan_in: h }),
-                ("4.bias", vec![c], Init::Uniform { fan_in: h }),
-            ],
+        // Sizes are checked before the table multiplies them.
+        let sizes: &[&[usize]] = match spec.kind {
+            ClassifierKind::Linear => &[&[c, d], &[c]],
+            ClassifierKind::Mlp => &[&[h, d], &[h], &[h], &[h], &[c, h], &[c]],
         };
-        let mut table = Vec::with_capacity(layout.len());
-        let mut offset = 0usize;
-        for (name, shape, _) in &layout {
-            let len = checked_product("classifier parameter", shape)?;
-            table.push(ParamEntry { name: (*name).to_string(), shape: shape.clone(), offset, len });
-            offset = offset.checked_add(len).ok_or(Error::Overflow { what: "classifier parameters" })?;
-        }
-        let mut params = vec![T::ZERO; offset];
+        sizes.iter().try_fold(0usize, |total, shape| {
+            total
+                .checked_add(checked_product("classifier parameter", shape)?)
+                .ok_or(Error::Overflow { what: "classifier parameters" })
+        })?;
+        let (mut table, mut buffer_table) = (ParamTable::new(), ParamTable::new());
+        let mut b = Builder::new(&mut table, &mut buffer_table);
+        // nn.Sequential numbering: Linear 0, Dropout 1, BatchNorm1d 2, ReLU 3, Linear 4.
+        let units = match spec.kind {
+            ClassifierKind::Linear => {
+                let w = b.param("weight", &[c, d], TableInit::FanIn(d));
+                let bias = b.param("bias", &[c], TableInit::FanIn(d));
+                Units::Linear(Linear { in_f: d, out_f: c, w, b: Some(bias) })
+            }
+            ClassifierKind::Mlp => {
+                Units::Mlp(b.linear("0", d, h, true), b.batch_norm("2", h), b.linear("4", h, c, true))
+            }
+        };
+        // PyTorch draws a module's initial weights from one stream in
+        // declaration order; so does this (not the per-tensor streams of
+        // `ParamTable::init`), to match the reference probes' init.
+        let mut params = vec![T::ZERO; table.len()];
         let mut rng = Rng::derive(seed, STREAM_INIT);
-        for (entry, (_, _, init)) in table.iter().zip(&layout) {
+        for entry in table.entries() {
             let dst = &mut params[entry.range()];
-            match *init {
-                Init::Uniform { fan_in } => {
+            match entry.init {
+                TableInit::FanIn(fan_in) => {
                     let bound = 1.0 / (fan_in as f64).sqrt();
                     for p in dst {
                         *p = T::from_f64((2.0 * rng.uniform() - 1.0) * bound);
                     }
                 }
-                Init::Const(v) => dst.fill(T::from_f64(v)),
+                TableInit::Ones => dst.fill(T::ONE),
+                _ => dst.fill(T::ZERO),
             }
         }
-        let stats = if spec.kind == ClassifierKind::Mlp { h } else { 0 };
-        Ok(Self { spec, table, params, running_mean: vec![T::ZERO; stats], running_var: vec![T::ONE; stats] })
+        let mut buffers = vec![T::ZERO; buffer_table.len()];
+        if let Units::Mlp(_, bn, _) = units {
+            buffers[bn.rv.range()].fill(T::ONE);
+        }
+        Ok(Self { spec, table, params, buffers, units })
     }
 
     /// The architecture.
@@ -253,7 +228,7 @@ impl<T: Float> Classifier<T> {
 
     /// The parameter table, in buffer order.
     pub fn table(&self) -> &[ParamEntry] {
-        &self.table
+        self.table.entries()
     }
 
     /// The flat parameter buffer.
@@ -269,17 +244,23 @@ impl<T: Float> Classifier<T> {
 
     /// One named parameter (`"0.weight"`, `"bias"`, ...).
     pub fn param(&self, name: &str) -> Option<&[T]> {
-        self.table.iter().find(|e| e.name == name).map(|e| &self.params[e.range()])
+        self.table.get(name).map(|e| &self.params[e.range()])
     }
 
     /// BatchNorm running mean (`2.running_mean`; empty for the linear classifier).
     pub fn running_mean(&self) -> &[T] {
-        &self.running_mean
+        match self.units {
+            Units::Mlp(_, bn, _) => &self.buffers[bn.rm.range()],
+            Units::Linear(_) => &[],
+        }
     }
 
     /// BatchNorm running variance (`2.running_var`; empty for the linear classifier).
     pub fn running_var(&self) -> &[T] {
-        &self.running_var
+        match self.units {
+            Units::Mlp(_, bn, _) => &self.buffers[bn.rv.range()],
+            Units::Linear(_) => &[],
+        }
     }
 
     fn rows_of(&self, x: &[T], rows: usize) -> Result<()> {
@@ -313,62 +294,42 @@ impl<T: Float> Classifier<T> {
         if let Some((index, &label)) = labels.iter().enumerate().find(|&(_, &l)| l >= self.spec.classes) {
             return Err(Error::LabelOutOfRange { index, label, classes: self.spec.classes });
         }
-        let (d, c, h) = (self.spec.in_features, self.spec.classes, self.spec.hidden);
+        let (c, h) = (self.spec.classes, self.spec.hidden);
         let rs = RowsShape::new(rows, c);
-        match self.spec.kind {
-            ClassifierKind::Linear => {
-                let mut p = &self.params[..];
-                let (w, b) = (take(&mut p, c * d), take(&mut p, c));
-                let s = LinearShape::new(rows, d, c);
+        match self.units {
+            Units::Linear(l) => {
+                let ctx = Ctx::forward(&self.params, &mut [], Mode::Train);
                 let logits = sized(&mut ws.logits, rows * c);
-                linear_forward_par(&s, x, w, Some(b), logits)?;
+                l.forward(&ctx, rows, x, logits)?;
                 let loss = cross_entropy_forward(&rs, logits, labels)?;
                 let dlogits = sized(&mut ws.dlogits, rows * c);
                 cross_entropy_backward(&rs, &ws.logits, labels, T::ONE, dlogits)?;
-                let mut g = &mut grads[..];
-                let (dw, db) = (take_mut(&mut g, c * d), take_mut(&mut g, c));
-                linear_backward_par(&s, x, w, dlogits, None, dw, Some(db))?;
+                l.backward(&mut Ctx::backward(&self.params, grads), rows, x, dlogits, None, false)?;
                 Ok(loss)
             }
-            ClassifierKind::Mlp => {
+            Units::Mlp(l0, bn, l4) => {
                 if rows < 2 {
                     return Err(Error::InvalidShape {
                         what: "mlp classifier (train)",
                         reason: "BatchNorm needs at least 2 rows",
                     });
                 }
-                let mut p = &self.params[..];
-                let (w0, b0) = (take(&mut p, h * d), take(&mut p, h));
-                let (gamma, beta) = (take(&mut p, h), take(&mut p, h));
-                let (w4, b4) = (take(&mut p, c * h), take(&mut p, c));
-                let s0 = LinearShape::new(rows, d, h);
-                let s4 = LinearShape::new(rows, h, c);
                 let ns = NormShape::new(rows, h, 1);
                 let n = rows * h;
+                let mut ctx = Ctx::forward(&self.params, &mut self.buffers, Mode::Train);
                 // Linear 0.
                 let h1 = sized(&mut ws.h1, n);
-                linear_forward_par(&s0, x, w0, Some(b0), h1)?;
+                l0.forward(&ctx, rows, x, h1)?;
                 // Dropout 1.
                 let h1 = &ws.h1[..n];
                 let mask = sized(&mut ws.mask, n);
                 let h2 = sized(&mut ws.h2, n);
                 dropout_par(self.spec.dropout, dropout_seed, h, h1, h2, mask)?;
-                // BatchNorm 2 (batch statistics), then ReLU 3 in place.
+                // BatchNorm 2 (batch statistics), then ReLU 3.
                 let h3 = sized(&mut ws.h3, n);
                 let sm = sized(&mut ws.save_mean, h);
                 let si = sized(&mut ws.save_invstd, h);
-                batch_norm_train_forward_par(
-                    &ns,
-                    &BatchNormConfig::default(),
-                    &ws.h2[..n],
-                    gamma,
-                    beta,
-                    &mut self.running_mean,
-                    &mut self.running_var,
-                    h3,
-                    sm,
-                    si,
-                )?;
+                bn.forward(&mut ctx, &ns, &ws.h2[..n], h3, sm, si)?;
                 // Out of place: `relu_inplace`'s conditional store does not
                 // vectorise and mispredicts on BN output (half negative).
                 let h4 = sized(&mut ws.h4, n);
@@ -378,37 +339,24 @@ impl<T: Float> Classifier<T> {
                 // Linear 4 and the loss.
                 let h3 = &ws.h4[..n];
                 let logits = sized(&mut ws.logits, rows * c);
-                linear_forward_par(&s4, h3, w4, Some(b4), logits)?;
+                l4.forward(&ctx, rows, h3, logits)?;
                 let loss = cross_entropy_forward(&rs, logits, labels)?;
                 let dlogits = sized(&mut ws.dlogits, rows * c);
                 cross_entropy_backward(&rs, &ws.logits, labels, T::ONE, dlogits)?;
                 // Backward, last layer first.
-                let mut g = &mut grads[..];
-                let (dw0, db0) = (take_mut(&mut g, h * d), take_mut(&mut g, h));
-                let (dgamma, dbeta) = (take_mut(&mut g, h), take_mut(&mut g, h));
-                let (dw4, db4) = (take_mut(&mut g, c * h), take_mut(&mut g, c));
+                let mut ctx = Ctx::backward(&self.params, grads);
                 let ga = sized(&mut ws.ga, n);
-                linear_backward_par(&s4, h3, w4, &ws.dlogits[..rows * c], Some(ga), dw4, Some(db4))?;
+                l4.backward(&mut ctx, rows, h3, &ws.dlogits[..rows * c], Some(ga), false)?;
                 let gb = sized(&mut ws.gb, n);
                 relu_backward_par(h, h3, &ws.ga[..n], gb)?;
                 let ga = &mut ws.ga[..n];
-                batch_norm_train_backward_par(
-                    &ns,
-                    &ws.h2[..n],
-                    gb,
-                    gamma,
-                    &ws.save_mean[..h],
-                    &ws.save_invstd[..h],
-                    ga,
-                    dgamma,
-                    dbeta,
-                )?;
+                bn.backward(&mut ctx, &ns, &ws.h2[..n], gb, &ws.save_mean[..h], &ws.save_invstd[..h], ga)?;
                 let gb = &mut ws.gb[..n];
                 gb.par_chunks_mut(ROW_CHUNK * h)
                     .zip(ws.mask[..n].par_chunks(ROW_CHUNK * h))
                     .zip(ws.ga[..n].par_chunks(ROW_CHUNK * h))
                     .try_for_each(|((dx, m), dy)| dropout_backward(m, dy, dx))?;
-                linear_backward_par(&s0, x, w0, gb, None, dw0, Some(db0))?;
+                l0.backward(&mut ctx, rows, x, gb, None, false)?;
                 Ok(loss)
             }
         }
@@ -419,33 +367,26 @@ impl<T: Float> Classifier<T> {
     /// running statistics, like `model.eval()` in PyTorch.
     pub fn eval_logits(&self, x: &[T], rows: usize, ws: &mut Workspace<T>) -> Result<()> {
         self.rows_of(x, rows)?;
-        let (d, c, h) = (self.spec.in_features, self.spec.classes, self.spec.hidden);
-        match self.spec.kind {
-            ClassifierKind::Linear => {
-                let mut p = &self.params[..];
-                let (w, b) = (take(&mut p, c * d), take(&mut p, c));
-                linear_forward_par(&LinearShape::new(rows, d, c), x, w, Some(b), sized(&mut ws.logits, rows * c))
-            }
-            ClassifierKind::Mlp => {
-                let mut p = &self.params[..];
-                let (w0, b0) = (take(&mut p, h * d), take(&mut p, h));
-                let (gamma, beta) = (take(&mut p, h), take(&mut p, h));
-                let (w4, b4) = (take(&mut p, c * h), take(&mut p, c));
+        let (c, h) = (self.spec.classes, self.spec.hidden);
+        let ctx = Ctx::forward(&self.params, &mut [], Mode::Eval);
+        match self.units {
+            Units::Linear(l) => l.forward(&ctx, rows, x, sized(&mut ws.logits, rows * c)),
+            Units::Mlp(l0, bn, l4) => {
                 let n = rows * h;
-                linear_forward_par(&LinearShape::new(rows, d, h), x, w0, Some(b0), sized(&mut ws.h1, n))?;
+                l0.forward(&ctx, rows, x, sized(&mut ws.h1, n))?;
                 let h2 = sized(&mut ws.h2, n);
                 let h3 = sized(&mut ws.h3, n);
-                let (rm, rv) = (&self.running_mean[..], &self.running_var[..]);
+                let (gamma, beta) = (bn.gamma.of(&self.params)?, bn.beta.of(&self.params)?);
+                let (rm, rv) = (bn.rm.of(&self.buffers)?, bn.rv.of(&self.buffers)?);
                 h2.par_chunks_mut(ROW_CHUNK * h)
                     .zip(h3.par_chunks_mut(ROW_CHUNK * h))
                     .zip(ws.h1[..n].par_chunks(ROW_CHUNK * h))
-                    .try_for_each(|((y, bn), xs)| {
+                    .try_for_each(|((y, bnv), xs)| {
                         let ns = NormShape::new(xs.len() / h, h, 1);
-                        batch_norm_eval_forward(&ns, NORM_EPS, xs, gamma, beta, rm, rv, bn)?;
-                        relu_forward(bn, y)
+                        batch_norm_eval_forward(&ns, NORM_EPS, xs, gamma, beta, rm, rv, bnv)?;
+                        relu_forward(bnv, y)
                     })?;
-                let logits = sized(&mut ws.logits, rows * c);
-                linear_forward_par(&LinearShape::new(rows, h, c), &ws.h2[..n], w4, Some(b4), logits)
+                l4.forward(&ctx, rows, &ws.h2[..n], sized(&mut ws.logits, rows * c))
             }
         }
     }
