@@ -8,9 +8,8 @@
 #     batches 1 and 64, and of the edge encoder at batch 1 (`ab_probe time`).
 # Prints every row's per-round new/old ratio and the median; a median
 # under 0.97 is marked SLOWER. With CALLGRIND=1 it also counts instructions
-# per training step under valgrind (conv28 JSD, 1 thread: the difference
-# between 2 and 1 timed steps), where ±2% is the bar; that takes about 20
-# minutes (valgrind runs a conv28 step about 500 times slower).
+# per training step under valgrind (conv28 JSD, 1 thread), where ±2% is the
+# bar; that adds about 15 minutes (valgrind runs a step ~1000 times slower).
 #
 #   ROUNDS=3 STEPS=15 scripts/perf-ab.sh [OLD_REV]   # default bc56034
 set -euo pipefail
@@ -82,25 +81,18 @@ for row in "${rows[@]}"; do
 done
 
 if [ "${CALLGRIND:-0}" = 1 ]; then
-    echo "instructions per training step (callgrind, 1 thread)"
-    ir() { # SIDE ENC EST STEPS -> total Ir
-        local out
+    # Only the step's own code is counted (forward/backward and Adam, by
+    # --toggle-collect), over the warm-up step and one timed step: the same
+    # two steps in both builds, so setup and input synthesis drop out.
+    echo "instructions per training step (callgrind, 1 thread, conv28 JSD)"
+    declare -A per
+    for side in old new; do
         out=$(mktemp)
-        valgrind --tool=callgrind --callgrind-out-file="$out" "${bin[$1]}/train_steps" "$2" "$3" 1 "$4" >/dev/null 2>&1
-        awk '/^summary:|^totals:/ { print $2; exit }' "$out"
+        valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*forward_backward*' \
+            --toggle-collect='*adam_step_par*' "${bin[$side]}/train_steps" conv28 jsd 1 1 >/dev/null 2>&1
+        per[$side]=$(($(awk '/^summary:|^totals:/ { print $2; exit }' "$out") / 2))
         rm -f "$out"
-    }
-    for case in "conv28 jsd"; do
-        declare -A per
-        for side in old new; do
-            # shellcheck disable=SC2086
-            a=$(ir "$side" $case 1)
-            # shellcheck disable=SC2086
-            b=$(ir "$side" $case 2)
-            per[$side]=$((b - a))
-        done
-        awk -v c="$case" -v o="${per[old]}" -v n="${per[new]}" \
-            'BEGIN { printf "%-12s old %d new %d new/old %.4f\n", c, o, n, n / o }'
     done
+    awk -v o="${per[old]}" -v n="${per[new]}" 'BEGIN { printf "old %d new %d new/old %.4f\n", o, n, n / o }'
 fi
 exit $slower

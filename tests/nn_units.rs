@@ -89,7 +89,7 @@ proptest! {
     fn conv2d_gradients_and_reference(n in 1usize..3, cin in 1usize..4, cout in 1usize..4, hw in 3usize..7,
                                       k in 1usize..4, stride in 1usize..3, pad in 0usize..2, bias: bool, seed: u64) {
         let mut rng = Rng(seed);
-        let (s, c) = setup(&mut rng, |b| b.conv2d("c", [cin, hw, hw], cout, k, stride, pad, bias));
+        let (s, c) = setup(&mut rng, |b| b.conv2d("c", [cin, hw, hw], cout, [k, stride, pad], bias));
         let shape: Conv2dShape = c.shape(n);
         let d = shape.validate().unwrap();
         let x = rng.vec(n * cin * hw * hw);
@@ -180,7 +180,7 @@ proptest! {
             mlp.forward(&mut Ctx::forward(p, buf, Mode::Train), rows, x, &mut acts, &mut y).unwrap();
             let (mut g, mut dx) = (vec![0.0; p.len()], vec![0.0; x.len()]);
             if let Some(dy) = dy {
-                mlp.backward(&mut Ctx::backward(p, &mut g), rows, x, &mut acts, dy, &mut dx, false).unwrap();
+                mlp.backward(&mut Ctx::backward(p, &mut g), rows, x, &mut acts, dy, &mut dx).unwrap();
             }
             (y, g, dx)
         };

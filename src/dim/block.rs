@@ -95,7 +95,7 @@ impl Block {
     pub fn new(b: &mut Builder<'_>, name: &str, bn_name: &str, in_shape: [usize; 3], layer: Layer) -> Self {
         match layer {
             Layer::Conv { out, kernel, stride, padding, bn, relu, pool } => {
-                let conv = b.conv2d(name, in_shape, out, kernel, stride, padding, !bn);
+                let conv = b.conv2d(name, in_shape, out, [kernel, stride, padding], !bn);
                 let bn = bn.then(|| b.batch_norm(bn_name, out));
                 let pre = conv.out_shape();
                 let out = if pool { [out, (pre[1] - 3) / 2 + 1, (pre[2] - 3) / 2 + 1] } else { pre };

@@ -104,7 +104,7 @@ impl MiHead {
         let mut ctx = Ctx::backward(params, grads);
         self.ln.backward(&mut ctx, &NormShape::new(*rows, self.d, 1), s, d_out, ln_mean, ln_rstd, d_s)?;
         let mut m = MlpActs { z, mean, invstd, a, d_a, dz };
-        self.mlp.backward(&mut ctx, *rows, x, &mut m, d_s, dx, false)?;
+        self.mlp.backward(&mut ctx, *rows, x, &mut m, d_s, dx)?;
         // The shortcut reads the same input: its input gradient adds in place.
         self.shortcut.backward(&mut ctx, *rows, x, d_s, Some(dx), true)
     }

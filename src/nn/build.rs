@@ -42,18 +42,10 @@ impl<'t> Builder<'t> {
         Linear { in_f, out_f, w, b }
     }
 
-    /// `{name}.weight` `[out, in, k, k]` and, with `bias`, `{name}.bias`.
-    #[allow(clippy::too_many_arguments)] // nn.Conv2d's own arguments
-    pub fn conv2d(
-        &mut self,
-        name: &str,
-        in_shape: [usize; 3],
-        out_c: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        bias: bool,
-    ) -> Conv2d {
+    /// `{name}.weight` `[out, in, k, k]` and, with `bias`, `{name}.bias`;
+    /// `window` is `[kernel, stride, padding]`.
+    pub fn conv2d(&mut self, name: &str, in_shape: [usize; 3], out_c: usize, window: [usize; 3], bias: bool) -> Conv2d {
+        let [kernel, stride, padding] = window;
         let fan_in = in_shape[0] * kernel * kernel;
         let w = self.param(format!("{name}.weight"), &[out_c, in_shape[0], kernel, kernel], Init::FanIn(fan_in));
         let b = bias.then(|| self.param(format!("{name}.bias"), &[out_c], Init::FanIn(fan_in)));

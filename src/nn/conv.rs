@@ -58,7 +58,6 @@ impl Conv2d {
 
     /// Accumulates `dW` (and `db`) into `ctx.grads` and writes `dx` if given,
     /// from the columns [`Conv2d::forward`] left in `cols`.
-    #[allow(clippy::too_many_arguments)] // x, its columns, dy and dx are the layer's whole interface
     pub fn backward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,

@@ -39,7 +39,6 @@ impl Linear {
     /// Accumulates `dW += dyᵀ·x` (and `db += Σ dy`) into `ctx.grads`, and
     /// writes `dx = dy·W` if given (adds into it when `dx_accumulate`: two
     /// layers reading one input sum their input gradients in place).
-    #[allow(clippy::too_many_arguments)] // x, dy, dx and the accumulate flag are the layer's whole interface
     pub fn backward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,

@@ -59,9 +59,7 @@ impl Mlp {
         self.l2.forward(ctx, rows, acts.a, y)
     }
 
-    /// Backward from `dy`: accumulates every gradient, writes `dx` (adds
-    /// into it when `dx_accumulate`).
-    #[allow(clippy::too_many_arguments)] // input, saved activations, dy, dx and the accumulate flag
+    /// Backward from `dy`: accumulates every gradient, writes `dx`.
     pub fn backward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,
@@ -70,11 +68,10 @@ impl Mlp {
         acts: &mut MlpActs<'_, T>,
         dy: &[T],
         dx: &mut [T],
-        dx_accumulate: bool,
     ) -> Result<()> {
         self.l2.backward(ctx, rows, acts.a, dy, Some(&mut *acts.d_a), false)?;
         ops::relu_mask(acts.d_a, acts.a);
         self.bn.backward(ctx, &self.norm(rows), acts.z, acts.d_a, acts.mean, acts.invstd, acts.dz)?;
-        self.l1.backward(ctx, rows, x, acts.dz, Some(dx), dx_accumulate)
+        self.l1.backward(ctx, rows, x, acts.dz, Some(dx), false)
     }
 }

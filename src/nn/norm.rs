@@ -24,7 +24,6 @@ impl BatchNorm {
     /// `a = BN(z)`: batch statistics (saved in `mean`, `invstd`; running
     /// statistics updated) in train or calibrate mode, running statistics in
     /// eval mode.
-    #[allow(clippy::too_many_arguments)] // input, output and the two saved statistics
     pub fn forward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,
@@ -52,7 +51,7 @@ impl BatchNorm {
     }
 
     /// Train-mode backward: writes `dz`, accumulates `dγ`, `dβ`.
-    #[allow(clippy::too_many_arguments)] // input, output gradient, saved statistics, input gradient
+    #[allow(clippy::too_many_arguments)] // the kernel's own arguments: input, dy, saved statistics, dx
     pub fn backward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,
@@ -95,7 +94,7 @@ impl LayerNorm {
     }
 
     /// Backward: writes `dx`, accumulates `dγ`, `dβ`.
-    #[allow(clippy::too_many_arguments)] // input, output gradient, saved statistics, input gradient
+    #[allow(clippy::too_many_arguments)] // the kernel's own arguments: input, dy, saved statistics, dx
     pub fn backward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,

@@ -27,7 +27,6 @@ pub(crate) fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
 
 /// Linear backward, adding into `dx` when `dx_accumulate`.
 #[cfg(not(feature = "parallel"))]
-#[allow(clippy::too_many_arguments)] // the kernel's arguments plus the accumulate flag
 pub(crate) fn linear_backward_into<T: Float>(
     s: &crate::kernels::LinearShape,
     x: &[T],
@@ -66,7 +65,7 @@ pub(crate) fn conv2d_forward<T: Float>(
 
 /// Conv backward: the multicore driver reuses forward's columns, the serial
 /// kernel recomputes them from `x` (using `cols` as scratch).
-#[allow(clippy::too_many_arguments)] // the kernel's arguments plus both sources of the columns
+#[allow(clippy::too_many_arguments)] // the kernels' own arguments plus both sources of the columns
 pub(crate) fn conv2d_backward<T: Float>(
     s: &Conv2dShape,
     x: &[T],

@@ -30,7 +30,7 @@ pub use weights::WeightRows;
 #[cfg(target_arch = "x86_64")]
 use kernel::Avx2Fma;
 use kernel::Portable;
-use nest::gemm_loop;
+use nest::{Packs, gemm_loop};
 use pack::{ASource, WeightMatrix};
 
 use super::Float;
@@ -138,8 +138,10 @@ fn stack<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumu
     let blk = Blocking::stack(a.cols());
     let (mut apack, mut bpack) = ([T::ZERO; blocking::STACK_APACK], [T::ZERO; blocking::STACK_BPACK]);
     match KernelId::portable_for_target() {
-        KernelId::Portable => gemm_loop(&Portable::<true>, c, &a, &b, blk, accumulate, &mut apack, &mut bpack),
-        _ => gemm_loop(&Portable::<false>, c, &a, &b, blk, accumulate, &mut apack, &mut bpack),
+        KernelId::Portable => {
+            gemm_loop(&Portable::<true>, c, &a, &b, blk, accumulate, Packs { a: &mut apack, b: &mut bpack })
+        }
+        _ => gemm_loop(&Portable::<false>, c, &a, &b, blk, accumulate, Packs { a: &mut apack, b: &mut bpack }),
     }
 }
 
@@ -148,12 +150,11 @@ fn stack<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumu
 fn stack_avx2_fma<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
     let blk = Blocking::stack(a.cols());
     let (mut apack, mut bpack) = ([T::ZERO; blocking::STACK_APACK], [T::ZERO; blocking::STACK_BPACK]);
-    gemm_loop(&Portable::<true>, c, &a, &b, blk, accumulate, &mut apack, &mut bpack);
+    gemm_loop(&Portable::<true>, c, &a, &b, blk, accumulate, Packs { a: &mut apack, b: &mut bpack });
 }
 
 /// Runs the loop nest on f32 with the kernel `id` (the portable fused one
 /// if `id` cannot run here).
-#[allow(clippy::too_many_arguments)] // the loop nest's parameters plus the kernel
 fn run_f32<A: ASource<f32>>(
     id: KernelId,
     c: OutView<'_, f32>,
@@ -161,17 +162,16 @@ fn run_f32<A: ASource<f32>>(
     b: &MatRef<'_, f32>,
     blk: Blocking,
     accumulate: bool,
-    apack: &mut [f32],
-    bpack: &mut [f32],
+    packs: Packs<'_, f32>,
 ) {
     match id {
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx2Fma => match Avx2Fma::detect() {
-            Some(k) => gemm_loop(&k, c, a, b, blk, accumulate, apack, bpack),
-            None => gemm_loop(&Portable::<true>, c, a, b, blk, accumulate, apack, bpack),
+            Some(k) => gemm_loop(&k, c, a, b, blk, accumulate, packs),
+            None => gemm_loop(&Portable::<true>, c, a, b, blk, accumulate, packs),
         },
-        KernelId::PortableUnfused => gemm_loop(&Portable::<false>, c, a, b, blk, accumulate, apack, bpack),
-        _ => gemm_loop(&Portable::<true>, c, a, b, blk, accumulate, apack, bpack),
+        KernelId::PortableUnfused => gemm_loop(&Portable::<false>, c, a, b, blk, accumulate, packs),
+        _ => gemm_loop(&Portable::<true>, c, a, b, blk, accumulate, packs),
     }
 }
 
@@ -203,7 +203,7 @@ pub fn sgemm(mut c: OutView<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, ac
         if bpack.len() < blk.bpack_len() {
             bpack.resize(blk.bpack_len(), 0.0);
         }
-        run_f32(KernelId::best_f32(KernelId::Portable), c, &a, &b, blk, accumulate, apack, bpack);
+        run_f32(KernelId::best_f32(KernelId::Portable), c, &a, &b, blk, accumulate, Packs { a: apack, b: bpack });
     });
     Ok(())
 }
@@ -279,6 +279,6 @@ fn weights_with(
     if apack.len() < a_need || bpack.len() < blk.kc.min(k) * blk.nc {
         return Err(Error::InvalidShape { what, reason: "packing buffers shorter than the blocking needs" });
     }
-    run_f32(id, c, &WeightMatrix { w, m, k }, &b, blk, false, apack, bpack);
+    run_f32(id, c, &WeightMatrix { w, m, k }, &b, blk, false, Packs { a: apack, b: bpack });
     Ok(())
 }

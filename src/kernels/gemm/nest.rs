@@ -19,11 +19,16 @@ use super::pack::{ASource, pack_b};
 use super::view::{MatRef, OutView};
 use crate::kernels::Float;
 
+/// The packing buffers of one product: A's block and B's block.
+pub(crate) struct Packs<'p, T> {
+    pub a: &'p mut [T],
+    pub b: &'p mut [T],
+}
+
 /// `C = A·B`, or `C += A·B` when `accumulate`. The caller has checked the
 /// shapes (`A` is `m × k`, `b` `k × n`, `c` `m × n`, none of them empty),
-/// the blocking, and that `apack` and `bpack` hold what it asks for.
+/// the blocking, and that the packs hold what it asks for.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the loop nest's full parameter set, called from three entry points
 pub(crate) fn gemm_loop<T: Float, A: ASource<T>, K: MicroKernel<T>>(
     kernel: &K,
     mut c: OutView<'_, T>,
@@ -31,9 +36,9 @@ pub(crate) fn gemm_loop<T: Float, A: ASource<T>, K: MicroKernel<T>>(
     b: &MatRef<'_, T>,
     blk: Blocking,
     accumulate: bool,
-    apack: &mut [T],
-    bpack: &mut [T],
+    packs: Packs<'_, T>,
 ) {
+    let Packs { a: apack, b: bpack } = packs;
     let (m, n, k) = (c.rows(), c.cols(), b.rows());
     debug_assert_eq!(a.rows(), m);
     let mut acc = [[T::ZERO; NR]; MR];
