@@ -155,7 +155,7 @@ fn dim_step_global_nce_matches_pytorch() {
     run_with("dim_step_global_nce", Estimator::Nce, 0.5);
 }
 
-/// The concat-and-convolve head (spec §4.2) against a direct PyTorch
+/// The concat-and-convolve head (docs/method.md §4.2) against a direct PyTorch
 /// implementation (broadcast Y, concatenate, 1×1 convs), with the negative
 /// pairing drawn by our RNG for (seed, step) and ported to the script.
 fn run_concat(name: &str, est: Estimator) {
@@ -265,7 +265,7 @@ fn run_variant(
     (f, model, ws)
 }
 
-/// Occlusion (spec §7.2): the squares drawn for (seed, step), the occluded
+/// Occlusion (docs/method.md §7.2): the squares drawn for (seed, step), the occluded
 /// input, Y from it, locals from the clean input, and the gradient of both
 /// encoder passes summed; the fixture also holds each pass's share.
 fn run_occlude(name: &str, est: Estimator) {
@@ -300,7 +300,7 @@ fn occlusion_step_nce_matches_pytorch() {
     run_occlude("occlude_step_nce", Estimator::Nce);
 }
 
-/// Multiple globals (spec §7.1): 25 globals from the 7×7 local map, the
+/// Multiple globals (docs/method.md §7.1): 25 globals from the 7×7 local map, the
 /// N×25×N×49 score tensor through each estimator.
 fn run_multi(name: &str, est: Estimator, samples: Option<usize>) {
     let (f, model, ws) = run_variant(name, est, |c| c.multi_globals(MultiGlobal { channels: None, samples }));

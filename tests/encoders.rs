@@ -1,5 +1,5 @@
-//! ResNet bottleneck blocks (spec §2.5) and folded (strided-crop) encoders
-//! (§2.6): one block against PyTorch (`tests/golden/make_bottleneck.py`),
+//! ResNet bottleneck blocks (docs/method.md §2.5) and folded (strided-crop) encoders
+//! (docs/method.md §2.6): one block against PyTorch (`tests/golden/make_bottleneck.py`),
 //! whole encoders against finite differences, the presets' shapes, taps and
 //! names, two training steps of `resnet32` and `fold28`, and the typed
 //! errors of bad configs and of exporting them.

@@ -1,4 +1,4 @@
-//! The MI estimators (spec §3): constants at S ≡ 0, signs, the efficient
+//! The MI estimators (docs/method.md §3): constants at S ≡ 0, signs, the efficient
 //! infoNCE against the naive log-softmax form, and gradients against
 //! finite differences in f64.
 
@@ -31,7 +31,7 @@ fn nce_equals_ln_1_plus_n_minus_1_p_when_all_scores_are_zero() {
         let got = loss(Estimator::Nce, sh, &vec![0.0; n * n * p]);
         assert!((got - want).abs() < 1e-12, "n={n} p={p}: {got} vs {want}");
     }
-    // 64·64 CIFAR-sized: ln(1 + 63·64) = 8.3023 (spec §3.2: ≈ 8.30).
+    // 64·64 CIFAR-sized: ln(1 + 63·64) = 8.3023 (docs/method.md §3.2: ≈ 8.30).
     assert!((loss(Estimator::Nce, ScoreShape { n: 64, k: 1, p: 64 }, &vec![0.0; 64 * 64 * 64]) - 8.3023).abs() < 1e-3);
 }
 
@@ -208,7 +208,7 @@ fn s4(sh: ScoreShape, s: &[f64], i: usize, k: usize, j: usize, p: usize) -> f64 
 }
 
 /// JSD, infoNCE and DV with K globals, materialised from the spec's formulas
-/// (§3.1–3.3): every (i, k, p) positive, every (i, k, j ≠ i, p) negative;
+/// (docs/method.md §3.1–3.3): every (i, k, p) positive, every (i, k, j ≠ i, p) negative;
 /// infoNCE builds the full logit vector of every positive.
 fn naive_k(est: Estimator, sh: ScoreShape, s: &[f64]) -> f64 {
     let (n, kk, pp) = (sh.n, sh.k, sh.p);
@@ -252,7 +252,7 @@ fn naive_k(est: Estimator, sh: ScoreShape, s: &[f64]) -> f64 {
 
 proptest! {
     #![proptest_config(common::cfg(24))]
-    /// Multiple globals (spec §7.1, §9.3): the memory-bounded estimators
+    /// Multiple globals (docs/method.md §7.1, docs/method.md §9.3): the memory-bounded estimators
     /// (one log-sum-exp per (image, global) for infoNCE, never the
     /// N·P·(N·P+1)·K logits) equal the materialised forms, and their
     /// gradients match finite differences of the materialised forms.

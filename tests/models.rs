@@ -1,5 +1,5 @@
-//! Encoder shapes and sizes derived from the configs (spec §10.1), MI-head
-//! initialisation (§10.2), and the edge encoder's budget.
+//! Encoder shapes and sizes derived from the configs (docs/method.md §10 item 1), MI-head
+//! initialisation (docs/method.md §10 item 2), and the edge encoder's budget.
 
 use infomax::dim::{Dim, DimConfig, EncoderConfig, Estimator};
 
@@ -20,7 +20,7 @@ fn conv32_taps() {
     assert_eq!(m.locations(), 64);
     assert_eq!(m.table.get("encoder.out.weight").unwrap().shape, vec![64, 1024]);
     assert_eq!(m.table.get("encoder.fc.weight").unwrap().shape, vec![1024, 4096]);
-    // Layers with BN have no bias (spec §2.1).
+    // Layers with BN have no bias (docs/method.md §2.1).
     assert!(m.table.get("encoder.conv1.bias").is_none());
 }
 

@@ -1,7 +1,7 @@
-//! Prior matching (spec §4.4): the discriminator loss, its gradient penalty
+//! Prior matching (docs/method.md §4.4): the discriminator loss, its gradient penalty
 //! and the penalty's second-order parameter gradient against finite
 //! differences in f64; the penalty against a naive per-sample input
-//! gradient; detach; the §9.2 constants; a toy problem (§10 item 7); typed
+//! gradient; detach; the docs/method.md §9.2 constants; a toy problem (docs/method.md §10 item 7); typed
 //! errors.
 
 mod common;
@@ -209,7 +209,7 @@ fn gradient_penalty_equals_naive_per_sample_input_gradients() {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
     // GP = mean over samples of ||∂d/∂u_i||², ∂d/∂u_i by central differences
-    // of d(u_i) alone (not the reference's last-sample penalty, §9.5).
+    // of d(u_i) alone (not the reference's last-sample penalty, docs/method.md §9.5).
     const H: f64 = 1e-6;
     let mut total = 0.0;
     let mut per_sample = Vec::new();
@@ -293,7 +293,7 @@ fn discriminator_step_detaches_y_and_encoder_loss_leaves_the_discriminator_alone
 
 #[test]
 fn zero_discriminator_gives_the_sign_convention_constants() {
-    // §9.2: d ≡ 0 ⇒ L_D = 2 ln 2 (the penalty is 0 too: ∂d/∂u = 0), L_E = γ ln 2.
+    // docs/method.md §9.2: d ≡ 0 ⇒ L_D = 2 ln 2 (the penalty is 0 too: ∂d/∂u = 0), L_E = γ ln 2.
     let (n, y_dim) = (16, 8);
     let (lay, table, mut p) = setup(y_dim, (20, 10), 4);
     for name in ["prior.disc.4.weight", "prior.disc.4.bias"] {
@@ -329,7 +329,7 @@ fn zero_discriminator_gives_the_sign_convention_constants() {
     assert_eq!(s.gp, 0.0);
 }
 
-/// 200 discriminator steps on §10 item 7's toy problem: encoder samples
+/// 200 discriminator steps on docs/method.md §10 item 7's toy problem: encoder samples
 /// concentrated at σ(Y) ≈ 0.2, prior U[0,1]^16, the reference's
 /// discriminator and optimiser. Returns the prior, the mean of the first and
 /// last ten losses and the last step's stats.

@@ -85,9 +85,9 @@ enum EstimatorArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum HeadArg {
-    /// Encode-and-dot-product (spec §4.1): every pair of the batch scored by one GEMM.
+    /// Encode-and-dot-product (docs/method.md §4.1): every pair of the batch scored by one GEMM.
     Dot,
-    /// Concat-and-convolve (spec §4.2): one permuted negative per location.
+    /// Concat-and-convolve (docs/method.md §4.2): one permuted negative per location.
     Concat,
 }
 
@@ -95,7 +95,7 @@ enum HeadArg {
 enum GlobalsArg {
     /// One global vector per image: Y (the paper's main setting).
     Single,
-    /// K global vectors per image from a 3×3-conv → 1×1-conv stack over the local map (spec §7.1):
+    /// K global vectors per image from a 3×3-conv → 1×1-conv stack over the local map (docs/method.md §7.1):
     /// 25 from a 7×7 map, each summarising a 3×3 block and scored against every local vector.
     Multi,
 }
@@ -178,7 +178,7 @@ struct TrainArgs {
     /// Weight γ of adversarial prior matching (0: off; the paper uses 0.1).
     #[arg(long, default_value_t = 0.0)]
     gamma: f64,
-    /// Occlusion (spec §7.2): compute Y from a copy of each image with a random SIZE×SIZE square
+    /// Occlusion (docs/method.md §7.2): compute Y from a copy of each image with a random SIZE×SIZE square
     /// blanked (redrawn every step), the local features from the clean image, so Y must predict
     /// what it cannot see. Half the image side is a good start (14 for 28×28). Costs a second
     /// encoder pass per step.
@@ -187,7 +187,7 @@ struct TrainArgs {
     /// Value written into the occluded square, in normalised [−1, 1] units (0 = mid-grey).
     #[arg(long, value_name = "VALUE", default_value_t = 0.0, allow_negative_numbers = true)]
     occlude_fill: f32,
-    /// Global vectors: `single` (Y) or `multi` (K globals from the local map, spec §7.1).
+    /// Global vectors: `single` (Y) or `multi` (K globals from the local map, docs/method.md §7.1).
     #[arg(long, value_enum, default_value = "single")]
     globals: GlobalsArg,
     /// With `--globals multi`: channels of the globals' two convs (default: the local map's).

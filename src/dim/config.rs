@@ -36,7 +36,7 @@ const fn fc(out: usize) -> Layer {
 }
 
 impl EncoderConfig {
-    /// `basic28x28` (spec §2.4): 28×28×1, local map 7×7×128.
+    /// `basic28x28` (docs/method.md §2.4): 28×28×1, local map 7×7×128.
     pub fn conv28() -> Self {
         Self {
             input: [1, 28, 28],
@@ -47,7 +47,7 @@ impl EncoderConfig {
         }
     }
 
-    /// The DCGAN encoder `basic32x32` (spec §2.2): 32×32×3, local 8×8×128.
+    /// The DCGAN encoder `basic32x32` (docs/method.md §2.2): 32×32×3, local 8×8×128.
     pub fn conv32() -> Self {
         Self {
             input: [3, 32, 32],
@@ -58,7 +58,7 @@ impl EncoderConfig {
         }
     }
 
-    /// AlexNet-like `alex64x64` (spec §2.3): 64×64×3, local 15×15×384.
+    /// AlexNet-like `alex64x64` (docs/method.md §2.3): 64×64×3, local 15×15×384.
     pub fn alex64() -> Self {
         Self {
             input: [3, 64, 64],
@@ -92,7 +92,7 @@ impl EncoderConfig {
     }
 
     /// `fold28`: a folded encoder for 28×28×1 (our design after the
-    /// reference's `foldalex64x64`, spec §2.6): 8×8 crops with stride 4
+    /// reference's `foldalex64x64`, docs/method.md §2.6): 8×8 crops with stride 4
     /// (6×6 = 36 crops); per crop conv 4/2/1 32 → 4×4, conv 4/2/1 64 → 2×2,
     /// conv 2/1/0 128 → 1×1; fold → the local map 6×6×128 (each location
     /// sees one crop); conv 3/2/1 256 → 3×3; FC 1024; Y 64. About 11 M
@@ -113,7 +113,7 @@ impl EncoderConfig {
         }
     }
 
-    /// `resnet19_32x32` (spec §2.5): 32×32×3; conv 3/2/1 64, then
+    /// `resnet19_32x32` (docs/method.md §2.5): 32×32×3; conv 3/2/1 64, then
     /// bottlenecks (64, 64, 128/2, 128, 256/2, 256); the local map is the
     /// first stride-2 block's output, 8×8×512 (spec idx 2, here layer 3);
     /// the conv tap is the last block (4×4×1024); FC 1024; Y 64.
@@ -214,7 +214,7 @@ impl EncoderConfig {
     }
 }
 
-/// The MI estimator (spec §3).
+/// The MI estimator (docs/method.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Estimator {
@@ -227,14 +227,14 @@ pub enum Estimator {
     Dv,
 }
 
-/// How local/global pairs are scored (spec §4).
+/// How local/global pairs are scored (docs/method.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
-    /// Encode-and-dot-product (§4.1): all N×N×P pairs from one GEMM.
+    /// Encode-and-dot-product (docs/method.md §4.1): all N×N×P pairs from one GEMM.
     #[default]
     Dot,
-    /// Concat-and-convolve (§4.2): one positive and one negative (a
+    /// Concat-and-convolve (docs/method.md §4.2): one positive and one negative (a
     /// permuted image) per location, as in the first public code.
     Concat,
 }
@@ -262,7 +262,7 @@ impl EncoderSpec {
     }
 }
 
-/// Occlusion (spec §7.2): Y is computed from a copy of the input with one
+/// Occlusion (docs/method.md §7.2): Y is computed from a copy of the input with one
 /// random axis-aligned square per image overwritten by `fill`, while the
 /// local features come from the clean input. The square is redrawn every
 /// step from `(seed, step)`, uniformly among the positions where it fits.
@@ -279,7 +279,7 @@ pub struct Occlusion {
     pub fill: f32,
 }
 
-/// Multiple globals (spec §7.1): K global vectors from a small conv stack
+/// Multiple globals (docs/method.md §7.1): K global vectors from a small conv stack
 /// over the local map (3×3 conv, no padding → BN → ReLU → 1×1 conv → BN →
 /// ReLU; K = (M − 2)² for an M×M map, 25 for conv28's 7×7), each embedded
 /// by the global MI head and scored against every local vector.
@@ -325,13 +325,13 @@ pub struct DimConfig {
     /// Scoring head.
     #[serde(default)]
     pub head: HeadKind,
-    /// Weight of global DIM (α, spec §4.3); 0 disables it.
+    /// Weight of global DIM (α, docs/method.md §4.3); 0 disables it.
     #[serde(default)]
     pub alpha: f64,
     /// Weight of local DIM (β).
     #[serde(default = "one")]
     pub beta: f64,
-    /// Weight of prior matching (γ, spec §4.4); 0 disables it.
+    /// Weight of prior matching (γ, docs/method.md §4.4); 0 disables it.
     #[serde(default)]
     pub gamma: f64,
     /// Gradient-penalty weight λ of the prior discriminator.
@@ -341,10 +341,10 @@ pub struct DimConfig {
     /// head, occlusion and global sampling).
     #[serde(default)]
     pub seed: u64,
-    /// Occlusion (spec §7.2); off when absent.
+    /// Occlusion (docs/method.md §7.2); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occlusion: Option<Occlusion>,
-    /// Multiple globals (spec §7.1); one global (Y) when absent.
+    /// Multiple globals (docs/method.md §7.1); one global (Y) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub globals: Option<MultiGlobal>,
 }

@@ -1,4 +1,4 @@
-//! The three MI estimators over a score matrix (spec §3), loss and gradient
+//! The three MI estimators over a score matrix (docs/method.md §3), loss and gradient
 //! in one pass.
 //!
 //! Scores are laid out `S[(i, k), (j, p)]`: one row per global vector k of
@@ -35,7 +35,7 @@ fn softplus_minus_ln2_and_sigmoid(x: f64) -> (f64, f64) {
 /// What one estimator evaluation reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EstimatorStats {
-    /// The loss (spec sign conventions, §9.2).
+    /// The loss (spec sign conventions, docs/method.md §9.2).
     pub loss: f64,
     /// The MI estimate of this estimator, in nats.
     pub mi: f64,
@@ -166,7 +166,7 @@ pub fn estimate<T: Float>(est: Estimator, sh: ScoreShape, s: &[T], ds: &mut [T],
         }
         Estimator::Dv => {
             // L = log Σ_neg e^S − log(#neg) − mean_pos S (one pooled
-            // log-mean-exp over all negatives of the batch, §3.3; the proper
+            // log-mean-exp over all negatives of the batch, docs/method.md §3.3; the proper
             // normaliser, so L = 0 when all scores are equal).
             let mut m = f64::NEG_INFINITY;
             for (r, row) in s.chunks_exact(cols).enumerate() {
@@ -202,7 +202,7 @@ pub fn estimate<T: Float>(est: Estimator, sh: ScoreShape, s: &[T], ds: &mut [T],
 }
 
 /// Loss, stats and gradients for one negative per positive (the
-/// concat-and-convolve head, spec §3.5 Aug-2018): `pos[r]` scores a true
+/// concat-and-convolve head, docs/method.md §3.5 Aug-2018): `pos[r]` scores a true
 /// (local, global) pair, `neg[r]` the same global against another image's
 /// local vector at the same location. `dpos`, `dneg` receive
 /// `scale · ∂loss/∂score`. The forms are those of [`estimate`] with one

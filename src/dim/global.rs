@@ -1,4 +1,4 @@
-//! Global DIM (spec §4.3, the final reference's encode-and-dot-product
+//! Global DIM (docs/method.md §4.3, the final reference's encode-and-dot-product
 //! form): a fresh copy of the encoder's layers above the local map, ending
 //! in Linear → D, embeds the local map; a single Linear y_dim → D embeds Y;
 //! the N×N score matrix (P = K = 1) goes through the chosen estimator with

@@ -1,6 +1,5 @@
 //! Deep InfoMax: configs, encoders, MI heads, estimators and the model.
-//! `../shared/research/dim-spec.md` is the ground truth; section numbers in
-//! comments (§) refer to it.
+//! `docs/method.md` explains the method; comments cite its sections (§).
 
 pub(crate) mod block;
 pub(crate) mod concat;

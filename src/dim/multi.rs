@@ -1,4 +1,4 @@
-//! Multiple globals (spec §7.1): K global vectors computed from the local
+//! Multiple globals (docs/method.md §7.1): K global vectors computed from the local
 //! map by `3×3 conv (no padding) → BN → ReLU → 1×1 conv → BN → ReLU`, so
 //! each global summarises a 3×3 block of local vectors (K = (M − 2)²: 25
 //! for a 7×7 map). The global MI head embeds all K of them (its BN sees all

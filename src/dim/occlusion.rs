@@ -1,4 +1,4 @@
-//! Occlusion (spec §7.2): a second encoder pass on a copy of the batch in
+//! Occlusion (docs/method.md §7.2): a second encoder pass on a copy of the batch in
 //! which one random square per image is overwritten; Y (and everything the
 //! objective computes from Y) comes from that pass, the local features
 //! from the clean one. Both passes back-propagate into the same gradients.

@@ -1,4 +1,4 @@
-//! Adversarial prior matching (spec §4.4): a discriminator `d` learns to
+//! Adversarial prior matching (docs/method.md §4.4): a discriminator `d` learns to
 //! tell samples of the prior V = U[0, 1]^y_dim from the encoder's
 //! `σ(Y)`, and the encoder is pushed to fool it.
 //!
@@ -9,12 +9,12 @@
 //! because the reference trains it with its own optimiser from the same
 //! minibatch (cortex runs one optimiser per loss).
 //!
-//! Losses (minimised; spec §9.2 signs, `sp` = softplus):
+//! Losses (minimised; docs/method.md §9.2 signs, `sp` = softplus):
 //! - discriminator:
 //!   `L_D = mean_z sp(−d(z)) + mean_x sp(d(σY_x)) + λ·½·(GP(z) + GP(σY))`,
 //!   with Y detached and `GP(u) = mean_i ||∂d/∂u_i||²`: the *per-sample*
 //!   penalty the reference intended (its code penalises only the last
-//!   sample, §9.5);
+//!   sample, docs/method.md §9.5);
 //! - encoder: `L_E = γ · mean_x sp(−d(σY_x))` (non-saturating).
 //!
 //! # The gradient penalty's parameter gradient
@@ -63,7 +63,7 @@ const ADAM_CHUNK: usize = 1 << 16;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PriorConfig {
     /// γ, the weight of the encoder's prior loss. The spec recommends 0.1
-    /// when the prior is on (§5.1; the README's `--prior.scale 0.1`).
+    /// when the prior is on (docs/method.md §5.1; the README's `--prior.scale 0.1`).
     pub gamma: f64,
     /// λ, the gradient-penalty weight (1.0 in the final reference code,
     /// 0.5 in the Aug-2018 code).

@@ -1,10 +1,9 @@
 //! Frozen-feature evaluation (feature `train`): the DIM paper's linear and
 //! nonlinear classifiers, trained on features of a frozen encoder.
 //!
-//! This mirrors the project's PyTorch reference harness
-//! (`shared/anchors/quality/torch_dim_quality.py`: `standardize_`,
-//! `make_classifier`, `train_classifier`, `accuracy`, `evaluate_features`)
-//! so that our accuracies can be compared to its accuracies: same
+//! This mirrors the PyTorch reference protocol our comparisons use
+//! (standardise, build, train and score each probe, docs/method.md §6) so
+//! that our accuracies can be compared with PyTorch's: same
 //! standardisation, same architectures and initialisation, same optimiser,
 //! epochs, batching (last partial batch kept), per-epoch evaluation and seed
 //! derivation. Only the random streams differ (ours are SplitMix64, not

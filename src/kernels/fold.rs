@@ -1,4 +1,4 @@
-//! Strided crops for the folded encoders (spec §2.6). `unfold` cuts each
+//! Strided crops for the folded encoders (docs/method.md §2.6). `unfold` cuts each
 //! image into overlapping `k×k` crops with stride `s`, so the layers after
 //! it see every crop as an independent sample; `fold` puts the per-crop
 //! outputs back on their crop grid, one channel per per-crop output value.

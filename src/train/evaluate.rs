@@ -1,4 +1,4 @@
-//! The paper's evaluation (spec §6) on a trained or untrained encoder:
+//! The paper's evaluation (docs/method.md §6) on a trained or untrained encoder:
 //! frozen encoder in eval mode, features from the conv, fc and Y taps, a
 //! linear probe and the nonlinear classifier on each, plus the raw-pixel
 //! baseline. The classifier protocol is `crate::eval`'s (the reference

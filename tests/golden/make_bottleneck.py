@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures for one ResNet bottleneck block (spec §2.5), made with PyTorch.
+"""Golden fixtures for one ResNet bottleneck block (docs/method.md §2.5), made with PyTorch.
 
 Run from the repository root:
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures for one DIM step with the concat-and-convolve local head (spec §4.2).
+"""Golden fixtures for one DIM step with the concat-and-convolve local head (docs/method.md §4.2).
 
 Run from the repository root:
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures for one DIM step with occlusion (spec §7.2) or multiple globals (§7.1).
+"""Golden fixtures for one DIM step with occlusion (docs/method.md §7.2) or multiple globals (docs/method.md §7.1).
 
 Run from the repository root:
 
@@ -28,7 +28,7 @@ Multiple globals (multi_step_*): after the base DIM (encoder, local_head) come
 giving a 5x5xC2 map = K = 25 globals from the 7x7 local map, then
     global_head MIHead(C2, D) on the (B*25, C2) rows, row = i*25 + k, k = h*5 + w
     S[i, k, j, p] = <g_{i,k}, l_{j,p}>  (B x 25 x B x 49), positives i == j (every k, p)
-and the estimators over all K (spec §3):
+and the estimators over all K (docs/method.md §3):
     jsd: mean_{i!=j,k,p} softplus(S) + mean_{i,k,p} softplus(-S[i,k,i,p]) - 2 ln 2
     nce: mean_{i,k,p} [ logaddexp(S[i,k,i,p], LSE_{j!=i,p'} S[i,k,j,p']) - S[i,k,i,p] ]
          (checked against the materialised log_softmax over [S+, all negatives of (i,k)])
