@@ -86,13 +86,27 @@ pub fn linear_backward<T: Float>(
     dw: &mut [T],
     db: Option<&mut [T]>,
 ) -> Result<()> {
+    linear_backward_into(s, x, w, dy, dx.map(|d| (d, false)), dw, db)
+}
+
+/// [`linear_backward`], with `dx` paired with whether to add into it (two
+/// layers that read one input sum their input gradients in place).
+pub fn linear_backward_into<T: Float>(
+    s: &LinearShape,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: Option<(&mut [T], bool)>,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+) -> Result<()> {
     s.check(x.len(), w.len(), None, dy.len())?;
     check_len("linear weight gradient", w.len(), dw.len())?;
     let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
-    if let Some(dx) = dx {
+    if let Some((dx, accumulate)) = dx {
         check_len("linear input gradient", x.len(), dx.len())?;
         let wm = MatRef::row_major(w, s.out_features, s.in_features)?;
-        gemm(MatMut::row_major(dx, s.batch, s.in_features)?, dym, wm, false)?;
+        gemm(MatMut::row_major(dx, s.batch, s.in_features)?, dym, wm, accumulate)?;
     }
     let xm = MatRef::row_major(x, s.batch, s.in_features)?;
     gemm(MatMut::row_major(dw, s.out_features, s.in_features)?, dym.t(), xm, true)?;

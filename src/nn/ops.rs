@@ -25,8 +25,10 @@ pub(crate) fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
     crate::kernels::gemm(m, a, b, accumulate)
 }
 
-/// Linear backward, adding into `dx` when `dx_accumulate`.
+/// Linear backward, adding into `dx` when `dx_accumulate` (the serial
+/// kernel takes the flag with `dx`).
 #[cfg(not(feature = "parallel"))]
+#[allow(clippy::too_many_arguments)] // the multicore driver's arguments, which this stands in for
 pub(crate) fn linear_backward_into<T: Float>(
     s: &crate::kernels::LinearShape,
     x: &[T],
@@ -37,11 +39,7 @@ pub(crate) fn linear_backward_into<T: Float>(
     dw: &mut [T],
     db: Option<&mut [T]>,
 ) -> Result<()> {
-    if let Some(dx) = dx {
-        let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
-        par_gemm(dx, dym, MatRef::row_major(w, s.out_features, s.in_features)?, dx_accumulate)?;
-    }
-    crate::kernels::linear_backward(s, x, w, dy, None, dw, db)
+    crate::kernels::linear::linear_backward_into(s, x, w, dy, dx.map(|d| (d, dx_accumulate)), dw, db)
 }
 
 /// Conv forward; `cols` holds the batch's im2col columns (kept for backward).
