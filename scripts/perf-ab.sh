@@ -14,21 +14,12 @@
 #   ROUNDS=3 STEPS=15 scripts/perf-ab.sh [OLD_REV]   # default bc56034
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 old_rev=${1:-bc56034}
 rounds=${ROUNDS:-3}
 steps=${STEPS:-15}
-work=$root/target/same-bits
-mkdir -p "$work"
-old_tree=$work/old-$old_rev
-if [ ! -d "$old_tree" ]; then
-    git worktree add --detach "$old_tree" "$old_rev" >/dev/null
-fi
-cp examples/ab_probe.rs "$old_tree/examples/ab_probe.rs"
-build() { (cd "$1" && CARGO_TARGET_DIR=$2 cargo build --release -q --example train_steps --example ab_probe); }
-echo "building $old_rev and the working tree"
-build "$old_tree" "$work/target-old"
-build "$root" "$root/target"
+# shellcheck source=scripts/ab-builds.sh
+. scripts/ab-builds.sh
+ab_builds "$old_rev" --example train_steps --example ab_probe
 declare -A bin=([old]=$work/target-old/release/examples [new]=$root/target/release/examples)
 
 rows=()

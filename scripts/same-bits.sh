@@ -16,24 +16,10 @@
 # Takes about 12 minutes on 2 cores (two release builds, 72 short runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 old_rev=${1:-bc56034}
-work=$root/target/same-bits
-mkdir -p "$work"
-
-old_tree=$work/old-$old_rev
-if [ ! -d "$old_tree" ]; then
-    git worktree add --detach "$old_tree" "$old_rev" >/dev/null
-fi
-# The dump tool uses only APIs both builds share; OLD gets this copy of it.
-cp examples/ab_probe.rs "$old_tree/examples/ab_probe.rs"
-
-build() { # DIR TARGET_DIR
-    (cd "$1" && CARGO_TARGET_DIR=$2 cargo build --release -q --bin infomax --example ab_probe)
-}
-echo "building $old_rev and the working tree"
-build "$old_tree" "$work/target-old"
-build "$root" "$root/target"
+# shellcheck source=scripts/ab-builds.sh
+. scripts/ab-builds.sh
+ab_builds "$old_rev" --bin infomax --example ab_probe
 old_bin=$work/target-old/release
 new_bin=$root/target/release
 
