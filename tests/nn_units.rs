@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Rng, check_fd, coords, fd_grad};
+use common::{Rng, check_fd, coords, fd_grad_richardson};
 use infomax::kernels::{Conv2dShape, NormShape};
 use infomax::nn::{Builder, Ctx, Mlp, MlpActs, Mode};
 use infomax::params::ParamTable;
@@ -46,9 +46,9 @@ fn check_unit(what: &str, s: &Setup, x: &[f64], rng: &mut Rng, fwd: Forward<'_>,
         common::dot(&fwd(p, x, &mut b), &r)
     };
     let pc = coords(s.p.len(), 40, rng);
-    check_fd(&format!("{what} parameters"), &grads, &fd_grad(&s.p, &pc, 1e-5, |p| loss(p, x)), 1e-6);
+    check_fd(&format!("{what} parameters"), &grads, &fd_grad_richardson(&s.p, &pc, 1e-5, |p| loss(p, x)), 1e-6);
     let xc = coords(x.len(), 40, rng);
-    check_fd(&format!("{what} input"), &dx, &fd_grad(x, &xc, 1e-5, |xv| loss(&s.p, xv)), 1e-6);
+    check_fd(&format!("{what} input"), &dx, &fd_grad_richardson(x, &xc, 1e-5, |xv| loss(&s.p, xv)), 1e-6);
 }
 
 #[test]
