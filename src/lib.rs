@@ -7,14 +7,17 @@
 //! - [`kernels`]: `no_std`, allocation-free numeric kernels, each a
 //!   forward/backward pair over plain slices (conv2d, linear, batch and
 //!   layer norm, activations, pooling, losses, GEMM).
-//! - [`kernels::par`] (feature `train`): the same kernels spread over the
-//!   batch with rayon, bitwise identical for any thread count.
+//! - [`kernels::par`] (feature `parallel`): the same kernels spread over
+//!   the batch with rayon, bitwise identical for any thread count.
+//! - [`nn`]: the layer vocabulary (linear, conv, norms, MLP) over typed
+//!   parameter ids; [`model`]: the encoder's one description.
 //! - [`infer`]: `no_std`, allocation-free inference of an exported encoder
 //!   (safetensors reader, [`infer::Plan`], `encode`).
-//! - [`io`] (feature `train`): `infomax export`, checkpoint → inference file.
+//! - feature `train`: [`dim`], [`train`], [`eval`], [`data`], [`io`].
 //!
-//! Features: `std` (default) and `train` (default; rayon and the `gemm`
-//! crate). `cargo build --no-default-features` builds the `no_std` core.
+//! Features: `std`, `parallel` (rayon), `train` (the training stack) and
+//! `cli` (the binary's argument parsing and progress bars); all default.
+//! `cargo build --no-default-features` builds the `no_std` core.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 

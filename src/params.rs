@@ -7,22 +7,8 @@ use std::vec::Vec;
 
 use crate::rng::Rng;
 
-/// How a tensor starts.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Init {
-    /// PyTorch's default for conv/linear weights and biases:
-    /// U(−1/√fan_in, 1/√fan_in).
-    FanIn(usize),
-    /// All zeros (BN/LN beta, running mean).
-    Zeros,
-    /// All ones (BN/LN gamma, running variance).
-    Ones,
-    /// DIM's MI-head shortcut: U(−0.01, 0.01), then `w[c][c] = 1` for
-    /// c < n_in (only when out ≥ n_in). Shape `[out, n_in]`.
-    NearIdentity,
-    /// N(0, std²).
-    Normal(f64),
-}
+pub use crate::nn::Init;
+use crate::nn::Registry;
 
 /// One tensor of the table.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +37,15 @@ impl ParamEntry {
 pub struct ParamTable {
     entries: Vec<ParamEntry>,
     len: usize,
+}
+
+impl Registry for ParamTable {
+    fn push(&mut self, name: core::fmt::Arguments<'_>, shape: &[usize], init: Init) -> usize {
+        ParamTable::push(self, std::fmt::format(name), shape, init)
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
 }
 
 impl ParamTable {

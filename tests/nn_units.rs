@@ -8,7 +8,7 @@ mod common;
 
 use common::{Rng, check_fd, coords, fd_grad_richardson};
 use infomax::kernels::{Conv2dShape, NormShape};
-use infomax::nn::{Builder, Ctx, Mlp, MlpActs, Mode};
+use infomax::nn::{Affine, BatchNorm, Builder, Conv2d, Ctx, LayerNorm, Layout, Linear, Mlp, MlpActs, Mode, Registry};
 use infomax::params::ParamTable;
 use proptest::prelude::*;
 
@@ -250,4 +250,29 @@ fn a_context_shorter_than_its_table_is_an_error_not_a_panic() {
     assert!(l.forward(&Ctx::forward(short, &mut [], Mode::Train), 1, &x, &mut y).is_err());
     let mut g = vec![0.0; 3];
     assert!(l.backward(&mut Ctx::backward(&s.p, &mut g), 1, &x, &y, None, false).is_err());
+}
+
+/// Declares one of every unit; generic over where the tensors go.
+fn declare_all<R: Registry>(b: &mut Builder<'_, R>) -> (Linear, Conv2d, BatchNorm, LayerNorm, Affine, Mlp) {
+    (
+        b.linear("l", 5, 3, true),
+        b.conv2d("c", [2, 6, 6], 4, [3, 1, 1], false),
+        b.batch_norm("bn", 4),
+        b.layer_norm("ln", 3),
+        b.affine("a", 2),
+        b.mlp("h", 3, 4, 2),
+    )
+}
+
+#[test]
+fn a_bare_layout_gives_the_ids_of_the_named_table() {
+    let (mut table, mut buffers) = (ParamTable::new(), ParamTable::new());
+    let named = declare_all(&mut Builder::new(&mut table, &mut buffers));
+    let (mut p, mut bufs) = (Layout::new(), Layout::new());
+    let bare = declare_all(&mut Builder::new(&mut p, &mut bufs));
+    assert_eq!(named, bare);
+    assert_eq!((p.len(), bufs.len()), (table.len(), buffers.len()));
+    // Element counts by hand: linear 15+3, conv 4·2·9, bn 4+4, ln 3+3, affine 2+2, mlp 12 + 4+4 + 8+2.
+    assert_eq!(p.len(), 18 + 72 + 8 + 6 + 4 + 30);
+    assert_eq!(bufs.len(), 8 + 8);
 }

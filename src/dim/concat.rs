@@ -76,7 +76,7 @@ impl ConcatHead {
     /// map's C followed by Y's.
     pub fn new(b: &mut Builder<'_>, c: usize, y_dim: usize, h: usize) -> Result<Self> {
         let conv = |b: &mut Builder<'_>, i: usize, c_in: usize, out: usize| {
-            b.conv2d(&format!("local_head.concat.l{i}"), [c_in, 1, 1], out, [1, 1, 0], true)
+            b.conv2d(format!("local_head.concat.l{i}"), [c_in, 1, 1], out, [1, 1, 0], true)
         };
         let l1 = conv(b, 1, c + y_dim, h);
         let not_1x1 = Error::InvalidShape { what: "concat head", reason: "layer is not a 1x1 conv" };

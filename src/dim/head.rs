@@ -45,8 +45,8 @@ impl MiHead {
     pub fn new(params: &mut ParamTable, buffers: &mut ParamTable, prefix: &str, n_in: usize, d: usize) -> Self {
         let mut b = Builder::new(params, buffers);
         let mlp = b.mlp(prefix, n_in, d, d);
-        let shortcut = b.linear_init(&format!("{prefix}.shortcut"), n_in, d, false, Init::NearIdentity);
-        let ln = b.layer_norm(&format!("{prefix}.ln"), d);
+        let shortcut = b.linear_init(format!("{prefix}.shortcut"), n_in, d, false, Init::NearIdentity);
+        let ln = b.layer_norm(format!("{prefix}.ln"), d);
         Self { n_in, d, mlp, shortcut, ln }
     }
 

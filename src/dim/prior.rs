@@ -132,7 +132,7 @@ impl DiscLayout {
         let (mut t, mut no_buffers) = (ParamTable::new(), ParamTable::new());
         let mut b = Builder::new(&mut t, &mut no_buffers);
         let layers = [(0, y_dim, h1), (2, h1, h2), (4, h2, 1)]
-            .map(|(i, fan, out)| b.linear(&format!("prior.disc.{i}"), fan, out, true));
+            .map(|(i, fan, out)| b.linear(format!("prior.disc.{i}"), fan, out, true));
         let len = t.len();
         Ok((Self { y_dim, h1, h2, layers, len }, t))
     }

@@ -5,15 +5,15 @@
 //!
 //! A unit holds typed handles ([`ParamId`], [`BufferId`]) into the flat
 //! parameter and buffer vectors, never raw offsets, and runs forward and
-//! backward over one [`Ctx`]. Units are declared through a [`Builder`]
-//! (feature `train`), which registers their tensors by name in the one
-//! parameter table (`crate::params`). The units themselves are `no_std` and
-//! allocate nothing; with feature `train` they run the multicore kernels
+//! backward over one [`Ctx`]. Units are declared through a [`Builder`],
+//! which registers their tensors in a [`Registry`]: by name in the one
+//! parameter table (`crate::params`, feature `train`), or as a bare
+//! [`Layout`] with no heap. Units, builder, layout and context are `no_std`
+//! and allocate nothing; with feature `train` they run the multicore kernels
 //! (`kernels::par`, bitwise identical for any thread count), without it the
 //! serial ones.
 
 mod affine;
-#[cfg(feature = "train")]
 mod build;
 mod conv;
 mod ids;
@@ -23,8 +23,7 @@ mod norm;
 pub(crate) mod ops;
 
 pub use affine::Affine;
-#[cfg(feature = "train")]
-pub use build::Builder;
+pub use build::{Builder, DefaultRegistry, Init, Layout, Registry};
 pub use conv::Conv2d;
 pub use ids::{BufferId, ParamId, two_mut};
 pub use linear::Linear;
