@@ -1,4 +1,5 @@
-//! One error type for the whole crate. `no_std` friendly: every variant carries
+//! The core's error: kernels, units and inference (the host side wraps it in
+//! `HostError` (feature `train`) with the file or config it concerns). `no_std` friendly: every variant carries
 //! only `'static` strings and integers, so it needs no allocation.
 
 use core::fmt;

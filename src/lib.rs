@@ -28,6 +28,8 @@ pub mod dim;
 pub mod error;
 #[cfg(feature = "train")]
 pub mod eval;
+#[cfg(feature = "train")]
+pub mod host_error;
 pub mod infer;
 #[cfg(feature = "train")]
 pub mod io;
@@ -42,3 +44,5 @@ pub mod rng;
 pub mod train;
 
 pub use error::{Error, Result};
+#[cfg(feature = "train")]
+pub use host_error::HostError;

@@ -15,7 +15,7 @@ use infomax::io::{ExportDtype, export};
 use infomax::train::evaluate::{
     ENCODER_TAPS, Report, evaluate_encoder, evaluate_encoder_taps, evaluate_pixels, format_table,
 };
-use infomax::train::{self, DataConfig, DatasetKind, OptimConfig, Start, TrainConfig, TrainError, checkpoint};
+use infomax::train::{self, DataConfig, DatasetKind, HostError, OptimConfig, Start, TrainConfig, checkpoint};
 
 /// The Fashion-MNIST subset in the repository: the main job's data.
 const BUNDLED_DATA: &str = "data/fashion-mnist-subset";
@@ -280,7 +280,7 @@ fn run_eval(
     probe: &ProbeArgs,
     quiet: bool,
     out: Option<&Path>,
-) -> Result<Vec<Report>, TrainError> {
+) -> Result<Vec<Report>, HostError> {
     let train = data.load(Split::Train)?;
     let test = data.load(Split::Test)?;
     // The classifiers' seeds follow the model's seed, as the reference's
@@ -310,7 +310,7 @@ fn run_eval(
         say(&format!("  raw pixels done in {:.0}s", reports[3].wall_s));
     }
     if let Some(dir) = out {
-        let json = serde_json::to_string_pretty(&reports).map_err(|e| TrainError::Config(e.to_string()))?;
+        let json = serde_json::to_string_pretty(&reports).map_err(|e| HostError::Config(e.to_string()))?;
         checkpoint::write_atomic(&dir.join("eval.json"), json.as_bytes())?;
     }
     Ok(reports)
@@ -336,7 +336,7 @@ fn print_summary(reports: &[Report]) {
     }
 }
 
-fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
+fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), HostError> {
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_file(p)?,
         None => {
@@ -347,7 +347,7 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
             };
             let budget_given = args.epochs.is_some() || args.minutes.is_some() || args.steps.is_some();
             if args.globals == GlobalsArg::Single && (args.global_channels.is_some() || args.global_samples.is_some()) {
-                return Err(TrainError::Config("--global-channels and --global-samples need --globals multi".into()));
+                return Err(HostError::Config("--global-channels and --global-samples need --globals multi".into()));
             }
             let mut model = DimConfig::new(&args.encoder)
                 .mi_units(args.mi_units.unwrap_or(if args.data.data == Path::new(BUNDLED_DATA) { 128 } else { 512 }))
@@ -430,7 +430,7 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), TrainError> {
 /// checkpoint, then encodes every test image through the `no_std`,
 /// allocation-free inference path from the exported bytes, and checks Y
 /// against the training path's eval-mode forward.
-fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainError> {
+fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), HostError> {
     let test = data.load(Split::Test)?;
     println!("\nExported encoder, run through the no-alloc inference path on {} test images:", test.n);
     for c in infomax::io::deploy(model, &test, out)? {
@@ -448,14 +448,14 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), TrainErr
     Ok(())
 }
 
-fn eval_cmd(args: EvalArgs, quiet: bool) -> Result<(), TrainError> {
+fn eval_cmd(args: EvalArgs, quiet: bool) -> Result<(), HostError> {
     let mut loaded = checkpoint::load(&args.checkpoint)?;
     let reports = run_eval(&mut loaded.model, &data_config(&args.data), &args.probe, quiet, None)?;
     print_summary(&reports);
     Ok(())
 }
 
-fn embed_cmd(args: EmbedArgs) -> Result<(), TrainError> {
+fn embed_cmd(args: EmbedArgs) -> Result<(), HostError> {
     let mut loaded = checkpoint::load(&args.checkpoint)?;
     let split = match args.split {
         SplitArg::Train => Split::Train,
@@ -481,16 +481,16 @@ fn embed_cmd(args: EmbedArgs) -> Result<(), TrainError> {
             let dt = if n == "labels" { safetensors::Dtype::I64 } else { safetensors::Dtype::F32 };
             safetensors::tensor::TensorView::new(dt, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| TrainError::Config(e.to_string()))
+                .map_err(|e| HostError::Config(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let out = safetensors::serialize(views, None).map_err(|e| TrainError::Config(e.to_string()))?;
+    let out = safetensors::serialize(views, None).map_err(|e| HostError::Config(e.to_string()))?;
     checkpoint::write_atomic(&args.out, &out)?;
     println!("wrote {} images' features to {}", f.n, args.out.display());
     Ok(())
 }
 
-fn export_cmd(args: ExportArgs) -> Result<(), TrainError> {
+fn export_cmd(args: ExportArgs) -> Result<(), HostError> {
     let dtype = match args.dtype {
         DtypeArg::F32 => ExportDtype::F32,
         DtypeArg::F16 => ExportDtype::F16,

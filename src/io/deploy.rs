@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use super::export::{ExportDtype, to_bytes};
 use crate::data::Dataset;
 use crate::dim::Dim;
+use crate::host_error::{HostError, Result};
 use crate::infer::{Arch, InferError, Plan, Weights, normalize_into};
 use crate::train::checkpoint;
-use crate::train::error::{Result, TrainError};
 
 /// What one exported file did on the inference path.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,13 +54,13 @@ pub fn export_and_check(
     let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
     let bytes = to_bytes(model, dtype, true, &[])?;
     checkpoint::write_atomic(path, &bytes)?;
-    let bad = |e: InferError| TrainError::Format { path: path.to_path_buf(), reason: e.to_string() };
+    let bad = |e: InferError| HostError::Format { path: path.to_path_buf(), reason: e.to_string() };
     let weights = Weights::<32>::parse(&bytes).map_err(bad)?;
     let arch = Arch::from_weights(&weights).map_err(bad)?;
     let batch = data.n.clamp(1, 100);
     let img: usize = arch.input().iter().product();
     if reference.len() != data.n * y_dim || data.images.len() < data.n * img {
-        return Err(TrainError::Config("the reference Y or the images do not match the dataset".into()));
+        return Err(HostError::Config("the reference Y or the images do not match the dataset".into()));
     }
     let plans = [
         Plan::with_weight_tile(&arch, batch, 1 << 20).map_err(bad)?,
@@ -85,7 +85,7 @@ pub fn export_and_check(
     let us_per_image = t0.elapsed().as_secs_f64() * 1e6 / data.n.max(1) as f64;
     let tol = tolerance(dtype);
     if err > tol * scale {
-        return Err(TrainError::Format {
+        return Err(HostError::Format {
             path: path.to_path_buf(),
             reason: format!("the inference path's Y differs from training's by {err:e} (tolerance {tol:e} of scale)"),
         });
@@ -116,6 +116,6 @@ pub fn deploy(model: &mut Dim, data: &Dataset, out_dir: &Path) -> Result<[Export
         let f16 = sc.spawn(|| check(ExportDtype::F16));
         (check(ExportDtype::F32), f16.join())
     });
-    let f16_check = f16_check.map_err(|_| TrainError::Config("the f16 inference check panicked".into()))?;
+    let f16_check = f16_check.map_err(|_| HostError::Config("the f16 inference check panicked".into()))?;
     Ok([f32_check?, f16_check?])
 }

@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::dim::{Dim, EncoderConfig};
+use crate::host_error::{HostError, Result};
 use crate::infer::{FORMAT, FORMAT_VERSION};
 use crate::kernels::NORM_EPS;
 use crate::model::{ENCODER_PREFIX, Stem};
 use crate::train::checkpoint;
-use crate::train::error::{Result, TrainError};
 
 /// The data section starts at a multiple of this many bytes from the start
 /// of the file (a cache line). Every tensor of the presets has a byte length
@@ -81,7 +81,7 @@ pub const INPUT_NORMALIZATION: &str = "(x / 255 - 0.5) / 0.5 per 8-bit pixel, NC
 fn encoder_tensors(model: &Dim, folded: bool) -> Result<Vec<Named>> {
     let enc = &model.encoder;
     if let Some(reason) = enc.inference_unsupported() {
-        return Err(TrainError::Unsupported(reason));
+        return Err(HostError::Unsupported(reason));
     }
     // Names from the model description: each layer's stem and its BN's.
     let mut names = Vec::with_capacity(enc.blocks.len() + 1);
@@ -92,14 +92,14 @@ fn encoder_tensors(model: &Dim, folded: bool) -> Result<Vec<Named>> {
     names.push((format!("{ENCODER_PREFIX}{}", Stem::Out), String::new()));
     let mut out = Vec::new();
     for (b, (stem, bn_stem)) in enc.blocks.iter().chain(core::iter::once(&enc.out)).zip(names) {
-        let (wid, bid) = b.weight_and_bias().ok_or(TrainError::Unsupported("bottleneck blocks"))?;
+        let (wid, bid) = b.weight_and_bias().ok_or(HostError::Unsupported("bottleneck blocks"))?;
         let rows = b.pre[0];
         let w = &model.params[wid.range()];
         let w_shape = model
             .table
             .get(&format!("{stem}.weight"))
             .map(|e| e.shape.clone())
-            .ok_or_else(|| TrainError::Config(format!("{stem}.weight missing")))?;
+            .ok_or_else(|| HostError::Config(format!("{stem}.weight missing")))?;
         let bias: Option<&[f32]> = bid.map(|o| &model.params[o.range()]);
         match (b.bn.as_ref(), folded) {
             (Some(bn), true) => {
@@ -172,7 +172,7 @@ fn taps_json(model: &Dim) -> String {
 
 /// Serialises `tensors` and `metadata` as safetensors (deterministic bytes).
 fn write_safetensors(tensors: &[Named], dtype: ExportDtype, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
-    let js = |s: &str| serde_json::to_string(s).map_err(|e| TrainError::Config(e.to_string()));
+    let js = |s: &str| serde_json::to_string(s).map_err(|e| HostError::Config(e.to_string()));
     let mut header = String::from("{\"__metadata__\":{");
     for (i, (k, v)) in metadata.iter().enumerate() {
         if i > 0 {
@@ -218,7 +218,7 @@ pub fn to_bytes(model: &Dim, dtype: ExportDtype, folded: bool, extra: &[(&str, S
     meta.insert("folded".to_string(), folded.to_string());
     meta.insert(
         "encoder_config".to_string(),
-        serde_json::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?,
+        serde_json::to_string(cfg).map_err(|e| HostError::Config(e.to_string()))?,
     );
     meta.insert("taps".to_string(), taps_json(model));
     meta.insert("input_normalization".to_string(), INPUT_NORMALIZATION.to_string());
@@ -245,7 +245,7 @@ pub fn export(checkpoint_path: &Path, out: &Path, dtype: ExportDtype, folded: bo
     let loaded = checkpoint::load(checkpoint_path)?;
     let extra = [("trained_steps", loaded.progress.step.to_string())];
     let bytes = to_bytes(&loaded.model, dtype, folded, &extra)?;
-    let header = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| TrainError::Config("short file".into()))?);
+    let header = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| HostError::Config("short file".into()))?);
     let summary = ExportSummary {
         tensors: encoder_tensors(&loaded.model, folded)?.len(),
         weight_bytes: bytes.len() - 8 - header as usize,

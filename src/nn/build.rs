@@ -66,7 +66,7 @@ impl Registry for Layout {
 
 /// The registry host code declares into by default: the named table.
 #[cfg(feature = "train")]
-pub type DefaultRegistry = crate::params::ParamTable;
+pub type DefaultRegistry = super::ParamTable;
 /// The registry host code declares into by default (without `train`, a
 /// [`Layout`]).
 #[cfg(not(feature = "train"))]

@@ -7,7 +7,7 @@
 //! parameter and buffer vectors, never raw offsets, and runs forward and
 //! backward over one [`Ctx`]. Units are declared through a [`Builder`],
 //! which registers their tensors in a [`Registry`]: by name in the one
-//! parameter table (`crate::params`, feature `train`), or as a bare
+//! parameter table ([`ParamTable`], feature `train`), or as a bare
 //! [`Layout`] with no heap. Units, builder, layout and context are `no_std`
 //! and allocate nothing; with feature `train` they run the multicore kernels
 //! (`kernels::par`, bitwise identical for any thread count), without it the
@@ -21,6 +21,8 @@ mod linear;
 mod mlp;
 mod norm;
 pub(crate) mod ops;
+#[cfg(feature = "train")]
+mod table;
 
 pub use affine::Affine;
 pub use build::{Builder, DefaultRegistry, Init, Layout, Registry};
@@ -29,6 +31,8 @@ pub use ids::{BufferId, ParamId, two_mut};
 pub use linear::Linear;
 pub use mlp::{Mlp, MlpActs};
 pub use norm::{BatchNorm, LayerNorm};
+#[cfg(feature = "train")]
+pub use table::{ParamEntry, ParamTable};
 
 /// Train mode (batch statistics, running-stat updates) or eval mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

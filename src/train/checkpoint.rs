@@ -18,8 +18,8 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::dim::Dim;
+use crate::host_error::{HostError, Result, io};
 use crate::params::ParamTable;
-use crate::train::error::{Result, TrainError, io};
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "infomax-checkpoint";
@@ -130,7 +130,7 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
 /// Writes `bytes` to `path` atomically (tmp, fsync, rename, fsync folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| TrainError::Config(format!("{}: not a file path", path.display())))?;
+    let name = path.file_name().ok_or_else(|| HostError::Config(format!("{}: not a file path", path.display())))?;
     let tmp = dir.join(format!(".{}{TMP_MARKER}{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp).map_err(io(&tmp, "create temporary file"))?;
@@ -179,7 +179,7 @@ pub fn to_bytes(
         .map(|(n, s, b)| {
             TensorView::new(Dtype::F32, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| TrainError::Config(format!("tensor {n}: {e}")))
+                .map_err(|e| HostError::Config(format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut meta = HashMap::new();
@@ -187,19 +187,16 @@ pub fn to_bytes(
     meta.insert("version".to_string(), VERSION.to_string());
     meta.insert(
         "model_config".to_string(),
-        serde_json::to_string(&model.cfg).map_err(|e| TrainError::Config(e.to_string()))?,
+        serde_json::to_string(&model.cfg).map_err(|e| HostError::Config(e.to_string()))?,
     );
-    meta.insert(
-        "progress".to_string(),
-        serde_json::to_string(progress).map_err(|e| TrainError::Config(e.to_string()))?,
-    );
+    meta.insert("progress".to_string(), serde_json::to_string(progress).map_err(|e| HostError::Config(e.to_string()))?);
     if let Some(step) = prior_step {
         meta.insert("prior_step".to_string(), step.to_string());
     }
     for (k, v) in extra {
         meta.insert((*k).to_string(), v.clone());
     }
-    safetensors::serialize(views, Some(meta)).map_err(|e| TrainError::Config(format!("serialise checkpoint: {e}")))
+    safetensors::serialize(views, Some(meta)).map_err(|e| HostError::Config(format!("serialise checkpoint: {e}")))
 }
 
 /// Saves a checkpoint atomically at `path`.
@@ -225,12 +222,12 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
         Ok(s) => {
             let name = s.trim();
             if name.is_empty() || name.contains('/') || name.contains('\\') {
-                return Err(TrainError::Format { path: p, reason: "does not hold a checkpoint file name".into() });
+                return Err(HostError::Format { path: p, reason: "does not hold a checkpoint file name".into() });
             }
             Ok(Some(dir.join(name)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(TrainError::Io { path: p, action: "read", source: e }),
+        Err(e) => Err(HostError::Io { path: p, action: "read", source: e }),
     }
 }
 
@@ -246,8 +243,8 @@ pub struct Loaded {
     pub metadata: HashMap<String, String>,
 }
 
-fn bad(path: &Path, reason: impl Into<String>) -> TrainError {
-    TrainError::Format { path: path.to_path_buf(), reason: reason.into() }
+fn bad(path: &Path, reason: impl Into<String>) -> HostError {
+    HostError::Format { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Copies tensor `name` into `dst`, checking dtype and shape.

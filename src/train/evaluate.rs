@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::data::Dataset;
 use crate::dim::Dim;
 use crate::eval::{EvalConfig, EvalData, evaluate_standardized, standardize};
-use crate::train::error::{Result, TrainError};
+use crate::host_error::{HostError, Result};
 use crate::train::extract_features;
 
 /// Probe accuracies of one feature tap.
@@ -50,7 +50,7 @@ impl Report {
 }
 
 fn labels(ds: &Dataset) -> Result<Vec<usize>> {
-    let l = ds.labels.as_ref().ok_or_else(|| TrainError::Config("evaluation needs a labelled dataset".into()))?;
+    let l = ds.labels.as_ref().ok_or_else(|| HostError::Config("evaluation needs a labelled dataset".into()))?;
     Ok(l.iter().map(|&v| usize::from(v)).collect())
 }
 
@@ -105,7 +105,7 @@ pub fn evaluate_encoder_taps(
     taps_wanted: &[&str],
 ) -> Result<Report> {
     if let Some(t) = taps_wanted.iter().find(|t| !ENCODER_TAPS.contains(t)) {
-        return Err(TrainError::Config(format!("unknown feature tap {t:?} (conv, fc or y)")));
+        return Err(HostError::Config(format!("unknown feature tap {t:?} (conv, fc or y)")));
     }
     let wanted = |t: &str| taps_wanted.contains(&t);
     let t0 = Instant::now();

@@ -2,7 +2,6 @@
 //! log, a crash-safe checkpoint every epoch, exact resume and fine-tuning.
 
 pub mod checkpoint;
-pub mod error;
 pub mod evaluate;
 #[cfg(feature = "cli")]
 pub mod progress;
@@ -16,10 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{self, Augment, Dataset, Split};
 use crate::dim::{Dim, DimConfig, Mode};
+/// The training API's name for [`HostError`](crate::HostError).
+pub use crate::host_error::HostError as TrainError;
+pub use crate::host_error::{HostError, Result};
 use crate::optim::AdamConfig;
 use crate::params::ParamTable;
 pub use checkpoint::{AdamState, Progress};
-pub use error::{Result, TrainError};
 pub use trainer::{EpochLines, Observer, Silent, StepReport, Trainer};
 
 /// Which dataset format a data folder holds.
@@ -154,19 +155,19 @@ impl TrainConfig {
         self.model.validate()?;
         let params = min_param_count(&self.model)?;
         if params > MAX_PARAMS {
-            return Err(TrainError::Config(format!(
+            return Err(HostError::Config(format!(
                 "the model needs at least {params} parameters, more than the limit of {MAX_PARAMS}"
             )));
         }
         self.optimizer.adam().validate()?;
         if self.batch_size < 2 {
-            return Err(TrainError::Config("batch_size must be at least 2 (DIM needs negatives)".into()));
+            return Err(HostError::Config("batch_size must be at least 2 (DIM needs negatives)".into()));
         }
         if self.epochs.is_none() && self.minutes.is_none() && self.steps.is_none() {
-            return Err(TrainError::Config("set a budget: epochs, minutes or steps".into()));
+            return Err(HostError::Config("set a budget: epochs, minutes or steps".into()));
         }
         if self.minutes.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
-            return Err(TrainError::Config("minutes must be finite and > 0".into()));
+            return Err(HostError::Config("minutes must be finite and > 0".into()));
         }
         Ok(())
     }
@@ -174,19 +175,19 @@ impl TrainConfig {
     /// Parses a TOML or JSON config file (by extension; JSON if it starts
     /// with `{`). Unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).map_err(error::io(path, "read config"))?;
+        let text = fs::read_to_string(path).map_err(crate::host_error::io(path, "read config"))?;
         let json = path.extension().is_some_and(|e| e == "json");
         let cfg = Self::deserialize_text(&text, json)
-            .map_err(|reason| TrainError::Format { path: path.to_path_buf(), reason })?;
+            .map_err(|reason| HostError::Format { path: path.to_path_buf(), reason })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Parses and validates a config held in memory: JSON if `json` or if
     /// it starts with `{`, TOML otherwise. Unknown keys are errors; a syntax
-    /// error is [`TrainError::Config`].
+    /// error is [`HostError::Config`].
     pub fn parse(text: &str, json: bool) -> Result<Self> {
-        let cfg = Self::deserialize_text(text, json).map_err(TrainError::Config)?;
+        let cfg = Self::deserialize_text(text, json).map_err(HostError::Config)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -373,7 +374,7 @@ fn trim_log(path: &Path, step: u64) -> Result<()> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(TrainError::Io { path: path.to_path_buf(), action: "read log", source: e }),
+        Err(e) => return Err(HostError::Io { path: path.to_path_buf(), action: "read log", source: e }),
     };
     let keep: String = text
         .split_inclusive('\n')
@@ -427,7 +428,7 @@ pub fn train_with(
             Ok(t.finish())
         })())
     });
-    out.unwrap_or_else(|| Err(TrainError::Config("the thread pool did not run the trainer".into())))
+    out.unwrap_or_else(|| Err(HostError::Config("the thread pool did not run the trainer".into())))
 }
 
 /// Encoder features of a whole dataset in eval mode (BN running stats).
@@ -452,7 +453,7 @@ pub fn recalibrate_bn(model: &mut Dim, ds: &Dataset, batch: usize) -> Result<()>
     let enc = &model.encoder;
     let in_len: usize = enc.cfg.input.iter().product();
     if ds.channels * ds.height * ds.width != in_len {
-        return Err(TrainError::Config("dataset images do not match the encoder input".into()));
+        return Err(HostError::Config("dataset images do not match the encoder input".into()));
     }
     let idx: Vec<usize> = (0..ds.n).collect();
     let mut acts: Option<crate::dim::EncoderActs> = None;
@@ -481,7 +482,7 @@ pub fn extract_features(model: &mut Dim, ds: &Dataset, batch: usize) -> Result<F
     let fc_tap = enc.fc_tap();
     let in_len: usize = enc.cfg.input.iter().product();
     if ds.channels * ds.height * ds.width != in_len {
-        return Err(TrainError::Config("dataset images do not match the encoder input".into()));
+        return Err(HostError::Config("dataset images do not match the encoder input".into()));
     }
     let tap_len = |t: Option<usize>| t.map(|i| enc.block_out_len(i));
     let mut f = Features {

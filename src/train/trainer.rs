@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::checkpoint::{self, AdamState, Progress};
-use super::error::{self, Result, TrainError};
 use super::{
     EpochLog, Start, TrainConfig, TrainSummary, copy_weights, first_non_finite, largest_weights,
     tensor_sums_of_squares, trainable_ranges, trim_log,
 };
 use crate::data::{Augment, Dataset, Loader, Split};
 use crate::dim::{Dim, StepStats, Workspace};
+use crate::host_error::{self, HostError, Result};
 use crate::optim::AdamConfig;
 use crate::rng::Rng;
 
@@ -131,7 +131,7 @@ impl Trainer {
     /// weights for fine-tuning) and opens the log.
     pub fn new(cfg: &TrainConfig, out_dir: &Path, start: Start) -> Result<Self> {
         cfg.validate()?;
-        fs::create_dir_all(out_dir).map_err(error::io(out_dir, "create output folder"))?;
+        fs::create_dir_all(out_dir).map_err(host_error::io(out_dir, "create output folder"))?;
         checkpoint::remove_stale_temporaries(out_dir)?;
         let ds = cfg.data.load(Split::Train)?;
         // Shapes are checked before the model is allocated.
@@ -139,7 +139,7 @@ impl Trainer {
         let augment = cfg.data.augment();
         let (c, h, w) = augment.output_shape(ds.channels, ds.height, ds.width)?;
         if [c, h, w] != input {
-            return Err(TrainError::Config(format!(
+            return Err(HostError::Config(format!(
                 "the data gives {c}×{h}×{w} images but the encoder expects {}×{}×{}",
                 input[0], input[1], input[2]
             )));
@@ -152,27 +152,26 @@ impl Trainer {
             Start::Fresh => {}
             Start::Resume => {
                 let path = checkpoint::latest(out_dir)?.ok_or_else(|| {
-                    TrainError::Config(format!("--resume: {} has no checkpoint yet", out_dir.display()))
+                    HostError::Config(format!("--resume: {} has no checkpoint yet", out_dir.display()))
                 })?;
                 let loaded = checkpoint::load(&path)?;
                 if loaded.model.cfg != cfg.model {
-                    return Err(TrainError::Config(format!(
+                    return Err(HostError::Config(format!(
                         "--resume: {} was trained with another model config",
                         path.display()
                     )));
                 }
                 model = loaded.model;
-                adam = loaded.adam.ok_or_else(|| TrainError::Format {
-                    path: path.clone(),
-                    reason: "has no optimiser state".into(),
-                })?;
+                adam = loaded
+                    .adam
+                    .ok_or_else(|| HostError::Format { path: path.clone(), reason: "has no optimiser state".into() })?;
                 progress = loaded.progress;
                 trim_log(&out_dir.join("train.jsonl"), progress.step)?;
             }
             Start::From(path) => {
                 let loaded = checkpoint::load(path)?;
                 if copy_weights(&loaded.model, &mut model) == 0 {
-                    return Err(TrainError::Format {
+                    return Err(HostError::Format {
                         path: path.clone(),
                         reason: "no tensor matches this model".into(),
                     });
@@ -182,7 +181,7 @@ impl Trainer {
         let loader = Loader::new(ds.n, cfg.batch_size, cfg.seed)?;
         let steps_per_epoch = loader.batches_per_epoch();
         if steps_per_epoch == 0 {
-            return Err(TrainError::Config(format!("{} images make no batch of {}", ds.n, cfg.batch_size)));
+            return Err(HostError::Config(format!("{} images make no batch of {}", ds.n, cfg.batch_size)));
         }
         let ranges = trainable_ranges(&model, &cfg.freeze);
         let n = cfg.batch_size;
@@ -196,7 +195,7 @@ impl Trainer {
             .write(true)
             .truncate(fresh)
             .open(out_dir.join("train.jsonl"))
-            .map_err(error::io(out_dir.join("train.jsonl"), "open log"))?;
+            .map_err(host_error::io(out_dir.join("train.jsonl"), "open log"))?;
         let last_ckpt = checkpoint::latest(out_dir)?.unwrap_or_default();
         let rng = Rng::from_state(progress.rng_state);
         Ok(Self {
@@ -267,7 +266,7 @@ impl Trainer {
         }
         let stats = self.run_step()?;
         let Some(ep) = self.epoch.as_ref() else {
-            return Err(TrainError::Config("no epoch is running".into()));
+            return Err(HostError::Config("no epoch is running".into()));
         };
         let done = ep.done;
         observer.step(&StepReport {
@@ -288,10 +287,10 @@ impl Trainer {
     /// The step itself: batch, forward and backward, prior, checks, Adam.
     fn run_step(&mut self) -> Result<StepStats> {
         let Some(ep) = self.epoch.as_mut() else {
-            return Err(TrainError::Config("no epoch is running".into()));
+            return Err(HostError::Config("no epoch is running".into()));
         };
         let b = ep.done;
-        let batch = ep.batches.batch(b).ok_or_else(|| TrainError::Config("the epoch has no batch left".into()))?;
+        let batch = ep.batches.batch(b).ok_or_else(|| HostError::Config("the epoch has no batch left".into()))?;
         let (model, progress, cfg) = (&mut self.model, &mut self.progress, &self.cfg);
         let mut aug_rng = self.loader.augment_rng(progress.epoch, b as u64);
         self.augment.write_batch(&self.ds, batch, &mut aug_rng, &mut self.x)?;
@@ -302,7 +301,7 @@ impl Trainer {
         let mut prior_rng = Rng::derive(cfg.seed ^ 0x0050_5249_4F52, progress.step);
         let last_ckpt = &self.last_ckpt;
         let step = progress.step;
-        let diverged = |what: String| TrainError::Diverged {
+        let diverged = |what: String| HostError::Diverged {
             step,
             what,
             checkpoint: (!last_ckpt.as_os_str().is_empty()).then(|| last_ckpt.clone()),
@@ -344,7 +343,7 @@ impl Trainer {
     /// Closes the running epoch: log line, observer, checkpoint.
     fn end_epoch(&mut self, partial: bool, observer: &mut dyn Observer) -> Result<()> {
         let Some(ep) = self.epoch.take() else {
-            return Err(TrainError::Config("no epoch is running".into()));
+            return Err(HostError::Config("no epoch is running".into()));
         };
         let (cfg, progress) = (&self.cfg, &mut self.progress);
         if !partial {
@@ -370,13 +369,13 @@ impl Trainer {
             partial,
         };
         let log_path = self.out_dir.join("train.jsonl");
-        let line = serde_json::to_string(&entry).map_err(|e| TrainError::Config(e.to_string()))?;
-        writeln!(self.log, "{line}").map_err(error::io(&log_path, "write log"))?;
+        let line = serde_json::to_string(&entry).map_err(|e| HostError::Config(e.to_string()))?;
+        writeln!(self.log, "{line}").map_err(host_error::io(&log_path, "write log"))?;
         observer.epoch_end(&entry);
         self.logs.push(entry);
         let name = super::checkpoint_name(progress, partial);
         let path = self.out_dir.join(&name);
-        let extra = [("train_config", serde_json::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?)];
+        let extra = [("train_config", serde_json::to_string(cfg).map_err(|e| HostError::Config(e.to_string()))?)];
         checkpoint::save(&path, &self.model, Some(&self.adam), progress, &extra)?;
         checkpoint::set_latest(&self.out_dir, &name)?;
         if self.last_ckpt != path && !self.last_ckpt.as_os_str().is_empty() {

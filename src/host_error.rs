@@ -1,13 +1,14 @@
-//! Errors of the training stack (files, formats, configs). Every variant
-//! names what it was working on.
+//! The host side's error: files, formats, configs, datasets, divergence,
+//! for training, checkpoints, export and evaluation alike (the `no_std`
+//! core has [`crate::Error`]). Every variant names what it was working on.
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// A training, checkpoint or config failure.
+/// A failure of the host side: a file, a format, a config, a dataset, or training diverging.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum TrainError {
+pub enum HostError {
     /// Reading or writing a file failed.
     Io {
         /// The file or folder.
@@ -46,16 +47,16 @@ pub enum TrainError {
     },
 }
 
-impl fmt::Display for TrainError {
+impl fmt::Display for HostError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TrainError::Io { path, action, source } => write!(f, "{}: cannot {action}: {source}", path.display()),
-            TrainError::Format { path, reason } => write!(f, "{}: {reason}", path.display()),
-            TrainError::Config(m) => write!(f, "invalid config: {m}"),
-            TrainError::Unsupported(m) => write!(f, "cannot export this encoder: {m}"),
-            TrainError::Model(e) => write!(f, "{e}"),
-            TrainError::Data(e) => write!(f, "{e}"),
-            TrainError::Diverged { step, what, checkpoint } => {
+            HostError::Io { path, action, source } => write!(f, "{}: cannot {action}: {source}", path.display()),
+            HostError::Format { path, reason } => write!(f, "{}: {reason}", path.display()),
+            HostError::Config(m) => write!(f, "invalid config: {m}"),
+            HostError::Unsupported(m) => write!(f, "cannot export this encoder: {m}"),
+            HostError::Model(e) => write!(f, "{e}"),
+            HostError::Data(e) => write!(f, "{e}"),
+            HostError::Diverged { step, what, checkpoint } => {
                 write!(f, "training diverged at step {step}: {what} is not finite; ")?;
                 match checkpoint {
                     Some(p) => write!(f, "the last good checkpoint {} is kept", p.display()),
@@ -66,34 +67,34 @@ impl fmt::Display for TrainError {
     }
 }
 
-impl std::error::Error for TrainError {
+impl std::error::Error for HostError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            TrainError::Io { source, .. } => Some(source),
-            TrainError::Model(e) => Some(e),
-            TrainError::Data(e) => Some(e),
+            HostError::Io { source, .. } => Some(source),
+            HostError::Model(e) => Some(e),
+            HostError::Data(e) => Some(e),
             _ => None,
         }
     }
 }
 
-impl From<crate::Error> for TrainError {
+impl From<crate::Error> for HostError {
     fn from(e: crate::Error) -> Self {
-        TrainError::Model(e)
+        HostError::Model(e)
     }
 }
 
-impl From<crate::data::DataError> for TrainError {
+impl From<crate::data::DataError> for HostError {
     fn from(e: crate::data::DataError) -> Self {
-        TrainError::Data(e)
+        HostError::Data(e)
     }
 }
 
 /// Result alias of the training stack.
-pub type Result<T> = std::result::Result<T, TrainError>;
+pub type Result<T> = std::result::Result<T, HostError>;
 
 /// Wraps an io error with its path and action.
-pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(std::io::Error) -> TrainError {
+pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(std::io::Error) -> HostError {
     let path = path.into();
-    move |source| TrainError::Io { path, action, source }
+    move |source| HostError::Io { path, action, source }
 }
