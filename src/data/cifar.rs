@@ -48,7 +48,12 @@ fn load(paths: &[&Path], layout: &Layout) -> Result<Dataset> {
     for &path in paths {
         append_records(path, &read_file(path)?, layout, &mut images, &mut labels)?;
     }
-    Ok(Dataset {
+    Ok(dataset(images, labels, layout))
+}
+
+/// 32×32×3 images with their labels.
+fn dataset(images: Vec<u8>, labels: Vec<u16>, layout: &Layout) -> Dataset {
+    Dataset {
         n: labels.len(),
         images,
         labels: Some(labels),
@@ -56,7 +61,7 @@ fn load(paths: &[&Path], layout: &Layout) -> Result<Dataset> {
         height: 32,
         width: 32,
         classes: layout.classes,
-    })
+    }
 }
 
 /// Checks one file's (decompressed) bytes and appends its records.
@@ -111,15 +116,7 @@ const CIFAR100_COARSE: Layout =
 fn parse(path: &Path, bytes: &[u8], layout: &Layout) -> Result<Dataset> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     append_records(path, bytes, layout, &mut images, &mut labels)?;
-    Ok(Dataset {
-        n: labels.len(),
-        images,
-        labels: Some(labels),
-        channels: 3,
-        height: 32,
-        width: 32,
-        classes: layout.classes,
-    })
+    Ok(dataset(images, labels, layout))
 }
 
 /// Parses the (decompressed) bytes of one CIFAR-10 binary batch file;

@@ -156,13 +156,8 @@ impl DiscLayout {
 
     /// The six tensors, in table order.
     fn split<'a, T>(&self, p: &'a [T]) -> [&'a [T]; 6] {
-        let [n0, n1, n2, n3, n4, _] = self.lens();
-        let (w1, r) = p.split_at(n0);
-        let (b1, r) = r.split_at(n1);
-        let (w2, r) = r.split_at(n2);
-        let (b2, r) = r.split_at(n3);
-        let (w3, b3) = r.split_at(n4);
-        [w1, b1, w2, b2, w3, b3]
+        let [l1, l2, l3] = self.layers.map(|l| (&p[l.w.range()], l.b.map_or(&p[..0], |b| &p[b.range()])));
+        [l1.0, l1.1, l2.0, l2.1, l3.0, l3.1]
     }
 
     /// The six gradient tensors, in table order.
