@@ -1,6 +1,6 @@
 //! The `no_std` inference path (`infomax::infer`): input → Y of the conv32
-//! encoder (the anchors' ONNX Runtime comparison, `shared/anchors`
-//! `torch_dim.py infer`) at batch 1 and 64 with f32, f16 and bf16 weights,
+//! encoder (what `scripts/torch/peer.py infer` times with ONNX Runtime in
+//! `scripts/compare.sh`) at batch 1 and 64 with f32, f16 and bf16 weights,
 //! and the edge encoder at batch 1. One thread: the inference path is
 //! serial (it is what runs on a microcontroller).
 //!

@@ -3,9 +3,10 @@
 
     compare.py ROUND_DIR [ROUND_DIR ...]
 
-Each ROUND_DIR holds one round of both sides: `anchors.jsonl` (PyTorch
-training steps, ONNX Runtime inference), `fma.jsonl` (the anchors'
-`gemm-probe --only fma --threads 1`, the peer of the GEMM-phase row),
+Each ROUND_DIR holds one round of both sides: `peer.jsonl` (PyTorch
+training steps and ONNX Runtime inference, from scripts/torch/peer.py, whose
+docstring gives the record fields), `fma.jsonl` (`examples/fma_peak --threads
+1`, the peer of the GEMM-phase row),
 `rss.jsonl` (peak resident set sizes around both sides' training steps) and
 `criterion/` (our benches' estimates). Prints each round's table, then, with
 several rounds, every row's per-round ratios and their median.
@@ -28,7 +29,7 @@ def median_s(crit, group, bench, param):
 
 def round_rows(d):
     """(measure, ours, peer name, peer figure or None, ratio, target, lower_is_better)."""
-    recs = load(os.path.join(d, "anchors.jsonl"))
+    recs = [r for r in load(os.path.join(d, "peer.jsonl")) if r.get("arch") == "conv32"]
     crit = os.path.join(d, "criterion")
     rows, ips = [], {}
     for loss, ours in (("jsd", "Jsd"), ("nce", "Nce")):
@@ -53,8 +54,8 @@ def round_rows(d):
         ov = 64 / median_s(crit, "infer", "conv32 f32", "batch 64")
         rows.append(("conv32 encoder, batch 64, 1 thread [img/s]", ov, "ORT", pv, ov / pv, 1.2, False))
     # GEMM-bound phases: criterion's throughput is the FLOPs of one iteration.
-    # The AVX2 (ymm) peak: our kernels are AVX2 + FMA, and gemm-probe adds a
-    # zmm line on AVX-512 hosts.
+    # The AVX2 (ymm) peak: our kernels are AVX2 + FMA (fma_peak measures
+    # nothing else).
     peak = [r for r in load(os.path.join(d, "fma.jsonl")) if r.get("what") == "ymm-fma"][-1]["gflops_median"]
     phase = {}
     for t in (1, 2):

@@ -1,8 +1,7 @@
 //! The exported files load into PyTorch: `tests/golden/make_infer_torch.py`
 //! loads them with `load_state_dict` into the reference conv28 encoder of
-//! `shared/anchors/quality/torch_dim_quality.py` (with its BN layers, from
-//! the unfolded file; with BN replaced by a conv/linear bias, from the folded
-//! one) and into an encoder built from the `encoder_config` metadata (edge,
+//! `scripts/torch/dim_ref.py` (with its BN layers, from the unfolded file;
+//! without BN and with a conv/linear bias, from the folded one) and into an encoder built from the `encoder_config` metadata (edge,
 //! f16), runs them on fixed inputs and stores the outputs in
 //! `tests/golden/infer_torch.safetensors`. This test rebuilds the same
 //! models (deterministic init and perturbation), runs the no-alloc path
@@ -10,7 +9,8 @@
 //!
 //! Regenerate: `INFOMAX_PARITY_DIR=/tmp/infomax-parity cargo test --release
 //! --test infer_torch -- --ignored write_exported_files`, then
-//! `/root/.venvs/dim-anchors/bin/python tests/golden/make_infer_torch.py /tmp/infomax-parity`.
+//! `/root/.venvs/dim-anchors/bin/python tests/golden/make_infer_torch.py /tmp/infomax-parity`
+//! (the venv: `scripts/torch/setup.sh`).
 
 mod common;
 

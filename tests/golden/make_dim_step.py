@@ -5,15 +5,17 @@ Run from the repository root:
 
     /root/.venvs/dim-anchors/bin/python tests/golden/make_dim_step.py
 
+(the venv: scripts/torch/setup.sh).
+
 Writes tests/golden/dim_step_{jsd,nce,dv}.safetensors. The three files share the
 model init and the input. Only the estimator (the loss) differs.
 
 Also writes tests/golden/dim_step_global_{jsd,nce}.safetensors: the same step with global
 DIM enabled (alpha 0.5, beta 1.0), see DIMGlobal below.
 
-The model is the conv28 DIM of shared/anchors/quality/torch_dim_quality.py, with the
-same classes (Encoder, MIHead, DIM), the same module names, construction order and
-init, but with configurable widths so that the fixture stays small:
+The model is the conv28 DIM of scripts/torch/dim_ref.py (its Encoder, MIHead and DIM:
+module names, construction order and init), at small widths so that the fixture stays
+small:
 
     encoder.conv1  Conv2d(1, C1, 5, s2, p2, no bias)  encoder.bn1 BN2d(C1)  ReLU   -> C1 x 14 x 14
     encoder.conv2  Conv2d(C1, C2, 5, s2, p2, no bias) encoder.bn2 BN2d(C2)  ReLU   -> C2 x 7 x 7 (local map)
@@ -62,6 +64,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "torch"))
+import dim_ref as ref  # noqa: E402  (the in-repo PyTorch reference model)
+
 SEED = 20261128
 OUT_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -78,61 +83,20 @@ torch.set_num_threads(1)
 
 
 # ----------------------------------------------------------------------------- model
-# Same classes, module names, construction order and init as torch_dim_quality.py;
-# the only change is that the widths are arguments.
+# scripts/torch/dim_ref.py's classes at the fixture widths. Encoder, MIHead and DIM keep
+# the signatures make_concat_step.py and make_dim_variants.py call them with.
 
 
-class Encoder(nn.Module):
-    def __init__(self, conv1_out=64, conv2_out=128, fc_out=1024, y_dim=64):
-        super().__init__()
-        self.conv2_out = conv2_out
-        self.conv1 = nn.Conv2d(1, conv1_out, 5, stride=2, padding=2, bias=False)
-        self.bn1 = nn.BatchNorm2d(conv1_out)
-        self.conv2 = nn.Conv2d(conv1_out, conv2_out, 5, stride=2, padding=2, bias=False)
-        self.bn2 = nn.BatchNorm2d(conv2_out)
-        self.fc = nn.Linear(conv2_out * N_LOCAL, fc_out, bias=False)
-        self.bn3 = nn.BatchNorm1d(fc_out)
-        self.out = nn.Linear(fc_out, y_dim)
-
-    def forward(self, x):
-        h = F.relu(self.bn1(self.conv1(x)))
-        c = F.relu(self.bn2(self.conv2(h)))
-        f = F.relu(self.bn3(self.fc(c.flatten(1))))
-        return c, f, self.out(f)
+def Encoder(conv1_out=64, conv2_out=128, fc_out=1024, y_dim=64):
+    return ref.Encoder(ref.conv28(conv1_out, conv2_out, fc_out, y_dim))
 
 
-class MIHead(nn.Module):
-    def __init__(self, n_in, d):
-        super().__init__()
-        self.l1 = nn.Linear(n_in, d, bias=False)
-        self.bn = nn.BatchNorm1d(d)
-        self.l2 = nn.Linear(d, d)
-        self.shortcut = nn.Linear(n_in, d, bias=False)
-        self.ln = nn.LayerNorm(d)
-        with torch.no_grad():
-            self.shortcut.weight.uniform_(-0.01, 0.01)
-            if d >= n_in:
-                i = torch.arange(n_in)
-                self.shortcut.weight[i, i] = 1.0
-
-    def forward(self, x):
-        return self.ln(self.l2(F.relu(self.bn(self.l1(x)))) + self.shortcut(x))
+MIHead = ref.MIHead
 
 
-class DIM(nn.Module):
+class DIM(ref.DIM):
     def __init__(self, mi_units=512, conv1_out=64, conv2_out=128, fc_out=1024, y_dim=64):
-        super().__init__()
-        self.encoder = Encoder(conv1_out, conv2_out, fc_out, y_dim)
-        self.local_head = MIHead(conv2_out, mi_units)
-        self.global_head = MIHead(y_dim, mi_units)
-
-    def scores_and_y(self, x):
-        c, _, y = self.encoder(x)
-        b, ch = x.shape[0], c.shape[1]
-        rows = c.permute(0, 2, 3, 1).reshape(b * N_LOCAL, ch)  # row = j*49 + p, p = h*7 + w
-        l = self.local_head(rows)  # (B*49, D)
-        g = self.global_head(y)  # (B, D)
-        return (g @ l.t()).view(b, b, N_LOCAL), y  # S[i, j, p]
+        super().__init__(ref.conv28(conv1_out, conv2_out, fc_out, y_dim), mi_units)
 
 
 class GlobalDim(nn.Module):
@@ -172,35 +136,7 @@ class DIMGlobal(DIM):
 
 # ----------------------------------------------------------------------------- losses (spec form)
 
-
-def split(s):
-    b = s.shape[0]
-    eye = torch.eye(b, dtype=torch.bool)
-    return s[eye], s[~eye]  # positives (B, P) = S[i,i,:]; negatives (B(B-1), P), i != j
-
-
-def jsd_loss(s):
-    # Spec L_JSD: torch_dim_quality.jsd_loss minus 2 ln 2 (same gradient).
-    pos, neg = split(s)
-    return F.softplus(neg).mean() + F.softplus(-pos).mean() - 2.0 * math.log(2.0)
-
-
-def nce_loss(s):
-    b, _, p = s.shape
-    eye = torch.eye(b, dtype=torch.bool)
-    pos = s[eye]  # (B, P)
-    neg = s.masked_fill(eye.unsqueeze(-1), float("-inf")).reshape(b, b * p)
-    lse_neg = torch.logsumexp(neg, dim=1, keepdim=True)  # (B, 1), shared by all p
-    return (torch.logaddexp(pos, lse_neg) - pos).mean()
-
-
-def dv_loss(s):
-    b, _, p = s.shape
-    pos, neg = split(s)
-    return torch.logsumexp(neg.reshape(-1), dim=0) - math.log(b * (b - 1) * p) - pos.mean()
-
-
-LOSSES = {"jsd": jsd_loss, "nce": nce_loss, "dv": dv_loss}
+split, jsd_loss, nce_loss, dv_loss, LOSSES = ref.split, ref.jsd_loss, ref.nce_loss, ref.dv_loss, ref.LOSSES
 FORMULAS = {
     "jsd": "mean_{i!=j,p} softplus(S[i,j,p]) + mean_{i,p} softplus(-S[i,i,p]) - 2 ln 2",
     "nce": "mean_{i,p} [ logaddexp(S[i,i,p], LSE_{j!=i,p'} S[i,j,p']) - S[i,i,p] ]",

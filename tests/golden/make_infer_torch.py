@@ -3,19 +3,19 @@
 `load_state_dict` and store PyTorch's outputs on fixed inputs.
 
   - conv28, unfolded (BN kept): loaded into the reference `Encoder` of
-    shared/anchors/quality/torch_dim_quality.py unchanged.
-  - conv28, folded: the same `Encoder` with each BN replaced by nn.Identity
-    and conv1/conv2/fc given a bias (the folded variant).
+    scripts/torch/dim_ref.py (conv28 preset, BN layers included).
+  - conv28, folded: the same `Encoder` without BN layers and with a bias on
+    conv1/conv2/fc (the preset with bn=False: the folded variant).
   - edge, f16, folded: an encoder built from the file's `encoder_config`
     metadata alone (the generic recipe in docs/inference.md).
 
 Usage (the files come from the ignored test `write_exported_files`):
   INFOMAX_PARITY_DIR=/tmp/infomax-parity cargo test --release --test infer_torch -- --ignored write_exported_files
-  /root/.venvs/dim-anchors/bin/python tests/golden/make_infer_torch.py /tmp/infomax-parity [ANCHORS_QUALITY_DIR]
+  /root/.venvs/dim-anchors/bin/python tests/golden/make_infer_torch.py /tmp/infomax-parity
+(the venv: scripts/torch/setup.sh)
 Writes tests/golden/infer_torch.safetensors (inputs and outputs only, a few KB).
 """
 
-import importlib.util
 import json
 import os
 import sys
@@ -28,26 +28,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def reference_module(quality_dir):
-    spec = importlib.util.spec_from_file_location("torch_dim_quality", os.path.join(quality_dir, "torch_dim_quality.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "torch"))
+import dim_ref as ref  # noqa: E402  (the in-repo PyTorch reference model)
 
 
 def strip(sd):
     return {k[len("encoder."):]: v for k, v in sd.items()}
-
-
-def folded_reference(ref):
-    enc = ref.Encoder()
-    enc.conv1 = nn.Conv2d(1, 64, 5, stride=2, padding=2, bias=True)
-    enc.conv2 = nn.Conv2d(64, 128, 5, stride=2, padding=2, bias=True)
-    enc.fc = nn.Linear(128 * ref.N_LOCAL, 1024, bias=True)
-    enc.bn1, enc.bn2, enc.bn3 = nn.Identity(), nn.Identity(), nn.Identity()
-    return enc
 
 
 class FromConfig(nn.Module):
@@ -109,20 +95,18 @@ def run(enc, x):
 
 def main():
     src = sys.argv[1]
-    quality = sys.argv[2] if len(sys.argv) > 2 else os.path.join(HERE, "../../../shared/anchors/quality")
-    ref = reference_module(quality)
     torch.manual_seed(0)
     out = {}
 
     x28 = inputs(20261128, 4)
     out["conv28.x"] = x28.reshape(4, -1)
     folded = load_file(os.path.join(src, "conv28_f32_folded.safetensors"))
-    enc = folded_reference(ref)
+    enc = ref.Encoder(ref.conv28(bn=False))
     enc.load_state_dict(strip(folded), strict=True)
     out["conv28_f32_folded.fc"], out["conv28_f32_folded.y"] = run(enc, x28)
 
     unfolded = load_file(os.path.join(src, "conv28_f32_unfolded.safetensors"))
-    enc = ref.Encoder()
+    enc = ref.Encoder(ref.conv28())
     missing, unexpected = enc.load_state_dict(strip(unfolded), strict=False)
     # PyTorch's BN has a step counter the export does not carry; nothing else may differ.
     assert all(k.endswith("num_batches_tracked") for k in missing) and not unexpected, (missing, unexpected)
