@@ -1,5 +1,5 @@
 //! One DIM training step (forward, loss, backward and the Adam update, as
-//! the trainer runs it and as the PyTorch anchor `torch_dim.py train` times
+//! the trainer runs it and as the PyTorch peer `scripts/torch/peer.py train` times
 //! it) at batch 64, D = 512, for conv28 and conv32 with JSD and infoNCE, on
 //! 1 and 2 threads. Throughput is in images/s (criterion "elements").
 //!

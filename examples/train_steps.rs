@@ -1,7 +1,7 @@
 //! Runs a number of DIM training steps (forward, loss, backward, Adam) on
 //! synthetic input, as `benches/train_step.rs` does, and prints images/s.
 //! It exists for the peak-RSS row of BENCHMARKS.md: run it under
-//! `/usr/bin/time -v` beside the PyTorch anchor (`torch_dim.py train`).
+//! `/usr/bin/time -v` beside the PyTorch peer (`scripts/torch/peer.py train`).
 //!
 //! `cargo run --release --example train_steps -- [ENCODER] [jsd|nce] [THREADS] [STEPS]`
 //! (defaults: conv32 jsd 1 15; batch 64, D = 512).

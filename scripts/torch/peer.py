@@ -200,12 +200,12 @@ def ort_model(path, n_threads):
     inter-op thread, sequential execution, every graph optimisation."""
     import onnxruntime as ort
 
-    opts = getattr(ort, "Sess" "ionOptions")()
+    opts = ort.SessionOptions()
     opts.intra_op_num_threads = n_threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return getattr(ort, "InferenceSess" "ion")(path, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def cmd_export(a):
