@@ -2,8 +2,9 @@
 //! exactly as PyTorch's `nn.Linear`.
 
 use super::Float;
+use super::conv::check_fields_nonzero;
 use super::gemm::{MatMut, MatRef, gemm};
-use crate::error::{Result, check_len, check_nonzero, checked_product};
+use crate::error::{Result, check_len, checked_product};
 
 /// Shape of one linear call: `x` is `[batch, in_features]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +25,7 @@ impl LinearShape {
 
     /// Checks the sizes; returns (input, output, weight) lengths.
     pub fn validate(&self) -> Result<(usize, usize, usize)> {
-        check_nonzero("linear batch", self.batch)?;
-        check_nonzero("linear in_features", self.in_features)?;
-        check_nonzero("linear out_features", self.out_features)?;
+        check_fields_nonzero!("linear", self; batch, in_features, out_features);
         Ok((
             checked_product("linear input", &[self.batch, self.in_features])?,
             checked_product("linear output", &[self.batch, self.out_features])?,
