@@ -3,13 +3,37 @@
 use super::Float;
 use crate::error::{Error, Result, check_len};
 
-/// `y = max(x, 0)`; NaN stays NaN (as in PyTorch), so divergence is visible.
-pub fn relu_forward<T: Float>(x: &[T], y: &mut [T]) -> Result<()> {
-    check_len("relu output", x.len(), y.len())?;
+/// `y[i] = f(x[i])`, once `y` is checked (as `what`) to be as long as `x`:
+/// the loop of every element-wise forward.
+pub(crate) fn map_forward<T: Float>(what: &'static str, x: &[T], y: &mut [T], f: impl Fn(T) -> T) -> Result<()> {
+    check_len(what, x.len(), y.len())?;
     for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv = if xv < T::ZERO { T::ZERO } else { xv };
+        *yv = f(xv);
     }
     Ok(())
+}
+
+/// `dx[i] = f(dy[i], kept[i])` for `kept` what the forward left (its input,
+/// output or mask), once `dy` and `dx` are checked to be as long as `kept`:
+/// the loop of every element-wise backward. `what` names (dy, dx).
+pub(crate) fn map_backward<T: Float>(
+    what: (&'static str, &'static str),
+    kept: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    f: impl Fn(T, T) -> T,
+) -> Result<()> {
+    check_len(what.0, kept.len(), dy.len())?;
+    check_len(what.1, kept.len(), dx.len())?;
+    for ((d, &g), &k) in dx.iter_mut().zip(dy).zip(kept) {
+        *d = f(g, k);
+    }
+    Ok(())
+}
+
+/// `y = max(x, 0)`; NaN stays NaN (as in PyTorch), so divergence is visible.
+pub fn relu_forward<T: Float>(x: &[T], y: &mut [T]) -> Result<()> {
+    map_forward("relu output", x, y, |xv| if xv < T::ZERO { T::ZERO } else { xv })
 }
 
 /// In-place ReLU.
@@ -23,12 +47,13 @@ pub fn relu_inplace<T: Float>(x: &mut [T]) {
 /// `dx = dy · [y > 0]`. Takes the forward *output* so the input need not be
 /// kept (the subgradient at 0 is 0, as in PyTorch).
 pub fn relu_backward<T: Float>(y: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
-    check_len("relu output gradient", y.len(), dy.len())?;
-    check_len("relu input gradient", y.len(), dx.len())?;
-    for ((d, &g), &yv) in dx.iter_mut().zip(dy).zip(y) {
-        *d = if yv > T::ZERO { g } else { T::ZERO };
-    }
-    Ok(())
+    map_backward(
+        ("relu output gradient", "relu input gradient"),
+        y,
+        dy,
+        dx,
+        |g, yv| if yv > T::ZERO { g } else { T::ZERO },
+    )
 }
 
 /// Logistic sigmoid of one value, stable for any input.
@@ -44,21 +69,12 @@ pub fn sigmoid<T: Float>(x: T) -> T {
 
 /// `y = σ(x)`.
 pub fn sigmoid_forward<T: Float>(x: &[T], y: &mut [T]) -> Result<()> {
-    check_len("sigmoid output", x.len(), y.len())?;
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv = sigmoid(xv);
-    }
-    Ok(())
+    map_forward("sigmoid output", x, y, sigmoid)
 }
 
 /// `dx = dy · y · (1 − y)`, from the forward output.
 pub fn sigmoid_backward<T: Float>(y: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
-    check_len("sigmoid output gradient", y.len(), dy.len())?;
-    check_len("sigmoid input gradient", y.len(), dx.len())?;
-    for ((d, &g), &yv) in dx.iter_mut().zip(dy).zip(y) {
-        *d = g * yv * (T::ONE - yv);
-    }
-    Ok(())
+    map_backward(("sigmoid output gradient", "sigmoid input gradient"), y, dy, dx, |g, yv| g * yv * (T::ONE - yv))
 }
 
 /// A counter-based uniform draw in [0, 1) for element `index` under `seed`
@@ -94,10 +110,5 @@ pub fn dropout_forward<T: Float>(p: f64, seed: u64, offset: u64, x: &[T], y: &mu
 
 /// `dx = dy · mask`.
 pub fn dropout_backward<T: Float>(mask: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
-    check_len("dropout output gradient", mask.len(), dy.len())?;
-    check_len("dropout input gradient", mask.len(), dx.len())?;
-    for ((d, &g), &m) in dx.iter_mut().zip(dy).zip(mask) {
-        *d = g * m;
-    }
-    Ok(())
+    map_backward(("dropout output gradient", "dropout input gradient"), mask, dy, dx, |g, m| g * m)
 }

@@ -8,7 +8,26 @@
 
 use super::Float;
 use super::gemm::{MatMut, MatRef, gemm};
-use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
+use crate::error::{Error, Result, check_len, checked_product};
+
+/// Checks that each named field of a shape is positive; the error names it
+/// `"<op> <field>"` (e.g. "conv2d in_h"). Every kernel's shape starts so.
+macro_rules! check_fields_nonzero {
+    ($op:literal, $shape:expr; $($field:ident),+ $(,)?) => {
+        $(crate::error::check_nonzero(concat!($op, " ", stringify!($field)), $shape.$field)?;)+
+    };
+}
+pub(crate) use check_fields_nonzero;
+
+/// Positions of a `window` sliding by `stride` over an input of `size`
+/// (rows, columns), floor mode: `(size − window)/stride + 1` per axis;
+/// `None` when the window is larger than the input.
+pub(crate) fn window_positions(size: (usize, usize), window: (usize, usize), stride: usize) -> Option<(usize, usize)> {
+    if window.0 > size.0 || window.1 > size.1 {
+        return None;
+    }
+    Some(((size.0 - window.0) / stride + 1, (size.1 - window.1) / stride + 1))
+}
 
 /// Shape of one conv2d call. Stride and padding apply to both axes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,22 +78,12 @@ impl Conv2dShape {
 
     /// Checks the shape and derives the output size: `floor((W − k + 2p)/s) + 1`.
     pub fn validate(&self) -> Result<ConvDims> {
-        check_nonzero("conv2d batch", self.batch)?;
-        check_nonzero("conv2d in_channels", self.in_channels)?;
-        check_nonzero("conv2d in_h", self.in_h)?;
-        check_nonzero("conv2d in_w", self.in_w)?;
-        check_nonzero("conv2d out_channels", self.out_channels)?;
-        check_nonzero("conv2d kernel_h", self.kernel_h)?;
-        check_nonzero("conv2d kernel_w", self.kernel_w)?;
-        check_nonzero("conv2d stride", self.stride)?;
+        check_fields_nonzero!("conv2d", self; batch, in_channels, in_h, in_w, out_channels, kernel_h, kernel_w, stride);
         let pad2 = self.padding.checked_mul(2).ok_or(Error::Overflow { what: "conv2d padding" })?;
         let ph = self.in_h.checked_add(pad2).ok_or(Error::Overflow { what: "conv2d in_h" })?;
         let pw = self.in_w.checked_add(pad2).ok_or(Error::Overflow { what: "conv2d in_w" })?;
-        if self.kernel_h > ph || self.kernel_w > pw {
-            return Err(Error::InvalidShape { what: "conv2d", reason: "kernel is larger than the padded input" });
-        }
-        let out_h = (ph - self.kernel_h) / self.stride + 1;
-        let out_w = (pw - self.kernel_w) / self.stride + 1;
+        let (out_h, out_w) = window_positions((ph, pw), (self.kernel_h, self.kernel_w), self.stride)
+            .ok_or(Error::InvalidShape { what: "conv2d", reason: "kernel is larger than the padded input" })?;
         let col_rows = checked_product("conv2d columns", &[self.in_channels, self.kernel_h, self.kernel_w])?;
         let out_hw = checked_product("conv2d output", &[out_h, out_w])?;
         let in_hw = checked_product("conv2d input", &[self.in_h, self.in_w])?;
@@ -138,6 +147,41 @@ pub struct ConvDims {
     pub pointwise: bool,
 }
 
+/// Calls `f(plane, ki, kj, start)` for every column row (ci, ki, kj) in
+/// order and, within it, every image of `images`: `plane` is where that
+/// image's input channel `ci` starts, `start` where its run of `out_hw`
+/// columns starts (rows `ld` apart, the first image's at `col0`). The one
+/// order [`im2col`] and [`col2im_add`] both follow.
+#[inline(always)]
+fn for_each_col_run(
+    s: &Conv2dShape,
+    d: &ConvDims,
+    images: usize,
+    ld: usize,
+    col0: usize,
+    mut f: impl FnMut(usize, usize, usize, usize),
+) {
+    let (kh, kw) = (s.kernel_h, s.kernel_w);
+    let in_img = s.in_channels * d.in_hw;
+    for ci in 0..s.in_channels {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let row = (ci * kh + ki) * kw + kj;
+                for j in 0..images {
+                    f(j * in_img + ci * d.in_hw, ki, kj, row * ld + col0 + j * d.out_hw);
+                }
+            }
+        }
+    }
+}
+
+/// The input index that output position `o` reads under kernel tap `k`,
+/// or `None` where it falls in the zero padding.
+#[inline(always)]
+fn tap_index(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
+    (o * stride + k).checked_sub(pad).filter(|&i| i < size)
+}
+
 /// Writes the columns of consecutive images: `x_imgs` holds whole images,
 /// image `j`'s columns start at `col0 + j·out_hw` in rows `ld` apart. With
 /// one image, `ld = out_hw` and `col0 = 0` this is the per-image layout.
@@ -145,20 +189,11 @@ pub struct ConvDims {
 /// and the images' planes of one channel are reread from cache for its
 /// `k·k` rows.
 pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_imgs: &[T], cols: &mut [T], ld: usize, col0: usize) {
-    let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
-    let in_img = s.in_channels * d.in_hw;
-    for ci in 0..s.in_channels {
-        for ki in 0..kh {
-            for kj in 0..kw {
-                let row = (ci * kh + ki) * kw + kj;
-                for (j, x_img) in x_imgs.chunks_exact(in_img).enumerate() {
-                    let plane = &x_img[ci * d.in_hw..(ci + 1) * d.in_hw];
-                    let start = row * ld + col0 + j * d.out_hw;
-                    im2col_row(s, d, plane, ki, kj, &mut cols[start..start + d.out_hw], st, pad);
-                }
-            }
-        }
-    }
+    let images = x_imgs.len() / (s.in_channels * d.in_hw);
+    for_each_col_run(s, d, images, ld, col0, |plane, ki, kj, start| {
+        let plane = &x_imgs[plane..plane + d.in_hw];
+        im2col_row(s, d, plane, ki, kj, &mut cols[start..start + d.out_hw], s.stride, s.padding);
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -175,16 +210,13 @@ pub(crate) fn im2col_row<T: Float>(
 ) {
     for oh in 0..d.out_h {
         let out_row = &mut dst[oh * d.out_w..(oh + 1) * d.out_w];
-        // Input row = oh·s + ki − p, possibly in the padding.
-        let ih = oh * st + ki;
-        if ih < pad || ih - pad >= s.in_h {
+        let Some(ih) = tap_index(oh, ki, st, pad, s.in_h) else {
             out_row.fill(T::ZERO);
             continue;
-        }
-        let src = &plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
+        };
+        let src = &plane[ih * s.in_w..(ih + 1) * s.in_w];
         for (ow, v) in out_row.iter_mut().enumerate() {
-            let iw = ow * st + kj;
-            *v = if iw < pad || iw - pad >= s.in_w { T::ZERO } else { src[iw - pad] };
+            *v = tap_index(ow, kj, st, pad, s.in_w).map_or(T::ZERO, |iw| src[iw]);
         }
     }
 }
@@ -203,34 +235,21 @@ pub(crate) fn col2im_add<T: Float>(
     col0: usize,
     dx_imgs: &mut [T],
 ) {
-    let (kh, kw, st, pad) = (s.kernel_h, s.kernel_w, s.stride, s.padding);
-    let in_img = s.in_channels * d.in_hw;
-    for ci in 0..s.in_channels {
-        for ki in 0..kh {
-            for kj in 0..kw {
-                let row = (ci * kh + ki) * kw + kj;
-                for (j, dx_img) in dx_imgs.chunks_exact_mut(in_img).enumerate() {
-                    let plane = &mut dx_img[ci * d.in_hw..(ci + 1) * d.in_hw];
-                    let start = row * ld + col0 + j * d.out_hw;
-                    let src = &cols[start..start + d.out_hw];
-                    for oh in 0..d.out_h {
-                        let ih = oh * st + ki;
-                        if ih < pad || ih - pad >= s.in_h {
-                            continue;
-                        }
-                        let dst = &mut plane[(ih - pad) * s.in_w..(ih - pad + 1) * s.in_w];
-                        let src_row = &src[oh * d.out_w..(oh + 1) * d.out_w];
-                        for (ow, &v) in src_row.iter().enumerate() {
-                            let iw = ow * st + kj;
-                            if iw >= pad && iw - pad < s.in_w {
-                                dst[iw - pad] += v;
-                            }
-                        }
-                    }
+    let (st, pad) = (s.stride, s.padding);
+    let images = dx_imgs.len() / (s.in_channels * d.in_hw);
+    for_each_col_run(s, d, images, ld, col0, |plane, ki, kj, start| {
+        let plane = &mut dx_imgs[plane..plane + d.in_hw];
+        let src = &cols[start..start + d.out_hw];
+        for oh in 0..d.out_h {
+            let Some(ih) = tap_index(oh, ki, st, pad, s.in_h) else { continue };
+            let dst = &mut plane[ih * s.in_w..(ih + 1) * s.in_w];
+            for (ow, &v) in src[oh * d.out_w..(oh + 1) * d.out_w].iter().enumerate() {
+                if let Some(iw) = tap_index(ow, kj, st, pad, s.in_w) {
+                    dst[iw] += v;
                 }
             }
         }
-    }
+    });
 }
 
 /// Checks all slice lengths of a conv call against its shape.
@@ -257,30 +276,6 @@ pub(crate) fn add_bias<T: Float>(y_img: &mut [T], bias: &[T], out_hw: usize) {
             *v += b;
         }
     }
-}
-
-/// Forward for one image: `y_img = W · cols(x_img) (+ bias)`.
-pub(crate) fn forward_image<T: Float>(
-    s: &Conv2dShape,
-    d: &ConvDims,
-    x_img: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    y_img: &mut [T],
-    cols: &mut [T],
-) -> Result<()> {
-    let wm = MatRef::row_major(w, s.out_channels, d.col_rows)?;
-    let ym = MatMut::row_major(y_img, s.out_channels, d.out_hw)?;
-    if d.pointwise {
-        gemm(ym, wm, MatRef::row_major(x_img, s.in_channels, d.in_hw)?, false)?;
-    } else {
-        im2col(s, d, x_img, cols, d.out_hw, 0);
-        gemm(ym, wm, MatRef::row_major(&cols[..d.col_len], d.col_rows, d.out_hw)?, false)?;
-    }
-    if let Some(b) = bias {
-        add_bias(y_img, b, d.out_hw);
-    }
-    Ok(())
 }
 
 /// Input gradient for one image: `dx_img = col2im(Wᵀ · dy_img)`.
@@ -319,8 +314,19 @@ pub fn conv2d_forward<T: Float>(
     check_len("conv2d forward scratch", s.forward_scratch_len()?, scratch.len())?;
     let in_img = s.in_channels * d.in_hw;
     let out_img = s.out_channels * d.out_hw;
+    let wm = MatRef::row_major(w, s.out_channels, d.col_rows)?;
+    // Image by image: `y_img = W · cols(x_img) (+ bias)`.
     for (x_img, y_img) in x.chunks_exact(in_img).zip(y.chunks_exact_mut(out_img)) {
-        forward_image(s, &d, x_img, w, bias, y_img, scratch)?;
+        let ym = MatMut::row_major(&mut *y_img, s.out_channels, d.out_hw)?;
+        if d.pointwise {
+            gemm(ym, wm, MatRef::row_major(x_img, s.in_channels, d.in_hw)?, false)?;
+        } else {
+            im2col(s, &d, x_img, scratch, d.out_hw, 0);
+            gemm(ym, wm, MatRef::row_major(&scratch[..d.col_len], d.col_rows, d.out_hw)?, false)?;
+        }
+        if let Some(b) = bias {
+            add_bias(y_img, b, d.out_hw);
+        }
     }
     Ok(())
 }

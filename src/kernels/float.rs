@@ -81,6 +81,36 @@ pub trait Float:
     }
 }
 
+/// A method that calls `<$t>::$name` with `std` (the platform's, faster)
+/// and the `libm` function `$libm` without it.
+macro_rules! std_or_libm {
+    ($t:ty, $name:ident($($arg:ident),*), $libm:path) => {
+        #[inline(always)]
+        fn $name(self $(, $arg: Self)*) -> Self {
+            #[cfg(feature = "std")]
+            {
+                <$t>::$name(self $(, $arg)*)
+            }
+            #[cfg(not(feature = "std"))]
+            {
+                $libm(self $(, $arg)*)
+            }
+        }
+    };
+}
+
+/// Methods that `core` has for both types: each calls `<$t>::$name`.
+macro_rules! from_core {
+    ($t:ty, $($name:ident($($arg:ident),*) -> $ret:ty),* $(,)?) => {
+        $(
+            #[inline(always)]
+            fn $name(self $(, $arg: Self)*) -> $ret {
+                <$t>::$name(self $(, $arg)*)
+            }
+        )*
+    };
+}
+
 macro_rules! impl_float {
     ($t:ty, $exp:path, $ln:path, $ln1p:path, $sqrt:path, $fma:path { $($extra:tt)* }) => {
         impl Float for $t {
@@ -97,81 +127,12 @@ macro_rules! impl_float {
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            #[inline(always)]
-            fn exp(self) -> Self {
-                #[cfg(feature = "std")]
-                {
-                    <$t>::exp(self)
-                }
-                #[cfg(not(feature = "std"))]
-                {
-                    $exp(self)
-                }
-            }
-            #[inline(always)]
-            fn ln(self) -> Self {
-                #[cfg(feature = "std")]
-                {
-                    <$t>::ln(self)
-                }
-                #[cfg(not(feature = "std"))]
-                {
-                    $ln(self)
-                }
-            }
-            #[inline(always)]
-            fn ln_1p(self) -> Self {
-                #[cfg(feature = "std")]
-                {
-                    <$t>::ln_1p(self)
-                }
-                #[cfg(not(feature = "std"))]
-                {
-                    $ln1p(self)
-                }
-            }
-            #[inline(always)]
-            fn sqrt(self) -> Self {
-                #[cfg(feature = "std")]
-                {
-                    <$t>::sqrt(self)
-                }
-                #[cfg(not(feature = "std"))]
-                {
-                    $sqrt(self)
-                }
-            }
-            #[inline(always)]
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
-            #[inline(always)]
-            fn max(self, other: Self) -> Self {
-                <$t>::max(self, other)
-            }
-            #[inline(always)]
-            fn min(self, other: Self) -> Self {
-                <$t>::min(self, other)
-            }
-            #[inline(always)]
-            fn is_finite(self) -> bool {
-                <$t>::is_finite(self)
-            }
-            #[inline(always)]
-            fn is_nan(self) -> bool {
-                <$t>::is_nan(self)
-            }
-            #[inline(always)]
-            fn mul_add(self, a: Self, b: Self) -> Self {
-                #[cfg(feature = "std")]
-                {
-                    <$t>::mul_add(self, a, b)
-                }
-                #[cfg(not(feature = "std"))]
-                {
-                    $fma(self, a, b)
-                }
-            }
+            std_or_libm!($t, exp(), $exp);
+            std_or_libm!($t, ln(), $ln);
+            std_or_libm!($t, ln_1p(), $ln1p);
+            std_or_libm!($t, sqrt(), $sqrt);
+            std_or_libm!($t, mul_add(a, b), $fma);
+            from_core!($t, abs() -> Self, max(other) -> Self, min(other) -> Self, is_finite() -> bool, is_nan() -> bool);
         }
     };
 }

@@ -9,7 +9,8 @@
 //! as in PyTorch's `view(n, nh, nw, c, h, w).permute(0, 3, 4, 5, 1, 2)`.
 
 use super::Float;
-use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
+use super::conv::{check_fields_nonzero, window_positions};
+use crate::error::{Error, Result, check_len, checked_product};
 
 /// Shape of one unfold call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,17 +48,9 @@ impl UnfoldShape {
     /// Checks the shape: the crop must fit in the image. A stride that does
     /// not reach the last row or column leaves it out (floor, as a conv).
     pub fn validate(&self) -> Result<UnfoldDims> {
-        check_nonzero("unfold batch", self.batch)?;
-        check_nonzero("unfold channels", self.channels)?;
-        check_nonzero("unfold in_h", self.in_h)?;
-        check_nonzero("unfold in_w", self.in_w)?;
-        check_nonzero("unfold crop", self.crop)?;
-        check_nonzero("unfold stride", self.stride)?;
-        if self.crop > self.in_h || self.crop > self.in_w {
-            return Err(Error::InvalidShape { what: "unfold", reason: "crop is larger than the image" });
-        }
-        let grid_h = (self.in_h - self.crop) / self.stride + 1;
-        let grid_w = (self.in_w - self.crop) / self.stride + 1;
+        check_fields_nonzero!("unfold", self; batch, channels, in_h, in_w, crop, stride);
+        let (grid_h, grid_w) = window_positions((self.in_h, self.in_w), (self.crop, self.crop), self.stride)
+            .ok_or(Error::InvalidShape { what: "unfold", reason: "crop is larger than the image" })?;
         let crops = checked_product("unfold crops", &[self.batch, grid_h, grid_w])?;
         Ok(UnfoldDims {
             grid_h,
@@ -137,12 +130,7 @@ pub struct FoldShape {
 impl FoldShape {
     /// Checks the shape; returns the length of input and output (equal).
     pub fn validate(&self) -> Result<usize> {
-        check_nonzero("fold batch", self.batch)?;
-        check_nonzero("fold channels", self.channels)?;
-        check_nonzero("fold h", self.h)?;
-        check_nonzero("fold w", self.w)?;
-        check_nonzero("fold grid_h", self.grid_h)?;
-        check_nonzero("fold grid_w", self.grid_w)?;
+        check_fields_nonzero!("fold", self; batch, channels, h, w, grid_h, grid_w);
         checked_product("fold tensor", &[self.batch, self.channels, self.h, self.w, self.grid_h, self.grid_w])
     }
 }
@@ -150,7 +138,17 @@ impl FoldShape {
 /// Moves between crop-major and grid-minor order: `to_grid` reads
 /// `[n·P, F]` and writes `[n, F, P]` (P = grid cells, F = c·h·w), or the
 /// reverse when false. A transpose per image, so each direction is exact.
-fn permute<T: Float>(s: &FoldShape, src: &[T], dst: &mut [T], to_grid: bool) {
+/// `what` names (`src`, `dst`) in a length error.
+fn permute<T: Float>(
+    s: &FoldShape,
+    what: (&'static str, &'static str),
+    src: &[T],
+    dst: &mut [T],
+    to_grid: bool,
+) -> Result<()> {
+    let len = s.validate()?;
+    check_len(what.0, len, src.len())?;
+    check_len(what.1, len, dst.len())?;
     let p = s.grid_h * s.grid_w;
     let f = s.channels * s.h * s.w;
     for (si, di) in src.chunks_exact(p * f).zip(dst.chunks_exact_mut(p * f)) {
@@ -164,22 +162,15 @@ fn permute<T: Float>(s: &FoldShape, src: &[T], dst: &mut [T], to_grid: bool) {
             }
         }
     }
+    Ok(())
 }
 
 /// Forward: `y[n, (c·h + y)·w + x, i, j] = x[(n, i, j), c, y, x]`.
 pub fn fold_forward<T: Float>(s: &FoldShape, x: &[T], y: &mut [T]) -> Result<()> {
-    let len = s.validate()?;
-    check_len("fold input", len, x.len())?;
-    check_len("fold output", len, y.len())?;
-    permute(s, x, y, true);
-    Ok(())
+    permute(s, ("fold input", "fold output"), x, y, true)
 }
 
 /// Backward: the inverse permutation of the gradient.
 pub fn fold_backward<T: Float>(s: &FoldShape, dy: &[T], dx: &mut [T]) -> Result<()> {
-    let len = s.validate()?;
-    check_len("fold output gradient", len, dy.len())?;
-    check_len("fold input gradient", len, dx.len())?;
-    permute(s, dy, dx, false);
-    Ok(())
+    permute(s, ("fold output gradient", "fold input gradient"), dy, dx, false)
 }

@@ -2,8 +2,9 @@
 //! exactly as PyTorch's `nn.Linear`.
 
 use super::Float;
+use super::conv::check_fields_nonzero;
 use super::gemm::{MatMut, MatRef, gemm};
-use crate::error::{Result, check_len, check_nonzero, checked_product};
+use crate::error::{Result, check_len, checked_product};
 
 /// Shape of one linear call: `x` is `[batch, in_features]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +25,7 @@ impl LinearShape {
 
     /// Checks the sizes; returns (input, output, weight) lengths.
     pub fn validate(&self) -> Result<(usize, usize, usize)> {
-        check_nonzero("linear batch", self.batch)?;
-        check_nonzero("linear in_features", self.in_features)?;
-        check_nonzero("linear out_features", self.out_features)?;
+        check_fields_nonzero!("linear", self; batch, in_features, out_features);
         Ok((
             checked_product("linear input", &[self.batch, self.in_features])?,
             checked_product("linear output", &[self.batch, self.out_features])?,
@@ -127,54 +126,64 @@ const DOT_LANES: usize = 16;
 /// matrix–vector product of batch-1 inference is a dot per output, which a
 /// GEMM tile would pad 6× in rows and 16× in columns.
 pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let [d] = dots([a], b);
+    d
+}
+
+/// [`dot`] of four rows with one `x`, each result bit-identical to
+/// `dot(row, x)`. Batch-1 linear layers are bound by reading the weights
+/// from memory; four streams at once keep more reads in flight than one.
+pub fn dot4<T: Float>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
+    dots(rows, x)
+}
+
+/// [`dot`] of `R` rows with one `x`: one loop for [`dot`] and [`dot4`], so a
+/// row's result never depends on how many rows go with it.
+fn dots<T: Float, const R: usize>(rows: [&[T]; R], x: &[T]) -> [T; R] {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         if super::cpu::features().avx2_fma() {
-            if let (Some(a32), Some(b32)) = (T::as_f32(a), T::as_f32(b)) {
+            if let (Some(x32), Some(rows32)) = (T::as_f32(x), rows_as_f32(rows)) {
                 // SAFETY: the running CPU supports AVX2 and FMA (checked
-                // just above), which is all `dot_f32_avx2_fma` requires.
-                let v = unsafe { dot_f32_avx2_fma(a32, b32) };
-                return T::from_f64(f64::from(v));
+                // just above), which is all `dots_f32_avx2_fma` requires.
+                let v = unsafe { dots_f32_avx2_fma(rows32, x32) };
+                return v.map(|e| T::from_f64(f64::from(e)));
             }
             // SAFETY: the running CPU supports AVX2 and FMA (checked just
-            // above), which is all `dot_avx2_fma` requires.
-            return unsafe { dot_avx2_fma(a, b) };
+            // above), which is all `dots_avx2_fma` requires.
+            return unsafe { dots_avx2_fma(rows, x) };
         }
     }
     #[cfg(target_feature = "fma")]
     {
-        dot_impl::<T, true>(a, b)
+        dots_impl::<T, R, true>(rows, x)
     }
     #[cfg(not(target_feature = "fma"))]
     {
-        dot_impl::<T, false>(a, b)
+        dots_impl::<T, R, false>(rows, x)
     }
+}
+
+/// The rows as f32 slices, when `T` is f32.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+fn rows_as_f32<T: Float, const R: usize>(rows: [&[T]; R]) -> Option<[&[f32]; R]> {
+    let mut out: [&[f32]; R] = [&[]; R];
+    for (o, r) in out.iter_mut().zip(rows) {
+        *o = T::as_f32(r)?;
+    }
+    Some(out)
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
-fn dot_avx2_fma<T: Float>(a: &[T], b: &[T]) -> T {
-    dot_impl::<T, true>(a, b)
+fn dots_avx2_fma<T: Float, const R: usize>(rows: [&[T]; R], x: &[T]) -> [T; R] {
+    dots_impl::<T, R, true>(rows, x)
 }
 
+/// Adds the partial sums pairwise, halves first: the fixed order every dot
+/// ends with.
 #[inline(always)]
-fn dot_impl<T: Float, const FMA: bool>(a: &[T], b: &[T]) -> T {
-    let len = a.len().min(b.len());
-    let (a, b) = (&a[..len], &b[..len]);
-    let mut acc = [T::ZERO; DOT_LANES];
-    let mut ac = a.chunks_exact(DOT_LANES);
-    let mut bc = b.chunks_exact(DOT_LANES);
-    for (x, y) in (&mut ac).zip(&mut bc) {
-        let (Ok(x), Ok(y)) = (<&[T; DOT_LANES]>::try_from(x), <&[T; DOT_LANES]>::try_from(y)) else {
-            continue;
-        };
-        for j in 0..DOT_LANES {
-            acc[j] = if FMA { x[j].mul_add(y[j], acc[j]) } else { x[j] * y[j] + acc[j] };
-        }
-    }
-    for (j, (&x, &y)) in ac.remainder().iter().zip(bc.remainder()).enumerate() {
-        acc[j] = if FMA { x.mul_add(y, acc[j]) } else { x * y + acc[j] };
-    }
+fn reduce_lanes<T: Float>(acc: &mut [T; DOT_LANES]) -> T {
     let mut w = DOT_LANES;
     while w > 1 {
         w /= 2;
@@ -186,73 +195,18 @@ fn dot_impl<T: Float, const FMA: bool>(a: &[T], b: &[T]) -> T {
     acc[0]
 }
 
-/// [`dot`] of four rows with one `x`, each result bit-identical to
-/// `dot(row, x)`. Batch-1 linear layers are bound by reading the weights
-/// from memory; four streams at once keep more reads in flight than one.
-pub fn dot4<T: Float>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    {
-        if super::cpu::features().avx2_fma() {
-            if let (Some(x32), [Some(r0), Some(r1), Some(r2), Some(r3)]) = (T::as_f32(x), rows.map(T::as_f32)) {
-                // SAFETY: the running CPU supports AVX2 and FMA (checked
-                // just above), which is all `dot4_f32_avx2_fma` requires.
-                let v = unsafe { dot4_f32_avx2_fma([r0, r1, r2, r3], x32) };
-                return v.map(|e| T::from_f64(f64::from(e)));
-            }
-            // SAFETY: the running CPU supports AVX2 and FMA (checked just
-            // above), which is all `dot4_avx2_fma` requires.
-            return unsafe { dot4_avx2_fma(rows, x) };
-        }
-    }
-    #[cfg(target_feature = "fma")]
-    {
-        dot4_impl::<T, true>(rows, x)
-    }
-    #[cfg(not(target_feature = "fma"))]
-    {
-        dot4_impl::<T, false>(rows, x)
-    }
-}
-
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-fn dot4_avx2_fma<T: Float>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
-    dot4_impl::<T, true>(rows, x)
-}
-
-/// [`dot`] for f32 in AVX2 registers: the same 16 lanes, the same FMA per
-/// lane and the same tail and pairwise reduction as `dot_impl`, so the
+/// [`dots`] for f32 in AVX2 registers: the same 16 lanes, the same FMA per
+/// lane and the same tail and pairwise reduction as `dots_impl`, so each
 /// result is bit-identical to it. (The generic loop is not vectorised by
 /// the compiler: it ran scalar, at a third of the memory bandwidth.)
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
-fn dot_f32_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    use core::arch::x86_64::{_mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps};
-    let len = a.len().min(b.len());
-    let full = len / DOT_LANES * DOT_LANES;
-    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    for c in (0..full).step_by(DOT_LANES) {
-        // SAFETY: c + 16 ≤ full ≤ len ≤ both lengths: the four 8-lane
-        // unaligned loads are inside `a` and `b`.
-        unsafe {
-            lo = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(c)), _mm256_loadu_ps(pb.add(c)), lo);
-            hi = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(c + 8)), _mm256_loadu_ps(pb.add(c + 8)), hi);
-        }
-    }
-    lanes_finish(lo, hi, &a[full..len], &b[full..len])
-}
-
-/// [`dot4`] for f32 in AVX2 registers, each result bit-identical to
-/// `dot_impl` (see [`dot_f32_avx2_fma`]).
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-fn dot4_f32_avx2_fma(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
+fn dots_f32_avx2_fma<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
     use core::arch::x86_64::{_mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps};
     let len = rows.iter().fold(x.len(), |l, r| l.min(r.len()));
     let full = len / DOT_LANES * DOT_LANES;
-    let mut lo = [_mm256_setzero_ps(); 4];
-    let mut hi = [_mm256_setzero_ps(); 4];
+    let mut lo = [_mm256_setzero_ps(); R];
+    let mut hi = [_mm256_setzero_ps(); R];
     let px = x.as_ptr();
     let pr = rows.map(<[f32]>::as_ptr);
     for c in (0..full).step_by(DOT_LANES) {
@@ -260,7 +214,7 @@ fn dot4_f32_avx2_fma(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
         // 8-lane unaligned loads are in bounds.
         unsafe {
             let (x0, x1) = (_mm256_loadu_ps(px.add(c)), _mm256_loadu_ps(px.add(c + 8)));
-            for r in 0..4 {
+            for r in 0..R {
                 lo[r] = _mm256_fmadd_ps(_mm256_loadu_ps(pr[r].add(c)), x0, lo[r]);
                 hi[r] = _mm256_fmadd_ps(_mm256_loadu_ps(pr[r].add(c + 8)), x1, hi[r]);
             }
@@ -271,7 +225,7 @@ fn dot4_f32_avx2_fma(rows: [&[f32]; 4], x: &[f32]) -> [f32; 4] {
 
 /// The end of an f32 dot: lanes 0..8 in `lo`, 8..16 in `hi`; the tail's
 /// products go onto the first lanes, then the pairwise reduction of
-/// `dot_impl`.
+/// `dots_impl`.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
 fn lanes_finish(lo: core::arch::x86_64::__m256, hi: core::arch::x86_64::__m256, a: &[f32], b: &[f32]) -> f32 {
@@ -285,23 +239,15 @@ fn lanes_finish(lo: core::arch::x86_64::__m256, hi: core::arch::x86_64::__m256, 
     for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
         acc[j] = x.mul_add(y, acc[j]);
     }
-    let mut w = DOT_LANES;
-    while w > 1 {
-        w /= 2;
-        for j in 0..w {
-            let h = acc[j + w];
-            acc[j] += h;
-        }
-    }
-    acc[0]
+    reduce_lanes(&mut acc)
 }
 
 #[inline(always)]
-fn dot4_impl<T: Float, const FMA: bool>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
+fn dots_impl<T: Float, const R: usize, const FMA: bool>(rows: [&[T]; R], x: &[T]) -> [T; R] {
     let len = rows.iter().fold(x.len(), |l, r| l.min(r.len()));
     let full = len / DOT_LANES * DOT_LANES;
     let rows = rows.map(|r| &r[..len]);
-    let mut acc = [[T::ZERO; DOT_LANES]; 4];
+    let mut acc = [[T::ZERO; DOT_LANES]; R];
     for c in (0..full).step_by(DOT_LANES) {
         let Ok(xv) = <&[T; DOT_LANES]>::try_from(&x[c..c + DOT_LANES]) else { continue };
         for (acc, row) in acc.iter_mut().zip(rows) {
@@ -311,20 +257,12 @@ fn dot4_impl<T: Float, const FMA: bool>(rows: [&[T]; 4], x: &[T]) -> [T; 4] {
             }
         }
     }
-    let mut out = [T::ZERO; 4];
+    let mut out = [T::ZERO; R];
     for ((o, acc), row) in out.iter_mut().zip(acc.iter_mut()).zip(rows) {
         for (j, (&w, &v)) in row[full..].iter().zip(&x[full..len]).enumerate() {
             acc[j] = if FMA { w.mul_add(v, acc[j]) } else { w * v + acc[j] };
         }
-        let mut w = DOT_LANES;
-        while w > 1 {
-            w /= 2;
-            for j in 0..w {
-                let hi = acc[j + w];
-                acc[j] += hi;
-            }
-        }
-        *o = acc[0];
+        *o = reduce_lanes(acc);
     }
     out
 }
@@ -364,7 +302,7 @@ pub fn dot4_half(kind: HalfKind, rows: [&[u8]; 4], x: &[f32]) -> Option<[f32; 4]
     None
 }
 
-/// The fused loop of [`dot4_half`]: 16 lanes per row as in `dot_impl`.
+/// The fused loop of [`dot4_half`]: 16 lanes per row as in `dots_impl`.
 ///
 /// # Safety
 /// The CPU supports AVX2, FMA and F16C, and every row holds at least

@@ -2,7 +2,7 @@
 //! max-shifted so it stays finite for inputs of ±1e4 in f32.
 
 use super::Float;
-use super::act::sigmoid;
+use super::act::{map_backward, map_forward, sigmoid};
 use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
 
 /// `sp(x) = log(1 + eˣ)`, computed as `max(x, 0) + log1p(e^−|x|)`.
@@ -13,21 +13,12 @@ pub fn softplus<T: Float>(x: T) -> T {
 
 /// Element-wise softplus.
 pub fn softplus_forward<T: Float>(x: &[T], y: &mut [T]) -> Result<()> {
-    check_len("softplus output", x.len(), y.len())?;
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        *yv = softplus(xv);
-    }
-    Ok(())
+    map_forward("softplus output", x, y, softplus)
 }
 
 /// `dx = dy · σ(x)`.
 pub fn softplus_backward<T: Float>(x: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
-    check_len("softplus output gradient", x.len(), dy.len())?;
-    check_len("softplus input gradient", x.len(), dx.len())?;
-    for ((d, &g), &xv) in dx.iter_mut().zip(dy).zip(x) {
-        *d = g * sigmoid(xv);
-    }
-    Ok(())
+    map_backward(("softplus output gradient", "softplus input gradient"), x, dy, dx, |g, xv| g * sigmoid(xv))
 }
 
 /// A `[rows, cols]` matrix, reduced along its rows.

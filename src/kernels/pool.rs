@@ -1,7 +1,8 @@
 //! Max pooling over NCHW, no padding, floor mode (DIM uses kernel 3, stride 2).
 
 use super::Float;
-use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
+use super::conv::{check_fields_nonzero, window_positions};
+use crate::error::{Error, Result, check_len, checked_product};
 
 /// Shape of one max-pool call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,21 +29,13 @@ impl MaxPoolShape {
 
     /// Checks the shape; returns (out_h, out_w, input length, output length).
     pub fn validate(&self) -> Result<(usize, usize, usize, usize)> {
-        check_nonzero("max pool batch", self.batch)?;
-        check_nonzero("max pool channels", self.channels)?;
-        check_nonzero("max pool in_h", self.in_h)?;
-        check_nonzero("max pool in_w", self.in_w)?;
-        check_nonzero("max pool kernel", self.kernel)?;
-        check_nonzero("max pool stride", self.stride)?;
-        if self.kernel > self.in_h || self.kernel > self.in_w {
-            return Err(Error::InvalidShape { what: "max pool", reason: "window is larger than the input" });
-        }
+        check_fields_nonzero!("max pool", self; batch, channels, in_h, in_w, kernel, stride);
+        let (oh, ow) = window_positions((self.in_h, self.in_w), (self.kernel, self.kernel), self.stride)
+            .ok_or(Error::InvalidShape { what: "max pool", reason: "window is larger than the input" })?;
         let plane = checked_product("max pool input", &[self.in_h, self.in_w])?;
         if u32::try_from(plane).is_err() {
             return Err(Error::Overflow { what: "max pool plane" });
         }
-        let oh = (self.in_h - self.kernel) / self.stride + 1;
-        let ow = (self.in_w - self.kernel) / self.stride + 1;
         Ok((
             oh,
             ow,

@@ -208,52 +208,40 @@ pub fn sgemm(mut c: OutView<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, ac
     Ok(())
 }
 
-/// The inference GEMM: `C = W·B` for `W` a layer's weights as stored
-/// (`[m, k]` row-major, `m` = C's rows) and `B` `[k, n]`, blocked by `blk`
-/// with caller-provided packing buffers. Allocates nothing. Every element is
-/// one FMA chain per depth block, and [`Blocking::new`] keeps `kc` from
-/// depending on `n`: an image gives the same output alone or in a batch.
-pub fn gemm_weights(
-    c: OutView<'_, f32>,
-    w: WeightRows<'_>,
-    b: MatRef<'_, f32>,
-    blk: Blocking,
-    apack: &mut [f32],
-    bpack: &mut [f32],
-) -> Result<()> {
-    weights_with(KernelId::best_f32(KernelId::portable_for_target()), c, w, b, blk, apack, bpack)
+/// Declares an entry point of the inference GEMM: the entry points take
+/// the same arguments and differ only in the micro-kernel they pick.
+macro_rules! gemm_weights_entry {
+    ($(#[$attr:meta])* $name:ident => $kernel:expr) => {
+        $(#[$attr])*
+        pub fn $name(
+            c: OutView<'_, f32>, w: WeightRows<'_>, b: MatRef<'_, f32>,
+            blk: Blocking, apack: &mut [f32], bpack: &mut [f32],
+        ) -> Result<()> {
+            gemm_weights_with_kernel($kernel, c, w, b, blk, apack, bpack)
+        }
+    };
 }
 
-/// [`gemm_weights`] with the portable micro-kernel whatever the CPU (what
-/// Miri, `no_std` builds and non-x86 targets run), for tests.
-#[doc(hidden)]
-pub fn gemm_weights_portable(
-    c: OutView<'_, f32>,
-    w: WeightRows<'_>,
-    b: MatRef<'_, f32>,
-    blk: Blocking,
-    apack: &mut [f32],
-    bpack: &mut [f32],
-) -> Result<()> {
-    weights_with(KernelId::portable_for_target(), c, w, b, blk, apack, bpack)
-}
+gemm_weights_entry!(
+    /// The inference GEMM: `C = W·B` for `W` a layer's weights as stored
+    /// (`[m, k]` row-major, `m` = C's rows) and `B` `[k, n]`, blocked by `blk`
+    /// with caller-provided packing buffers. Allocates nothing. Every element is
+    /// one FMA chain per depth block, and [`Blocking::new`] keeps `kc` from
+    /// depending on `n`: an image gives the same output alone or in a batch.
+    gemm_weights => KernelId::best_f32(KernelId::portable_for_target())
+);
+
+gemm_weights_entry!(
+    /// [`gemm_weights`] with the portable micro-kernel whatever the CPU (what
+    /// Miri, `no_std` builds and non-x86 targets run), for tests.
+    #[doc(hidden)]
+    gemm_weights_portable => KernelId::portable_for_target()
+);
 
 /// [`gemm_weights`] with an explicit micro-kernel, for the registry's tests
 /// (an unavailable one runs as [`KernelId::Portable`]).
 #[doc(hidden)]
 pub fn gemm_weights_with_kernel(
-    id: KernelId,
-    c: OutView<'_, f32>,
-    w: WeightRows<'_>,
-    b: MatRef<'_, f32>,
-    blk: Blocking,
-    apack: &mut [f32],
-    bpack: &mut [f32],
-) -> Result<()> {
-    weights_with(id, c, w, b, blk, apack, bpack)
-}
-
-fn weights_with(
     id: KernelId,
     mut c: OutView<'_, f32>,
     w: WeightRows<'_>,

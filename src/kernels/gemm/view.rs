@@ -17,24 +17,22 @@ pub struct MatRef<'a, T> {
     pub(crate) cs: usize,
 }
 
-/// Highest offset touched by a `rows × cols` view with strides `rs`, `cs`.
-fn last_offset(what: &'static str, rows: usize, cols: usize, rs: usize, cs: usize) -> Result<usize> {
+/// Checks that the highest offset a `rows × cols` view with strides `rs`,
+/// `cs` touches (both counts positive) lies inside a slice of `len`.
+fn check_in_bounds(what: &'static str, len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> Result<()> {
     let r = (rows - 1).checked_mul(rs).ok_or(Error::Overflow { what })?;
     let c = (cols - 1).checked_mul(cs).ok_or(Error::Overflow { what })?;
-    r.checked_add(c).ok_or(Error::Overflow { what })
+    if r.checked_add(c).ok_or(Error::Overflow { what })? >= len {
+        return Err(Error::InvalidShape { what, reason: "strided view reaches past the end of the slice" });
+    }
+    Ok(())
 }
 
 impl<'a, T: Copy> MatRef<'a, T> {
     /// A view with explicit strides; fails if any element is out of bounds.
     pub fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
         if rows > 0 && cols > 0 {
-            let last = last_offset("matrix view", rows, cols, rs, cs)?;
-            if last >= data.len() {
-                return Err(Error::InvalidShape {
-                    what: "matrix view",
-                    reason: "strided view reaches past the end of the slice",
-                });
-            }
+            check_in_bounds("matrix view", data.len(), rows, cols, rs, cs)?;
         }
         Ok(Self { data, rows, cols, rs, cs })
     }
@@ -103,13 +101,7 @@ impl<'a, T: Copy> MatMut<'a, T> {
                     reason: "strides must be row-major or column-major without overlap",
                 });
             }
-            let last = last_offset("mutable matrix view", rows, cols, rs, cs)?;
-            if last >= data.len() {
-                return Err(Error::InvalidShape {
-                    what: "mutable matrix view",
-                    reason: "strided view reaches past the end of the slice",
-                });
-            }
+            check_in_bounds("mutable matrix view", data.len(), rows, cols, rs, cs)?;
         }
         Ok(Self { data, rows, cols, rs, cs })
     }
