@@ -171,6 +171,13 @@ pub(crate) fn save_batch_stats<T: Float>(
     }
 }
 
+/// A train-mode channel's `(a, b)` in `y = x·a + b`: `a = γ·invstd`,
+/// `b = β − mean·a`.
+pub(crate) fn batch_scale_shift<T: Float>(gamma: T, beta: T, mean: T, invstd: T) -> (T, T) {
+    let a = gamma * invstd;
+    (a, beta - mean * a)
+}
+
 /// `y = x·a + b` over one image, with channel `c`'s `(a, b) = coeffs(c)`.
 pub(crate) fn scale_shift_image<T: Float>(
     spatial: usize,
@@ -208,15 +215,14 @@ pub fn batch_norm_train_forward<T: Float>(
     let img = s.channels * s.spatial;
     for (x_img, y_img) in x.chunks_exact(img).zip(y.chunks_exact_mut(img)) {
         scale_shift_image(s.spatial, x_img, y_img, |c| {
-            let a = gamma[c] * save_invstd[c];
-            (a, beta[c] - save_mean[c] * a)
+            batch_scale_shift(gamma[c], beta[c], save_mean[c], save_invstd[c])
         });
     }
     Ok(())
 }
 
 /// `running = (1 − m)·running + m·batch`, with the unbiased batch variance.
-pub(crate) fn update_running<T: Float>(cfg: &BatchNormConfig, count: usize, mean: T, var: T, rm: &mut T, rv: &mut T) {
+fn update_running<T: Float>(cfg: &BatchNormConfig, count: usize, mean: T, var: T, rm: &mut T, rv: &mut T) {
     let m = T::from_f64(cfg.momentum);
     let unbiased = var * T::from_usize(count) / T::from_usize(count - 1);
     *rm = (T::ONE - m) * *rm + m * mean;
