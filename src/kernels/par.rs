@@ -446,24 +446,16 @@ pub fn batch_norm_train_backward_par<T: Float>(
     ] {
         check_len(what, s.channels, l)?;
     }
-    let coeffs: Vec<(T, T, T)> = if s.spatial == 1 {
+    let sums: Vec<(T, T)> = if s.spatial == 1 {
         rows_grad_sums(x, dy, s.channels, Stats::PerColumn(save_mean, save_invstd))
-            .into_iter()
-            .map(|(a, b)| (a, b, T::ZERO))
-            .collect()
     } else {
-        (0..s.channels)
-            .into_par_iter()
-            .map(|c| {
-                let (sdy, sdyx) = norm::channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
-                (sdy, sdyx, T::ZERO)
-            })
-            .collect()
+        let channel_sums = |c| norm::channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
+        (0..s.channels).into_par_iter().map(channel_sums).collect()
     };
-    let coeffs: Vec<(T, T, T)> = coeffs
+    let coeffs: Vec<(T, T, T)> = sums
         .iter()
         .enumerate()
-        .map(|(c, &(sdy, sdyx, _))| {
+        .map(|(c, &(sdy, sdyx))| {
             dbeta[c] += sdy;
             dgamma[c] += sdyx;
             norm::bn_train_dx_coeffs(gamma[c], save_mean[c], save_invstd[c], sdy, sdyx, s.per_channel())
