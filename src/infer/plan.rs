@@ -373,6 +373,7 @@ impl Plan {
         let (cols, rest) = rest.split_at_mut(self.cols_len);
         let (apack, rest) = rest.split_at_mut(self.apack_len);
         let (bpack, rest) = rest.split_at_mut(self.bpack_len);
+        let mut work = LayerScratch { cols, apack, bpack };
         let bias = &mut rest[..self.bias_len];
         let n = self.batch;
         let mut src_slot = Slot::Input;
@@ -391,7 +392,7 @@ impl Plan {
             };
             let src = &src[..n * st.in_len];
             let dst = &mut dst[..n * st.pre_len];
-            self.layer(i, st, &wt, bias, src, dst, cols, apack, bpack)?;
+            self.layer(i, st, &wt, bias, src, dst, &mut work)?;
             if st.relu {
                 relu_inplace(dst);
             }
@@ -450,10 +451,9 @@ impl Plan {
         bias: &[f32],
         src: &[f32],
         dst: &mut [f32],
-        cols: &mut [f32],
-        apack: &mut [f32],
-        bpack: &mut [f32],
+        work: &mut LayerScratch<'_>,
     ) -> Result<(), InferError> {
+        let (cols, apack, bpack) = (&mut *work.cols, &mut *work.apack, &mut *work.bpack);
         let n = self.batch;
         let w = wt.weight_rows().map_err(|_| InferError::WrongShape { layer: i, part: "weight" })?;
         match st.op {
@@ -541,6 +541,14 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// The scratch a conv or linear layer works in: im2col columns and the
+/// GEMM's packed blocks, reused layer after layer.
+struct LayerScratch<'s> {
+    cols: &'s mut [f32],
+    apack: &'s mut [f32],
+    bpack: &'s mut [f32],
 }
 
 /// A tensor name built on the stack.

@@ -81,6 +81,12 @@ pub(crate) fn channel_planes<'a, T>(s: &'a NormShape, x: &'a [T], c: usize) -> i
     })
 }
 
+/// [`channel_planes`], mutably.
+#[inline]
+pub(crate) fn channel_planes_mut<'a, T>(s: &NormShape, x: &'a mut [T], c: usize) -> impl Iterator<Item = &'a mut [T]> {
+    x.chunks_exact_mut(s.spatial).skip(c).step_by(s.channels)
+}
+
 /// Mean and biased variance of channel `c` (two-pass, fixed order).
 pub(crate) fn channel_moments<T: Float>(s: &NormShape, x: &[T], c: usize) -> (T, T) {
     let m = T::from_usize(s.per_channel());
@@ -102,14 +108,89 @@ pub(crate) fn channel_grad_sums<T: Float>(s: &NormShape, x: &[T], dy: &[T], c: u
     (sdy, sdyx)
 }
 
-fn check_bn_params(s: &NormShape, x: usize, y: usize, params: &[(&'static str, usize)]) -> Result<()> {
+/// The per-channel buffers of a batch-norm forward, in argument order (eval
+/// mode takes the first four).
+const BN_FORWARD_PARAMS: [&str; 6] = [
+    "batch norm gamma",
+    "batch norm beta",
+    "batch norm running_mean",
+    "batch norm running_var",
+    "batch norm save_mean",
+    "batch norm save_invstd",
+];
+
+fn check_bn_params(
+    s: &NormShape,
+    x: usize,
+    y: usize,
+    params: impl IntoIterator<Item = (&'static str, usize)>,
+) -> Result<()> {
     let len = s.validate()?;
     check_len("batch norm input", len, x)?;
     check_len("batch norm output", len, y)?;
-    for &(what, l) in params {
+    for (what, l) in params {
         check_len(what, s.channels, l)?;
     }
     Ok(())
+}
+
+/// Checks a batch-norm forward: the shape, `x` and `y`, the per-channel
+/// buffers named by [`BN_FORWARD_PARAMS`], then `eps`.
+fn check_bn_forward<T>(s: &NormShape, eps: f64, [x, y]: [&[T]; 2], per_channel: &[&[T]]) -> Result<()> {
+    check_bn_params(s, x.len(), y.len(), BN_FORWARD_PARAMS.into_iter().zip(per_channel.iter().map(|p| p.len())))?;
+    check_eps(eps)
+}
+
+/// The argument checks of [`batch_norm_train_forward`] (arguments in its
+/// order), shared with its multicore driver so both report the same errors.
+pub(crate) fn check_bn_train_forward<T>(s: &NormShape, cfg: &BatchNormConfig, args: [&[T]; 8]) -> Result<()> {
+    let [x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd] = args;
+    check_bn_forward(s, cfg.eps, [x, y], &[gamma, beta, running_mean, running_var, save_mean, save_invstd])?;
+    if s.per_channel() < 2 {
+        return Err(Error::InvalidShape {
+            what: "batch norm (train)",
+            reason: "needs more than one value per channel",
+        });
+    }
+    Ok(())
+}
+
+/// Saves each channel's batch `(mean, var)` as `save_mean`/`save_invstd` for
+/// the backward pass and folds it into the running statistics.
+pub(crate) fn save_batch_stats<T: Float>(
+    s: &NormShape,
+    cfg: &BatchNormConfig,
+    moments: impl IntoIterator<Item = (T, T)>,
+    [save_mean, save_invstd]: [&mut [T]; 2],
+    [running_mean, running_var]: [&mut [T]; 2],
+) {
+    for (c, (mean, var)) in moments.into_iter().enumerate() {
+        save_mean[c] = mean;
+        save_invstd[c] = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
+        update_running(cfg, s.per_channel(), mean, var, &mut running_mean[c], &mut running_var[c]);
+    }
+}
+
+/// A train-mode channel's `(a, b)` in `y = x·a + b`: `a = γ·invstd`,
+/// `b = β − mean·a`.
+pub(crate) fn batch_scale_shift<T: Float>(gamma: T, beta: T, mean: T, invstd: T) -> (T, T) {
+    let a = gamma * invstd;
+    (a, beta - mean * a)
+}
+
+/// `y = x·a + b` over one image, with channel `c`'s `(a, b) = coeffs(c)`.
+pub(crate) fn scale_shift_image<T: Float>(
+    spatial: usize,
+    x_img: &[T],
+    y_img: &mut [T],
+    coeffs: impl Fn(usize) -> (T, T),
+) {
+    for (c, (yp, xp)) in y_img.chunks_exact_mut(spatial).zip(x_img.chunks_exact(spatial)).enumerate() {
+        let (a, b) = coeffs(c);
+        for (yv, &xv) in yp.iter_mut().zip(xp) {
+            *yv = xv * a + b;
+        }
+    }
 }
 
 /// Train-mode forward: normalises with batch statistics, writes
@@ -128,49 +209,20 @@ pub fn batch_norm_train_forward<T: Float>(
     save_mean: &mut [T],
     save_invstd: &mut [T],
 ) -> Result<()> {
-    check_bn_params(
-        s,
-        x.len(),
-        y.len(),
-        &[
-            ("batch norm gamma", gamma.len()),
-            ("batch norm beta", beta.len()),
-            ("batch norm running_mean", running_mean.len()),
-            ("batch norm running_var", running_var.len()),
-            ("batch norm save_mean", save_mean.len()),
-            ("batch norm save_invstd", save_invstd.len()),
-        ],
-    )?;
-    check_eps(cfg.eps)?;
-    if s.per_channel() < 2 {
-        return Err(Error::InvalidShape {
-            what: "batch norm (train)",
-            reason: "needs more than one value per channel",
-        });
-    }
-    for c in 0..s.channels {
-        let (mean, var) = channel_moments(s, x, c);
-        let invstd = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
-        save_mean[c] = mean;
-        save_invstd[c] = invstd;
-        update_running(cfg, s.per_channel(), mean, var, &mut running_mean[c], &mut running_var[c]);
-    }
+    check_bn_train_forward(s, cfg, [x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd])?;
+    let moments = (0..s.channels).map(|c| channel_moments(s, x, c));
+    save_batch_stats(s, cfg, moments, [save_mean, save_invstd], [running_mean, running_var]);
     let img = s.channels * s.spatial;
     for (x_img, y_img) in x.chunks_exact(img).zip(y.chunks_exact_mut(img)) {
-        for c in 0..s.channels {
-            let a = gamma[c] * save_invstd[c];
-            let b = beta[c] - save_mean[c] * a;
-            let r = c * s.spatial..(c + 1) * s.spatial;
-            for (yv, &xv) in y_img[r.clone()].iter_mut().zip(&x_img[r]) {
-                *yv = xv * a + b;
-            }
-        }
+        scale_shift_image(s.spatial, x_img, y_img, |c| {
+            batch_scale_shift(gamma[c], beta[c], save_mean[c], save_invstd[c])
+        });
     }
     Ok(())
 }
 
 /// `running = (1 − m)·running + m·batch`, with the unbiased batch variance.
-pub(crate) fn update_running<T: Float>(cfg: &BatchNormConfig, count: usize, mean: T, var: T, rm: &mut T, rv: &mut T) {
+fn update_running<T: Float>(cfg: &BatchNormConfig, count: usize, mean: T, var: T, rm: &mut T, rv: &mut T) {
     let m = T::from_f64(cfg.momentum);
     let unbiased = var * T::from_usize(count) / T::from_usize(count - 1);
     *rm = (T::ONE - m) * *rm + m * mean;
@@ -189,28 +241,13 @@ pub fn batch_norm_eval_forward<T: Float>(
     running_var: &[T],
     y: &mut [T],
 ) -> Result<()> {
-    check_bn_params(
-        s,
-        x.len(),
-        y.len(),
-        &[
-            ("batch norm gamma", gamma.len()),
-            ("batch norm beta", beta.len()),
-            ("batch norm running_mean", running_mean.len()),
-            ("batch norm running_var", running_var.len()),
-        ],
-    )?;
-    check_eps(eps)?;
+    check_bn_forward(s, eps, [x, y], &[gamma, beta, running_mean, running_var])?;
     let img = s.channels * s.spatial;
     for (x_img, y_img) in x.chunks_exact(img).zip(y.chunks_exact_mut(img)) {
-        for c in 0..s.channels {
+        scale_shift_image(s.spatial, x_img, y_img, |c| {
             let a = gamma[c] / (running_var[c] + T::from_f64(eps)).sqrt();
-            let b = beta[c] - running_mean[c] * a;
-            let r = c * s.spatial..(c + 1) * s.spatial;
-            for (yv, &xv) in y_img[r.clone()].iter_mut().zip(&x_img[r]) {
-                *yv = xv * a + b;
-            }
-        }
+            (a, beta[c] - running_mean[c] * a)
+        });
     }
     Ok(())
 }
@@ -226,6 +263,71 @@ pub(crate) fn bn_train_dx_coeffs<T: Float>(gamma: T, mean: T, invstd: T, sdy: T,
     (k1, k2, k3)
 }
 
+/// `dx = k1·dy + k2·x + k3` over one plane of one channel.
+pub(crate) fn bn_train_dx_plane<T: Float>(dx: &mut [T], dy: &[T], x: &[T], (k1, k2, k3): (T, T, T)) {
+    for ((d, &g), &xv) in dx.iter_mut().zip(dy).zip(x) {
+        *d = k1 * g + k2 * xv + k3;
+    }
+}
+
+/// The statistics a batch-norm backward pass normalised with.
+#[derive(Clone, Copy)]
+enum BnStats<'a, T> {
+    /// Saved by the train-mode forward: the batch's mean and 1/σ, which
+    /// depend on `x` (so `dx` has the full three-term form).
+    Batch { mean: &'a [T], invstd: &'a [T] },
+    /// Running estimates (eval mode): constants, so `dx = γ·invstd·dy`.
+    Running { eps: f64, mean: &'a [T], var: &'a [T] },
+}
+
+/// Batch-norm backward in either mode: writes `dx` and accumulates
+/// `dgamma`, `dbeta`.
+fn batch_norm_backward<T: Float>(
+    s: &NormShape,
+    stats: BnStats<'_, T>,
+    [x, dy, gamma]: [&[T]; 3],
+    [dx, dgamma, dbeta]: [&mut [T]; 3],
+) -> Result<()> {
+    let (stat_names, (stat0, stat1)) = match stats {
+        BnStats::Batch { mean, invstd } => (["batch norm save_mean", "batch norm save_invstd"], (mean, invstd)),
+        BnStats::Running { mean, var, .. } => (["batch norm running_mean", "batch norm running_var"], (mean, var)),
+    };
+    let params = [
+        ("batch norm gamma", gamma.len()),
+        (stat_names[0], stat0.len()),
+        (stat_names[1], stat1.len()),
+        ("batch norm gamma gradient", dgamma.len()),
+        ("batch norm beta gradient", dbeta.len()),
+    ];
+    check_bn_params(s, x.len(), dx.len(), params)?;
+    check_len("batch norm output gradient", x.len(), dy.len())?;
+    if let BnStats::Running { eps, .. } = stats {
+        check_eps(eps)?;
+    }
+    for c in 0..s.channels {
+        let (mean, invstd) = match stats {
+            BnStats::Batch { mean, invstd } => (mean[c], invstd[c]),
+            BnStats::Running { eps, mean, var } => (mean[c], T::ONE / (var[c] + T::from_f64(eps)).sqrt()),
+        };
+        let (sdy, sdyx) = channel_grad_sums(s, x, dy, c, mean, invstd);
+        dbeta[c] += sdy;
+        dgamma[c] += sdyx;
+        let planes = channel_planes_mut(s, dx, c).zip(channel_planes(s, dy, c)).zip(channel_planes(s, x, c));
+        if let BnStats::Batch { .. } = stats {
+            let k = bn_train_dx_coeffs(gamma[c], mean, invstd, sdy, sdyx, s.per_channel());
+            planes.for_each(|((dxp, dyp), xp)| bn_train_dx_plane(dxp, dyp, xp, k));
+        } else {
+            let k = gamma[c] * invstd;
+            for ((dxp, dyp), _) in planes {
+                for (d, &g) in dxp.iter_mut().zip(dyp) {
+                    *d = k * g;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Train-mode backward: writes `dx` and accumulates `dgamma`, `dbeta`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train_backward<T: Float>(
@@ -239,33 +341,8 @@ pub fn batch_norm_train_backward<T: Float>(
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) -> Result<()> {
-    check_bn_params(
-        s,
-        x.len(),
-        dx.len(),
-        &[
-            ("batch norm gamma", gamma.len()),
-            ("batch norm save_mean", save_mean.len()),
-            ("batch norm save_invstd", save_invstd.len()),
-            ("batch norm gamma gradient", dgamma.len()),
-            ("batch norm beta gradient", dbeta.len()),
-        ],
-    )?;
-    check_len("batch norm output gradient", x.len(), dy.len())?;
-    let img = s.channels * s.spatial;
-    for c in 0..s.channels {
-        let (sdy, sdyx) = channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
-        dbeta[c] += sdy;
-        dgamma[c] += sdyx;
-        let (k1, k2, k3) = bn_train_dx_coeffs(gamma[c], save_mean[c], save_invstd[c], sdy, sdyx, s.per_channel());
-        for n in 0..s.batch {
-            let r = n * img + c * s.spatial..n * img + (c + 1) * s.spatial;
-            for ((d, &g), &xv) in dx[r.clone()].iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
-                *d = k1 * g + k2 * xv + k3;
-            }
-        }
-    }
-    Ok(())
+    let stats = BnStats::Batch { mean: save_mean, invstd: save_invstd };
+    batch_norm_backward(s, stats, [x, dy, gamma], [dx, dgamma, dbeta])
 }
 
 /// Eval-mode backward (running statistics are constants): writes `dx` and
@@ -283,35 +360,8 @@ pub fn batch_norm_eval_backward<T: Float>(
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) -> Result<()> {
-    check_bn_params(
-        s,
-        x.len(),
-        dx.len(),
-        &[
-            ("batch norm gamma", gamma.len()),
-            ("batch norm running_mean", running_mean.len()),
-            ("batch norm running_var", running_var.len()),
-            ("batch norm gamma gradient", dgamma.len()),
-            ("batch norm beta gradient", dbeta.len()),
-        ],
-    )?;
-    check_len("batch norm output gradient", x.len(), dy.len())?;
-    check_eps(eps)?;
-    let img = s.channels * s.spatial;
-    for c in 0..s.channels {
-        let invstd = T::ONE / (running_var[c] + T::from_f64(eps)).sqrt();
-        let (sdy, sdyx) = channel_grad_sums(s, x, dy, c, running_mean[c], invstd);
-        dbeta[c] += sdy;
-        dgamma[c] += sdyx;
-        let k = gamma[c] * invstd;
-        for n in 0..s.batch {
-            let r = n * img + c * s.spatial..n * img + (c + 1) * s.spatial;
-            for (d, &g) in dx[r.clone()].iter_mut().zip(&dy[r]) {
-                *d = k * g;
-            }
-        }
-    }
-    Ok(())
+    let stats = BnStats::Running { eps, mean: running_mean, var: running_var };
+    batch_norm_backward(s, stats, [x, dy, gamma], [dx, dgamma, dbeta])
 }
 
 /// Layer norm over the channels at each location of one image, writing
@@ -402,13 +452,45 @@ pub(crate) fn layer_norm_param_sums<T: Float>(
     (sdy, sdyx)
 }
 
-fn check_ln(s: &NormShape, lens: &[(&'static str, usize, bool)]) -> Result<()> {
+/// Checks a layer norm's shape, each `(name, length, per channel?)` in
+/// order, then the per-location `mean` and `rstd`.
+fn check_ln(s: &NormShape, lens: &[(&'static str, usize, bool)], [mean, rstd]: [usize; 2]) -> Result<()> {
     let len = s.validate()?;
     for &(what, l, per_channel) in lens {
         let expected = if per_channel { s.channels } else { len };
         check_len(what, expected, l)?;
     }
-    Ok(())
+    check_len("layer norm mean", s.locations(), mean)?;
+    check_len("layer norm rstd", s.locations(), rstd)
+}
+
+/// The argument checks of [`layer_norm_forward`] (arguments in its order),
+/// shared with its multicore driver so both report the same errors.
+pub(crate) fn check_layer_norm_forward<T>(s: &NormShape, eps: f64, args: [&[T]; 6]) -> Result<()> {
+    let [x, gamma, beta, y, mean, rstd] = args;
+    let lens = [
+        ("layer norm input", x.len(), false),
+        ("layer norm output", y.len(), false),
+        ("layer norm gamma", gamma.len(), true),
+        ("layer norm beta", beta.len(), true),
+    ];
+    check_ln(s, &lens, [mean.len(), rstd.len()])?;
+    check_eps(eps)
+}
+
+/// The argument checks of [`layer_norm_backward`] (arguments in its order),
+/// shared with its multicore driver.
+pub(crate) fn check_layer_norm_backward<T>(s: &NormShape, args: [&[T]; 8]) -> Result<()> {
+    let [x, dy, gamma, mean, rstd, dx, dgamma, dbeta] = args;
+    let lens = [
+        ("layer norm input", x.len(), false),
+        ("layer norm output gradient", dy.len(), false),
+        ("layer norm input gradient", dx.len(), false),
+        ("layer norm gamma", gamma.len(), true),
+        ("layer norm gamma gradient", dgamma.len(), true),
+        ("layer norm beta gradient", dbeta.len(), true),
+    ];
+    check_ln(s, &lens, [mean.len(), rstd.len()])
 }
 
 /// Layer norm over channels at each location: writes `y` and the
@@ -424,18 +506,7 @@ pub fn layer_norm_forward<T: Float>(
     mean: &mut [T],
     rstd: &mut [T],
 ) -> Result<()> {
-    check_ln(
-        s,
-        &[
-            ("layer norm input", x.len(), false),
-            ("layer norm output", y.len(), false),
-            ("layer norm gamma", gamma.len(), true),
-            ("layer norm beta", beta.len(), true),
-        ],
-    )?;
-    check_len("layer norm mean", s.locations(), mean.len())?;
-    check_len("layer norm rstd", s.locations(), rstd.len())?;
-    check_eps(eps)?;
+    check_layer_norm_forward(s, eps, [x, gamma, beta, y, mean, rstd])?;
     let img = s.channels * s.spatial;
     let e = T::from_f64(eps);
     for (((x_img, y_img), m), r) in x
@@ -462,19 +533,7 @@ pub fn layer_norm_backward<T: Float>(
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) -> Result<()> {
-    check_ln(
-        s,
-        &[
-            ("layer norm input", x.len(), false),
-            ("layer norm output gradient", dy.len(), false),
-            ("layer norm input gradient", dx.len(), false),
-            ("layer norm gamma", gamma.len(), true),
-            ("layer norm gamma gradient", dgamma.len(), true),
-            ("layer norm beta gradient", dbeta.len(), true),
-        ],
-    )?;
-    check_len("layer norm mean", s.locations(), mean.len())?;
-    check_len("layer norm rstd", s.locations(), rstd.len())?;
+    check_layer_norm_backward(s, [x, dy, gamma, mean, rstd, dx, dgamma, dbeta])?;
     let img = s.channels * s.spatial;
     for (n, ((x_img, dy_img), dx_img)) in
         x.chunks_exact(img).zip(dy.chunks_exact(img)).zip(dx.chunks_exact_mut(img)).enumerate()

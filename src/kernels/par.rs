@@ -391,47 +391,16 @@ pub fn batch_norm_train_forward_par<T: Float>(
     save_mean: &mut [T],
     save_invstd: &mut [T],
 ) -> Result<()> {
-    // Validate every length once through the serial kernel's checks on an
-    // empty-work path: same shapes, same errors.
-    let len = s.validate()?;
-    check_len("batch norm input", len, x.len())?;
-    check_len("batch norm output", len, y.len())?;
-    for (what, l) in [
-        ("batch norm gamma", gamma.len()),
-        ("batch norm beta", beta.len()),
-        ("batch norm running_mean", running_mean.len()),
-        ("batch norm running_var", running_var.len()),
-        ("batch norm save_mean", save_mean.len()),
-        ("batch norm save_invstd", save_invstd.len()),
-    ] {
-        check_len(what, s.channels, l)?;
-    }
-    if !(cfg.eps.is_finite() && cfg.eps > 0.0) {
-        return Err(Error::InvalidParameter { what: "norm eps", reason: "must be finite and > 0" });
-    }
-    if s.per_channel() < 2 {
-        return Err(Error::InvalidShape {
-            what: "batch norm (train)",
-            reason: "needs more than one value per channel",
-        });
-    }
+    norm::check_bn_train_forward(s, cfg, [x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd])?;
     let moments: Vec<(T, T)> = if s.spatial == 1 {
         rows_moments(x, s.channels)
     } else {
         (0..s.channels).into_par_iter().map(|c| norm::channel_moments(s, x, c)).collect()
     };
-    for (c, &(mean, var)) in moments.iter().enumerate() {
-        save_mean[c] = mean;
-        save_invstd[c] = T::ONE / (var + T::from_f64(cfg.eps)).sqrt();
-        norm::update_running(cfg, s.per_channel(), mean, var, &mut running_mean[c], &mut running_var[c]);
-    }
+    norm::save_batch_stats(s, cfg, moments, [save_mean, save_invstd], [running_mean, running_var]);
     // y = x·a + b per channel.
-    let (a, b): (Vec<T>, Vec<T>) = (0..s.channels)
-        .map(|c| {
-            let a = gamma[c] * save_invstd[c];
-            (a, beta[c] - save_mean[c] * a)
-        })
-        .unzip();
+    let (a, b): (Vec<T>, Vec<T>) =
+        (0..s.channels).map(|c| norm::batch_scale_shift(gamma[c], beta[c], save_mean[c], save_invstd[c])).unzip();
     let (a, b) = (&a[..], &b[..]);
     let (c, sp) = (s.channels, s.spatial);
     if sp == 1 {
@@ -444,14 +413,9 @@ pub fn batch_norm_train_forward_par<T: Float>(
             }
         });
     } else {
-        y.par_chunks_mut(c * sp).zip(x.par_chunks(c * sp)).for_each(|(yi, xi)| {
-            for (ch, (yp, xp)) in yi.chunks_exact_mut(sp).zip(xi.chunks_exact(sp)).enumerate() {
-                let (a, b) = (a[ch], b[ch]);
-                for (yv, &xv) in yp.iter_mut().zip(xp) {
-                    *yv = xv * a + b;
-                }
-            }
-        });
+        y.par_chunks_mut(c * sp)
+            .zip(x.par_chunks(c * sp))
+            .for_each(|(yi, xi)| norm::scale_shift_image(sp, xi, yi, |ch| (a[ch], b[ch])));
     }
     Ok(())
 }
@@ -482,24 +446,16 @@ pub fn batch_norm_train_backward_par<T: Float>(
     ] {
         check_len(what, s.channels, l)?;
     }
-    let coeffs: Vec<(T, T, T)> = if s.spatial == 1 {
+    let sums: Vec<(T, T)> = if s.spatial == 1 {
         rows_grad_sums(x, dy, s.channels, Stats::PerColumn(save_mean, save_invstd))
-            .into_iter()
-            .map(|(a, b)| (a, b, T::ZERO))
-            .collect()
     } else {
-        (0..s.channels)
-            .into_par_iter()
-            .map(|c| {
-                let (sdy, sdyx) = norm::channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
-                (sdy, sdyx, T::ZERO)
-            })
-            .collect()
+        let channel_sums = |c| norm::channel_grad_sums(s, x, dy, c, save_mean[c], save_invstd[c]);
+        (0..s.channels).into_par_iter().map(channel_sums).collect()
     };
-    let coeffs: Vec<(T, T, T)> = coeffs
+    let coeffs: Vec<(T, T, T)> = sums
         .iter()
         .enumerate()
-        .map(|(c, &(sdy, sdyx, _))| {
+        .map(|(c, &(sdy, sdyx))| {
             dbeta[c] += sdy;
             dgamma[c] += sdyx;
             norm::bn_train_dx_coeffs(gamma[c], save_mean[c], save_invstd[c], sdy, sdyx, s.per_channel())
@@ -523,10 +479,7 @@ pub fn batch_norm_train_backward_par<T: Float>(
             for (ch, ((dp, gp), xp)) in
                 di.chunks_exact_mut(sp).zip(gi.chunks_exact(sp)).zip(xi.chunks_exact(sp)).enumerate()
             {
-                let (k1, k2, k3) = (k1[ch], k2[ch], k3[ch]);
-                for ((d, &g), &xv) in dp.iter_mut().zip(gp).zip(xp) {
-                    *d = k1 * g + k2 * xv + k3;
-                }
+                norm::bn_train_dx_plane(dp, gp, xp, (k1[ch], k2[ch], k3[ch]));
             }
         });
     }
@@ -545,16 +498,7 @@ pub fn layer_norm_forward_par<T: Float>(
     mean: &mut [T],
     rstd: &mut [T],
 ) -> Result<()> {
-    let len = s.validate()?;
-    check_len("layer norm input", len, x.len())?;
-    check_len("layer norm output", len, y.len())?;
-    check_len("layer norm gamma", s.channels, gamma.len())?;
-    check_len("layer norm beta", s.channels, beta.len())?;
-    check_len("layer norm mean", s.locations(), mean.len())?;
-    check_len("layer norm rstd", s.locations(), rstd.len())?;
-    if !(eps.is_finite() && eps > 0.0) {
-        return Err(Error::InvalidParameter { what: "norm eps", reason: "must be finite and > 0" });
-    }
+    norm::check_layer_norm_forward(s, eps, [x, gamma, beta, y, mean, rstd])?;
     let img = s.channels * s.spatial;
     let e = T::from_f64(eps);
     y.par_chunks_mut(img)
@@ -578,15 +522,7 @@ pub fn layer_norm_backward_par<T: Float>(
     dgamma: &mut [T],
     dbeta: &mut [T],
 ) -> Result<()> {
-    let len = s.validate()?;
-    check_len("layer norm input", len, x.len())?;
-    check_len("layer norm output gradient", len, dy.len())?;
-    check_len("layer norm input gradient", len, dx.len())?;
-    check_len("layer norm gamma", s.channels, gamma.len())?;
-    check_len("layer norm gamma gradient", s.channels, dgamma.len())?;
-    check_len("layer norm beta gradient", s.channels, dbeta.len())?;
-    check_len("layer norm mean", s.locations(), mean.len())?;
-    check_len("layer norm rstd", s.locations(), rstd.len())?;
+    norm::check_layer_norm_backward(s, [x, dy, gamma, mean, rstd, dx, dgamma, dbeta])?;
     let img = s.channels * s.spatial;
     dx.par_chunks_mut(img)
         .zip(dy.par_chunks(img))

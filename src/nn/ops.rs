@@ -4,13 +4,14 @@
 #[cfg(feature = "parallel")]
 pub(crate) use crate::kernels::par::{
     batch_norm_train_backward_par as batch_norm_train_backward,
-    batch_norm_train_forward_par as batch_norm_train_forward, layer_norm_backward_par as layer_norm_backward,
-    layer_norm_forward_par as layer_norm_forward, linear_backward_par_into as linear_backward_into,
-    linear_forward_par as linear_forward, par_gemm,
+    batch_norm_train_forward_par as batch_norm_train_forward, conv2d_forward_par as conv2d_forward,
+    layer_norm_backward_par as layer_norm_backward, layer_norm_forward_par as layer_norm_forward,
+    linear_backward_par_into as linear_backward_into, linear_forward_par as linear_forward, par_gemm,
 };
 #[cfg(not(feature = "parallel"))]
 pub(crate) use crate::kernels::{
-    batch_norm_train_backward, batch_norm_train_forward, layer_norm_backward, layer_norm_forward, linear_forward,
+    batch_norm_train_backward, batch_norm_train_forward, conv2d_forward, layer_norm_backward, layer_norm_forward,
+    linear_forward,
 };
 
 use crate::error::Result;
@@ -40,25 +41,6 @@ pub(crate) fn linear_backward_into<T: Float>(
     db: Option<&mut [T]>,
 ) -> Result<()> {
     crate::kernels::linear::linear_backward_into(s, x, w, dy, dx.map(|d| (d, dx_accumulate)), dw, db)
-}
-
-/// Conv forward; `cols` holds the batch's im2col columns (kept for backward).
-pub(crate) fn conv2d_forward<T: Float>(
-    s: &Conv2dShape,
-    x: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    y: &mut [T],
-    cols: &mut [T],
-) -> Result<()> {
-    #[cfg(feature = "parallel")]
-    {
-        crate::kernels::par::conv2d_forward_par(s, x, w, bias, y, cols)
-    }
-    #[cfg(not(feature = "parallel"))]
-    {
-        crate::kernels::conv2d_forward(s, x, w, bias, y, cols)
-    }
 }
 
 /// Conv backward: the multicore driver reuses forward's columns, the serial
