@@ -2,7 +2,8 @@
 
 One module for everything in this repository that needs the model in PyTorch:
 the golden fixtures (tests/golden/make_dim_step.py and the scripts built on it,
-tests/golden/make_infer_torch.py) and the peer benchmark (scripts/torch/peer.py).
+tests/golden/make_infer_torch.py), the peer benchmark (scripts/torch/peer.py)
+and the quality runs (scripts/torch/quality.py).
 It needs torch only; scripts/torch/setup.sh makes a venv with it.
 
 Module names are infomax's tensor names (src/model/mod.rs, src/io/export.rs):
