@@ -192,22 +192,14 @@ pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_imgs: &[T], cols
     let images = x_imgs.len() / (s.in_channels * d.in_hw);
     for_each_col_run(s, d, images, ld, col0, |plane, ki, kj, start| {
         let plane = &x_imgs[plane..plane + d.in_hw];
-        im2col_row(s, d, plane, ki, kj, &mut cols[start..start + d.out_hw], s.stride, s.padding);
+        im2col_row(s, d, plane, ki, kj, &mut cols[start..start + d.out_hw]);
     });
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One column row: kernel tap `(ki, kj)` over one input plane.
 #[inline]
-pub(crate) fn im2col_row<T: Float>(
-    s: &Conv2dShape,
-    d: &ConvDims,
-    plane: &[T],
-    ki: usize,
-    kj: usize,
-    dst: &mut [T],
-    st: usize,
-    pad: usize,
-) {
+pub(crate) fn im2col_row<T: Float>(s: &Conv2dShape, d: &ConvDims, plane: &[T], ki: usize, kj: usize, dst: &mut [T]) {
+    let (st, pad) = (s.stride, s.padding);
     for oh in 0..d.out_h {
         let out_row = &mut dst[oh * d.out_w..(oh + 1) * d.out_w];
         let Some(ih) = tap_index(oh, ki, st, pad, s.in_h) else {

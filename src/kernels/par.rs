@@ -218,7 +218,7 @@ pub fn conv2d_forward_par<T: Float>(s: &Conv2dShape, x: &[T], p: ConvParams<'_, 
         let (ki, kj) = (k / kw, k % kw);
         for (n, out) in dst.chunks_exact_mut(d.out_hw).enumerate() {
             let plane = &x[n * in_img + ci * d.in_hw..n * in_img + (ci + 1) * d.in_hw];
-            conv::im2col_row(s, &d, plane, ki, kj, out, s.stride, s.padding);
+            conv::im2col_row(s, &d, plane, ki, kj, out);
         }
     });
     let cols = &*cols;
