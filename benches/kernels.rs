@@ -170,25 +170,17 @@ fn conv(c: &mut Criterion) {
         let mut dw = vec![0f32; d.weight_len];
         let mut fs = vec![0f32; s.forward_scratch_len().unwrap()];
         let mut bsc = vec![0f32; s.backward_scratch_len().unwrap()];
+        let p = k::ConvParams { w: &w, bias: None };
         g.throughput(Throughput::Elements(flops as u64));
         g.bench_function(BenchmarkId::new("forward serial", case.name), |b| {
-            b.iter(|| {
-                k::conv2d_forward(&s, &x, k::ConvParams { w: &w, bias: None }, k::ConvOut { y: &mut y, cols: &mut fs })
-                    .unwrap()
-            })
+            b.iter(|| k::conv2d_forward(&s, &x, p, k::ConvOut { y: &mut y, cols: &mut fs }).unwrap())
         });
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             g.bench_function(BenchmarkId::new(format!("forward par {threads}t"), case.name), |b| {
                 b.iter(|| {
                     pool.install(|| {
-                        par::conv2d_forward_par(
-                            &s,
-                            &x,
-                            k::ConvParams { w: &w, bias: None },
-                            k::ConvOut { y: &mut y, cols: &mut cols },
-                        )
-                        .unwrap()
+                        par::conv2d_forward_par(&s, &x, p, k::ConvOut { y: &mut y, cols: &mut cols }).unwrap()
                     })
                 })
             });
@@ -203,15 +195,7 @@ fn conv(c: &mut Criterion) {
         });
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| {
-                par::conv2d_forward_par(
-                    &s,
-                    &x,
-                    k::ConvParams { w: &w, bias: None },
-                    k::ConvOut { y: &mut y, cols: &mut cols },
-                )
-                .unwrap()
-            });
+            pool.install(|| par::conv2d_forward_par(&s, &x, p, k::ConvOut { y: &mut y, cols: &mut cols }).unwrap());
             g.bench_function(BenchmarkId::new(format!("backward par {threads}t"), case.name), |b| {
                 b.iter(|| {
                     pool.install(|| {

@@ -158,27 +158,17 @@ fn linear_case(case: &str) {
         let mut dx = vec![0f32; g.t("x").len()];
         let mut dw = vec![0f32; g.t("w").len()];
         let mut db = vec![0f32; s.out_features];
-        if parallel {
-            k::par::linear_forward_par(&s, g.t("x"), g.t("w"), bias, &mut y).unwrap();
-            k::par::linear_backward_par(
-                &s,
-                g.t("x"),
-                g.t("w"),
-                g.t("dy"),
-                k::LinearGrads { dx: Some(k::InputGrad::Write(&mut dx)), dw: &mut dw, db: Some(&mut db) },
-            )
-            .unwrap();
-        } else {
-            k::linear_forward(&s, g.t("x"), g.t("w"), bias, &mut y).unwrap();
-            k::linear_backward(
-                &s,
-                g.t("x"),
-                g.t("w"),
-                g.t("dy"),
-                k::LinearGrads { dx: Some(k::InputGrad::Write(&mut dx)), dw: &mut dw, db: Some(&mut db) },
-            )
-            .unwrap();
-        }
+        let forward = if parallel { k::par::linear_forward_par } else { k::linear_forward };
+        let backward = if parallel { k::par::linear_backward_par } else { k::linear_backward };
+        forward(&s, g.t("x"), g.t("w"), bias, &mut y).unwrap();
+        backward(
+            &s,
+            g.t("x"),
+            g.t("w"),
+            g.t("dy"),
+            k::LinearGrads { dx: Some(k::InputGrad::Write(&mut dx)), dw: &mut dw, db: Some(&mut db) },
+        )
+        .unwrap();
         g.check(&format!("{case} y"), &y, "y");
         g.check(&format!("{case} dx"), &dx, "dx");
         g.check(&format!("{case} dw"), &dw, "dw");
@@ -219,45 +209,15 @@ fn batchnorm_case(case: &str) {
             let (mut sm, mut si) = (vec![0f32; c], vec![0f32; c]);
             dg.fill(0.0);
             db.fill(0.0);
-            if parallel {
-                k::par::batch_norm_train_forward_par(
-                    &s,
-                    &cfg,
-                    k::BnTrain {
-                        x,
-                        scale_shift: k::ScaleShift { gamma, beta },
-                        running: k::RunningStats { mean: &mut rm, var: &mut rv },
-                        y: &mut y,
-                        saved: k::SavedStats { mean: &mut sm, invstd: &mut si },
-                    },
-                )
-                .unwrap();
-                k::par::batch_norm_train_backward_par(
-                    &s,
-                    k::NormBackward { x, dy: g.t("dy"), gamma, stats: k::SavedStats { mean: &sm, invstd: &si } },
-                    k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db },
-                )
-                .unwrap();
-            } else {
-                k::batch_norm_train_forward(
-                    &s,
-                    &cfg,
-                    k::BnTrain {
-                        x,
-                        scale_shift: k::ScaleShift { gamma, beta },
-                        running: k::RunningStats { mean: &mut rm, var: &mut rv },
-                        y: &mut y,
-                        saved: k::SavedStats { mean: &mut sm, invstd: &mut si },
-                    },
-                )
-                .unwrap();
-                k::batch_norm_train_backward(
-                    &s,
-                    k::NormBackward { x, dy: g.t("dy"), gamma, stats: k::SavedStats { mean: &sm, invstd: &si } },
-                    k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db },
-                )
-                .unwrap();
-            }
+            let forward = if parallel { k::par::batch_norm_train_forward_par } else { k::batch_norm_train_forward };
+            let backward = if parallel { k::par::batch_norm_train_backward_par } else { k::batch_norm_train_backward };
+            let scale_shift = k::ScaleShift { gamma, beta };
+            let running = k::RunningStats { mean: &mut rm[..], var: &mut rv[..] };
+            let saved = k::SavedStats { mean: &mut sm[..], invstd: &mut si[..] };
+            forward(&s, &cfg, k::BnTrain { x, scale_shift, running, y: &mut y, saved }).unwrap();
+            let stats = k::SavedStats { mean: &sm[..], invstd: &si[..] };
+            let grads = k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db };
+            backward(&s, k::NormBackward { x, dy: g.t("dy"), gamma, stats }, grads).unwrap();
             g.check(&format!("{case} running_mean"), &rm, "running_mean_out");
             g.check(&format!("{case} running_var"), &rv, "running_var_out");
             g.check(&format!("{case} y"), &y, "y");
@@ -321,43 +281,14 @@ fn layernorm_channels() {
         let (mut m, mut r) = (vec![0f32; s.locations()], vec![0f32; s.locations()]);
         let mut dx = vec![0f32; x.len()];
         let (mut dg, mut db) = (vec![0f32; s.channels], vec![0f32; s.channels]);
-        if parallel {
-            k::par::layer_norm_forward_par(
-                &s,
-                1e-5,
-                k::LayerNormForward {
-                    x,
-                    scale_shift: k::ScaleShift { gamma, beta },
-                    y: &mut y,
-                    saved: k::SavedStats { mean: &mut m, invstd: &mut r },
-                },
-            )
+        let forward = if parallel { k::par::layer_norm_forward_par } else { k::layer_norm_forward };
+        let backward = if parallel { k::par::layer_norm_backward_par } else { k::layer_norm_backward };
+        let saved = k::SavedStats { mean: &mut m[..], invstd: &mut r[..] };
+        forward(&s, 1e-5, k::LayerNormForward { x, scale_shift: k::ScaleShift { gamma, beta }, y: &mut y, saved })
             .unwrap();
-            k::par::layer_norm_backward_par(
-                &s,
-                k::NormBackward { x, dy: g.t("dy"), gamma, stats: k::SavedStats { mean: &m, invstd: &r } },
-                k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db },
-            )
-            .unwrap();
-        } else {
-            k::layer_norm_forward(
-                &s,
-                1e-5,
-                k::LayerNormForward {
-                    x,
-                    scale_shift: k::ScaleShift { gamma, beta },
-                    y: &mut y,
-                    saved: k::SavedStats { mean: &mut m, invstd: &mut r },
-                },
-            )
-            .unwrap();
-            k::layer_norm_backward(
-                &s,
-                k::NormBackward { x, dy: g.t("dy"), gamma, stats: k::SavedStats { mean: &m, invstd: &r } },
-                k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db },
-            )
-            .unwrap();
-        }
+        let stats = k::SavedStats { mean: &m[..], invstd: &r[..] };
+        let grads = k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db };
+        backward(&s, k::NormBackward { x, dy: g.t("dy"), gamma, stats }, grads).unwrap();
         g.check("layernorm y", &y, "y");
         g.check("layernorm dx", &dx, "dx");
         g.check("layernorm dgamma", &dg, "dgamma");

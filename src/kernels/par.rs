@@ -387,8 +387,8 @@ pub fn batch_norm_train_backward_par<T: Float>(
     b: NormBackward<'_, T>,
     g: NormGrads<'_, T>,
 ) -> Result<()> {
-    let (NormBackward { x, dy, gamma, stats: SavedStats { mean: save_mean, invstd: save_invstd } }, grads) = (b, g);
-    let NormGrads { dx, dgamma, dbeta } = grads;
+    let NormBackward { x, dy, gamma, stats: SavedStats { mean: save_mean, invstd: save_invstd } } = b;
+    let NormGrads { dx, dgamma, dbeta } = g;
     let len = s.validate()?;
     check_len("batch norm input", len, x.len())?;
     check_len("batch norm output gradient", len, dy.len())?;
