@@ -170,28 +170,43 @@ fn conv(c: &mut Criterion) {
         let mut dw = vec![0f32; d.weight_len];
         let mut fs = vec![0f32; s.forward_scratch_len().unwrap()];
         let mut bsc = vec![0f32; s.backward_scratch_len().unwrap()];
+        let p = k::ConvParams { w: &w, bias: None };
         g.throughput(Throughput::Elements(flops as u64));
         g.bench_function(BenchmarkId::new("forward serial", case.name), |b| {
-            b.iter(|| k::conv2d_forward(&s, &x, &w, None, &mut y, &mut fs).unwrap())
+            b.iter(|| k::conv2d_forward(&s, &x, p, k::ConvOut { y: &mut y, cols: &mut fs }).unwrap())
         });
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             g.bench_function(BenchmarkId::new(format!("forward par {threads}t"), case.name), |b| {
-                b.iter(|| pool.install(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols).unwrap()))
+                b.iter(|| {
+                    pool.install(|| {
+                        par::conv2d_forward_par(&s, &x, p, k::ConvOut { y: &mut y, cols: &mut cols }).unwrap()
+                    })
+                })
             });
         }
         // Backward = input gradient + weight gradient: twice the forward FLOPs.
         g.throughput(Throughput::Elements(2 * flops as u64));
         g.bench_function(BenchmarkId::new("backward serial", case.name), |b| {
-            b.iter(|| k::conv2d_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, None, &mut bsc).unwrap())
+            b.iter(|| {
+                k::conv2d_backward(&s, &x, &w, &dy, k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: None }, &mut bsc)
+                    .unwrap()
+            })
         });
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols).unwrap());
+            pool.install(|| par::conv2d_forward_par(&s, &x, p, k::ConvOut { y: &mut y, cols: &mut cols }).unwrap());
             g.bench_function(BenchmarkId::new(format!("backward par {threads}t"), case.name), |b| {
                 b.iter(|| {
                     pool.install(|| {
-                        par::conv2d_backward_par(&s, &mut cols, &w, &dy, Some(&mut dx), &mut dw, None).unwrap()
+                        par::conv2d_backward_par(
+                            &s,
+                            &mut cols,
+                            &w,
+                            &dy,
+                            k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: None },
+                        )
+                        .unwrap()
                     })
                 })
             });
@@ -274,16 +289,36 @@ fn phases(c: &mut Criterion) {
                     for (pc, b) in convs.iter().zip(cb.iter_mut()) {
                         let s = &pc.shape;
                         // Every conv of the step is followed by BN: no bias.
-                        par::conv2d_forward_par(s, &b.x, &b.w, None, &mut b.y, &mut b.cols).unwrap();
+                        par::conv2d_forward_par(
+                            s,
+                            &b.x,
+                            k::ConvParams { w: &b.w, bias: None },
+                            k::ConvOut { y: &mut b.y, cols: &mut b.cols },
+                        )
+                        .unwrap();
                         let dx = pc.input_grad.then_some(&mut b.dx[..]);
-                        par::conv2d_backward_par(s, &mut b.cols, &b.w, &b.dy, dx, &mut b.dw, None).unwrap();
+                        par::conv2d_backward_par(
+                            s,
+                            &mut b.cols,
+                            &b.w,
+                            &b.dy,
+                            k::ConvGrads { dx, dw: &mut b.dw, db: None },
+                        )
+                        .unwrap();
                     }
                     for (pl, b) in linears.iter().zip(lb.iter_mut()) {
                         let s = &pl.shape;
                         let bias = pl.bias.then_some(&b.b[..]);
                         par::linear_forward_par(s, &b.x, &b.w, bias, &mut b.y).unwrap();
                         let db = pl.bias.then_some(&mut b.db[..]);
-                        par::linear_backward_par(s, &b.x, &b.w, &b.dy, Some(&mut b.dx[..]), &mut b.dw, db).unwrap();
+                        par::linear_backward_par(
+                            s,
+                            &b.x,
+                            &b.w,
+                            &b.dy,
+                            k::LinearGrads { dx: Some(k::InputGrad::Write(&mut b.dx[..])), dw: &mut b.dw, db },
+                        )
+                        .unwrap();
                     }
                     let gm = MatRef::row_major(&sg, sn, sd).unwrap();
                     let lm = MatRef::row_major(&sl, sp, sd).unwrap();

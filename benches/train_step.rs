@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use infomax::dim::{Dim, DimConfig, Estimator};
-use infomax::optim::{AdamConfig, adam_step_par};
+use infomax::optim::{AdamConfig, AdamMoments, adam_step_par};
 
 fn step(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step");
@@ -33,7 +33,7 @@ fn step(c: &mut Criterion) {
                             model.forward_backward(&x, &mut ws).unwrap();
                             t += 1;
                             let Dim { params, grads, .. } = &mut model;
-                            adam_step_par(&adam, t, params, grads, &mut m, &mut v).unwrap();
+                            adam_step_par(&adam, t, params, grads, AdamMoments { m: &mut m, v: &mut v }).unwrap();
                         })
                     })
                 });

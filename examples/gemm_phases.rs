@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use infomax::kernels::{MatRef, par};
+use infomax::kernels::{ConvGrads, ConvOut, ConvParams, InputGrad, LinearGrads, MatRef, par};
 
 #[path = "../benches/common/step_phases.rs"]
 mod step_phases;
@@ -47,10 +47,12 @@ fn run() -> infomax::Result<()> {
         let (x, w, dy) = (fill(d.in_len, 1), fill(d.weight_len, 2), fill(d.out_len, 4));
         let (mut y, mut cols) = (vec![0f32; d.out_len], vec![0f32; d.batched_col_len]);
         let (mut dx, mut dw) = (vec![0f32; d.in_len], vec![0f32; d.weight_len]);
-        let tf = best(|| par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols))?;
+        let tf = best(|| {
+            par::conv2d_forward_par(&s, &x, ConvParams { w: &w, bias: None }, ConvOut { y: &mut y, cols: &mut cols })
+        })?;
         let tb = best(|| {
             let dxo = input_grad.then_some(&mut dx[..]);
-            par::conv2d_backward_par(&s, &mut cols, &w, &dy, dxo, &mut dw, None)
+            par::conv2d_backward_par(&s, &mut cols, &w, &dy, ConvGrads { dx: dxo, dw: &mut dw, db: None })
         })?;
         let fb = if input_grad { 2.0 * f } else { f };
         println!("{} | {:.2} ({:.1}) | {:.2} ({:.1})", pc.name, tf * 1e3, gf(f, tf), tb * 1e3, gf(fb, tb));
@@ -64,7 +66,13 @@ fn run() -> infomax::Result<()> {
             (vec![0f32; rows * o], vec![0f32; rows * i], vec![0f32; o * i], vec![0f32; o]);
         let tf = best(|| par::linear_forward_par(&s, &x, &w, bias.then_some(&b[..]), &mut y))?;
         let tb = best(|| {
-            par::linear_backward_par(&s, &x, &w, &dy, Some(&mut dx[..]), &mut dw, bias.then_some(&mut db[..]))
+            par::linear_backward_par(
+                &s,
+                &x,
+                &w,
+                &dy,
+                LinearGrads { dx: Some(InputGrad::Write(&mut dx[..])), dw: &mut dw, db: bias.then_some(&mut db[..]) },
+            )
         })?;
         println!("{} | {:.2} ({:.1}) | {:.2} ({:.1})", pl.name, tf * 1e3, gf(f, tf), tb * 1e3, gf(2.0 * f, tb));
     }

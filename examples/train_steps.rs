@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use infomax::dim::{Dim, DimConfig, Estimator};
-use infomax::optim::{AdamConfig, adam_step_par};
+use infomax::optim::{AdamConfig, AdamMoments, adam_step_par};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pool.install(|| -> Result<(), infomax::Error> {
             model.forward_backward(&x, &mut ws)?;
             let Dim { params, grads, .. } = &mut model;
-            adam_step_par(&adam, t, params, grads, &mut m, &mut v)
+            adam_step_par(&adam, t, params, grads, AdamMoments { m: &mut m, v: &mut v })
         })?;
         // The first step warms up (allocations, page faults) and is not timed.
         if t > 1 {

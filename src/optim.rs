@@ -61,15 +61,18 @@ fn check_lens(params: &[f32], grads: &[f32], m: &[f32], v: &[f32]) -> Result<()>
     check_len("adam second moments", n, v.len())
 }
 
+/// Adam's two moment buffers for one slice of parameters, updated in place.
+#[derive(Debug)]
+pub struct AdamMoments<'a> {
+    /// First moments.
+    pub m: &'a mut [f32],
+    /// Second moments.
+    pub v: &'a mut [f32],
+}
+
 /// One Adam step at 1-based step `t` over matching slices.
-pub fn adam_step(
-    cfg: &AdamConfig,
-    t: u64,
-    params: &mut [f32],
-    grads: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) -> Result<()> {
+pub fn adam_step(cfg: &AdamConfig, t: u64, params: &mut [f32], grads: &[f32], mv: AdamMoments<'_>) -> Result<()> {
+    let AdamMoments { m, v } = mv;
     cfg.validate()?;
     if t == 0 {
         return Err(Error::InvalidParameter { what: "adam step", reason: "steps count from 1" });
@@ -132,11 +135,11 @@ impl AdamState {
         };
         #[cfg(feature = "parallel")]
         {
-            adam_step_par(cfg, t, p, g, m, v)
+            adam_step_par(cfg, t, p, g, AdamMoments { m, v })
         }
         #[cfg(not(feature = "parallel"))]
         {
-            adam_step(cfg, t, p, g, m, v)
+            adam_step(cfg, t, p, g, AdamMoments { m, v })
         }
     }
 }
@@ -148,19 +151,13 @@ const PAR_CHUNK: usize = 1 << 16;
 /// [`adam_step`] across cores in fixed chunks: the update is element-wise,
 /// so any split gives the same bits as one serial call.
 #[cfg(feature = "parallel")]
-pub fn adam_step_par(
-    cfg: &AdamConfig,
-    t: u64,
-    params: &mut [f32],
-    grads: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) -> Result<()> {
+pub fn adam_step_par(cfg: &AdamConfig, t: u64, params: &mut [f32], grads: &[f32], mv: AdamMoments<'_>) -> Result<()> {
     use rayon::prelude::*;
+    let AdamMoments { m, v } = mv;
     check_lens(params, grads, m, v)?;
     params
         .par_chunks_mut(PAR_CHUNK)
         .zip(grads.par_chunks(PAR_CHUNK))
         .zip(m.par_chunks_mut(PAR_CHUNK).zip(v.par_chunks_mut(PAR_CHUNK)))
-        .try_for_each(|((p, g), (m, v))| adam_step(cfg, t, p, g, m, v))
+        .try_for_each(|((p, g), (m, v))| adam_step(cfg, t, p, g, AdamMoments { m, v }))
 }

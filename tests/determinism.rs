@@ -29,9 +29,17 @@ fn run_all() -> Vec<Vec<u32>> {
     let dy = rng.vec_f32(d.out_len);
     let mut y = vec![0f32; d.out_len];
     let mut cols = vec![0f32; d.batched_col_len];
-    par::conv2d_forward_par(&s, &x, &w, Some(&b), &mut y, &mut cols).unwrap();
+    par::conv2d_forward_par(&s, &x, k::ConvParams { w: &w, bias: Some(&b) }, k::ConvOut { y: &mut y, cols: &mut cols })
+        .unwrap();
     let (mut dx, mut dw, mut db) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; 128]);
-    par::conv2d_backward_par(&s, &mut cols, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+    par::conv2d_backward_par(
+        &s,
+        &mut cols,
+        &w,
+        &dy,
+        k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: Some(&mut db) },
+    )
+    .unwrap();
     out.extend([bits(&y), bits(&dx), bits(&dw), bits(&db)]);
     // Linear 1024 → 300 at batch 64 (both GEMM split directions get used).
     let l = k::LinearShape::new(64, 1024, 300);
@@ -42,7 +50,14 @@ fn run_all() -> Vec<Vec<u32>> {
     let lb = rng.vec_f32(300);
     par::linear_forward_par(&l, &x, &w, Some(&lb), &mut y).unwrap();
     let (mut dx, mut dw, mut db) = (vec![0f32; x.len()], vec![0f32; w.len()], vec![0f32; 300]);
-    par::linear_backward_par(&l, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+    par::linear_backward_par(
+        &l,
+        &x,
+        &w,
+        &dy,
+        k::LinearGrads { dx: Some(k::InputGrad::Write(&mut dx)), dw: &mut dw, db: Some(&mut db) },
+    )
+    .unwrap();
     out.extend([bits(&y), bits(&dx), bits(&dw), bits(&db)]);
     // Batch norm and layer norm over [16, 128, 64].
     let ns = k::NormShape::new(16, 128, 64);
@@ -56,23 +71,42 @@ fn run_all() -> Vec<Vec<u32>> {
     par::batch_norm_train_forward_par(
         &ns,
         &k::BatchNormConfig::default(),
-        &x,
-        &g,
-        &be,
-        &mut rm,
-        &mut rv,
-        &mut y,
-        &mut sm,
-        &mut si,
+        k::BnTrain {
+            x: &x,
+            scale_shift: k::ScaleShift { gamma: &g, beta: &be },
+            running: k::RunningStats { mean: &mut rm, var: &mut rv },
+            y: &mut y,
+            saved: k::SavedStats { mean: &mut sm, invstd: &mut si },
+        },
     )
     .unwrap();
     let mut dx = vec![0f32; x.len()];
     let (mut dg, mut dbe) = (vec![0f32; 128], vec![0f32; 128]);
-    par::batch_norm_train_backward_par(&ns, &x, &dy, &g, &sm, &si, &mut dx, &mut dg, &mut dbe).unwrap();
+    par::batch_norm_train_backward_par(
+        &ns,
+        k::NormBackward { x: &x, dy: &dy, gamma: &g, stats: k::SavedStats { mean: &sm, invstd: &si } },
+        k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut dbe },
+    )
+    .unwrap();
     out.extend([bits(&y), bits(&rm), bits(&rv), bits(&dx), bits(&dg), bits(&dbe)]);
     let (mut m, mut r) = (vec![0f32; 16 * 64], vec![0f32; 16 * 64]);
-    par::layer_norm_forward_par(&ns, 1e-5, &x, &g, &be, &mut y, &mut m, &mut r).unwrap();
-    par::layer_norm_backward_par(&ns, &x, &dy, &g, &m, &r, &mut dx, &mut dg, &mut dbe).unwrap();
+    par::layer_norm_forward_par(
+        &ns,
+        1e-5,
+        k::LayerNormForward {
+            x: &x,
+            scale_shift: k::ScaleShift { gamma: &g, beta: &be },
+            y: &mut y,
+            saved: k::SavedStats { mean: &mut m, invstd: &mut r },
+        },
+    )
+    .unwrap();
+    par::layer_norm_backward_par(
+        &ns,
+        k::NormBackward { x: &x, dy: &dy, gamma: &g, stats: k::SavedStats { mean: &m, invstd: &r } },
+        k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut dbe },
+    )
+    .unwrap();
     out.extend([bits(&y), bits(&dx), bits(&dg), bits(&dbe)]);
     out
 }

@@ -9,7 +9,7 @@ mod common;
 use common::{Fixture, load_golden};
 
 use infomax::dim::{Dim, DimConfig, EncoderConfig, EncoderSpec, Estimator, HeadKind, Layer, MultiGlobal};
-use infomax::optim::{AdamConfig, adam_step};
+use infomax::optim::{AdamConfig, AdamMoments, adam_step};
 
 fn meta_usize(f: &Fixture, k: &str) -> usize {
     f.meta[k].parse().unwrap_or_else(|_| panic!("metadata {k}"))
@@ -109,7 +109,7 @@ fn run_with(name: &str, est: Estimator, alpha: f64) {
     let mut m = vec![0f32; model.params.len()];
     let mut v = vec![0f32; model.params.len()];
     let grads = model.grads.clone();
-    adam_step(&AdamConfig::dim(), 1, &mut model.params, &grads, &mut m, &mut v).unwrap();
+    adam_step(&AdamConfig::dim(), 1, &mut model.params, &grads, AdamMoments { m: &mut m, v: &mut v }).unwrap();
     for e in model.table.entries() {
         let after = &f.t[&format!("after.{}", e.name)];
         let g_ref = &f.t[&format!("grad.{}", e.name)];

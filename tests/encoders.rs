@@ -16,7 +16,7 @@ use common::*;
 use infomax::dim::{Dim, DimConfig, Encoder, EncoderConfig, EncoderSpec, Fold, Layer, Mode};
 use infomax::infer::{Arch, InferError};
 use infomax::io::{ExportDtype, export};
-use infomax::optim::{AdamConfig, adam_step};
+use infomax::optim::{AdamConfig, AdamMoments, adam_step};
 use infomax::params::ParamTable;
 use infomax::train::TrainError;
 
@@ -311,7 +311,7 @@ fn two_steps(cfg: DimConfig) {
             assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|&v| v != 0.0), "step {step}: grad of {}", e.name);
         }
         let grads = model.grads.clone();
-        adam_step(&AdamConfig::dim(), step, &mut model.params, &grads, &mut m, &mut v).unwrap();
+        adam_step(&AdamConfig::dim(), step, &mut model.params, &grads, AdamMoments { m: &mut m, v: &mut v }).unwrap();
     }
 }
 

@@ -22,7 +22,12 @@ fn conv_kernel_larger_than_padded_input() {
     let s = conv(1, 1, 3, 1, 6, 1, 1);
     assert!(matches!(s.validate(), Err(Error::InvalidShape { what: "conv2d", .. })));
     let mut y = [0f32; 1];
-    let r = k::conv2d_forward(&s, &[0.0; 9], &[0.0; 36], None, &mut y, &mut []);
+    let r = k::conv2d_forward(
+        &s,
+        &[0.0; 9],
+        k::ConvParams { w: &[0.0; 36], bias: None },
+        k::ConvOut { y: &mut y, cols: &mut [] },
+    );
     assert!(matches!(r, Err(Error::InvalidShape { .. })), "{r:?}");
     // Exactly fits once padded: fine.
     assert!(conv(1, 1, 3, 1, 5, 1, 1).validate().is_ok());
@@ -50,18 +55,34 @@ fn conv_length_mismatches_name_the_argument() {
     let w = vec![0f32; d.weight_len];
     let mut y = vec![0f32; d.out_len];
     let mut sc = vec![0f32; s.forward_scratch_len().unwrap()];
-    let e = k::conv2d_forward(&s, &x[1..], &w, None, &mut y, &mut sc).unwrap_err();
+    let e =
+        k::conv2d_forward(&s, &x[1..], k::ConvParams { w: &w, bias: None }, k::ConvOut { y: &mut y, cols: &mut sc })
+            .unwrap_err();
     assert_eq!(e, Error::LengthMismatch { what: "conv2d input", expected: d.in_len, got: d.in_len - 1 });
-    let e = k::conv2d_forward(&s, &x, &w[1..], None, &mut y, &mut sc).unwrap_err();
+    let e =
+        k::conv2d_forward(&s, &x, k::ConvParams { w: &w[1..], bias: None }, k::ConvOut { y: &mut y, cols: &mut sc })
+            .unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { what: "conv2d weight", .. }));
-    let e = k::conv2d_forward(&s, &x, &w, Some(&[0.0; 3]), &mut y, &mut sc).unwrap_err();
+    let e = k::conv2d_forward(
+        &s,
+        &x,
+        k::ConvParams { w: &w, bias: Some(&[0.0; 3]) },
+        k::ConvOut { y: &mut y, cols: &mut sc },
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { what: "conv2d bias", .. }));
-    let e = k::conv2d_forward(&s, &x, &w, None, &mut y[1..], &mut sc).unwrap_err();
+    let e =
+        k::conv2d_forward(&s, &x, k::ConvParams { w: &w, bias: None }, k::ConvOut { y: &mut y[1..], cols: &mut sc })
+            .unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { what: "conv2d output", .. }));
-    let e = k::conv2d_forward(&s, &x, &w, None, &mut y, &mut sc[1..]).unwrap_err();
+    let e =
+        k::conv2d_forward(&s, &x, k::ConvParams { w: &w, bias: None }, k::ConvOut { y: &mut y, cols: &mut sc[1..] })
+            .unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { what: "conv2d forward scratch", .. }));
     let mut cols = vec![0f32; d.batched_col_len - 1];
-    let e = par::conv2d_forward_par(&s, &x, &w, None, &mut y, &mut cols).unwrap_err();
+    let e =
+        par::conv2d_forward_par(&s, &x, k::ConvParams { w: &w, bias: None }, k::ConvOut { y: &mut y, cols: &mut cols })
+            .unwrap_err();
     assert!(matches!(e, Error::LengthMismatch { what: "conv2d batched columns", .. }));
     // The message names the argument and both lengths.
     let msg = Error::LengthMismatch { what: "conv2d input", expected: 10, got: 9 }.to_string();
@@ -109,14 +130,13 @@ fn linear_norm_pool_loss_errors() {
     let r = k::batch_norm_train_forward(
         &ns,
         &cfg,
-        &[1.0, 2.0],
-        &[1.0; 2],
-        &[0.0; 2],
-        &mut rm,
-        &mut rv,
-        &mut y2,
-        &mut sm,
-        &mut si,
+        k::BnTrain {
+            x: &[1.0, 2.0],
+            scale_shift: k::ScaleShift { gamma: &[1.0; 2], beta: &[0.0; 2] },
+            running: k::RunningStats { mean: &mut rm, var: &mut rv },
+            y: &mut y2,
+            saved: k::SavedStats { mean: &mut sm, invstd: &mut si },
+        },
     );
     assert!(matches!(r, Err(Error::InvalidShape { what: "batch norm (train)", .. })), "{r:?}");
     let bad = k::BatchNormConfig { eps: 0.0, momentum: 0.1 };
@@ -124,14 +144,13 @@ fn linear_norm_pool_loss_errors() {
     let r = k::batch_norm_train_forward(
         &ns,
         &bad,
-        &[1.0, 2.0],
-        &[1.0],
-        &[0.0],
-        &mut rm[..1],
-        &mut rv[..1],
-        &mut y2,
-        &mut sm[..1],
-        &mut si[..1],
+        k::BnTrain {
+            x: &[1.0, 2.0],
+            scale_shift: k::ScaleShift { gamma: &[1.0], beta: &[0.0] },
+            running: k::RunningStats { mean: &mut rm[..1], var: &mut rv[..1] },
+            y: &mut y2,
+            saved: k::SavedStats { mean: &mut sm[..1], invstd: &mut si[..1] },
+        },
     );
     assert!(matches!(r, Err(Error::InvalidParameter { what: "norm eps", .. })));
 
@@ -168,13 +187,13 @@ proptest! {
         let wt = vec![0.5f32; lens[1]];
         let mut y = vec![0f32; lens[2]];
         let mut sc = vec![0f32; lens[3]];
-        let _ = k::conv2d_forward(&s, &x, &wt, None, &mut y, &mut sc);
+        let _ = k::conv2d_forward(&s, &x, k::ConvParams { w: &wt, bias: None }, k::ConvOut { y: &mut y, cols: &mut sc });
         let mut dx = vec![0f32; lens[4]];
         let mut dw = vec![0f32; lens[5]];
-        let _ = k::conv2d_backward(&s, &x, &wt, &y, Some(&mut dx), &mut dw, None, &mut sc);
+        let _ = k::conv2d_backward(&s, &x, &wt, &y, k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: None }, &mut sc);
         let mut cols = vec![0f32; lens[3]];
-        let _ = par::conv2d_forward_par(&s, &x, &wt, None, &mut y, &mut cols);
-        let _ = par::conv2d_backward_par(&s, &mut cols, &wt, &y, Some(&mut dx), &mut dw, None);
+        let _ = par::conv2d_forward_par(&s, &x, k::ConvParams { w: &wt, bias: None }, k::ConvOut { y: &mut y, cols: &mut cols });
+        let _ = par::conv2d_backward_par(&s, &mut cols, &wt, &y, k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: None });
     }
 
     #[test]
@@ -183,12 +202,12 @@ proptest! {
         let s = k::NormShape::new(n, c, sp);
         let v = |i: usize| vec![1f32; lens[i]];
         let (mut a, mut b, mut cc, mut d, mut e) = (v(3), v(4), v(5), v(6), v(7));
-        let _ = k::batch_norm_train_forward(&s, &k::BatchNormConfig::default(), &v(0), &v(1), &v(2), &mut a, &mut b, &mut cc, &mut d, &mut e);
-        let _ = par::batch_norm_train_forward_par(&s, &k::BatchNormConfig::default(), &v(0), &v(1), &v(2), &mut a, &mut b, &mut cc, &mut d, &mut e);
-        let _ = k::layer_norm_forward(&s, 1e-5, &v(0), &v(1), &v(2), &mut a, &mut b, &mut cc);
-        let _ = par::layer_norm_backward_par(&s, &v(0), &v(1), &v(2), &v(3), &v(4), &mut cc, &mut d, &mut e);
+        let _ = k::batch_norm_train_forward(&s, &k::BatchNormConfig::default(), k::BnTrain { x: &v(0), scale_shift: k::ScaleShift { gamma: &v(1), beta: &v(2) }, running: k::RunningStats { mean: &mut a, var: &mut b }, y: &mut cc, saved: k::SavedStats { mean: &mut d, invstd: &mut e } });
+        let _ = par::batch_norm_train_forward_par(&s, &k::BatchNormConfig::default(), k::BnTrain { x: &v(0), scale_shift: k::ScaleShift { gamma: &v(1), beta: &v(2) }, running: k::RunningStats { mean: &mut a, var: &mut b }, y: &mut cc, saved: k::SavedStats { mean: &mut d, invstd: &mut e } });
+        let _ = k::layer_norm_forward(&s, 1e-5, k::LayerNormForward { x: &v(0), scale_shift: k::ScaleShift { gamma: &v(1), beta: &v(2) }, y: &mut a, saved: k::SavedStats { mean: &mut b, invstd: &mut cc } });
+        let _ = par::layer_norm_backward_par(&s, k::NormBackward { x: &v(0), dy: &v(1), gamma: &v(2), stats: k::SavedStats { mean: &v(3), invstd: &v(4) } }, k::NormGrads { dx: &mut cc, dgamma: &mut d, dbeta: &mut e });
         let l = k::LinearShape::new(n, c, sp);
         let _ = k::linear_forward(&l, &v(0), &v(1), Some(&v(2)), &mut a);
-        let _ = par::linear_backward_par(&l, &v(0), &v(1), &v(2), Some(&mut a), &mut b, Some(&mut cc));
+        let _ = par::linear_backward_par(&l, &v(0), &v(1), &v(2), k::LinearGrads { dx: Some(k::InputGrad::Write(&mut a)), dw: &mut b, db: Some(&mut cc) });
     }
 }

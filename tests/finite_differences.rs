@@ -15,7 +15,7 @@ const MAX_COORDS: usize = 48;
 fn conv_fwd(s: &k::Conv2dShape, x: &[f64], w: &[f64], b: &[f64], y_len: usize) -> Vec<f64> {
     let mut y = vec![0.0; y_len];
     let mut scratch = vec![0.0; s.forward_scratch_len().unwrap()];
-    k::conv2d_forward(s, x, w, Some(b), &mut y, &mut scratch).unwrap();
+    k::conv2d_forward(s, x, k::ConvParams { w, bias: Some(b) }, k::ConvOut { y: &mut y, cols: &mut scratch }).unwrap();
     y
 }
 
@@ -35,13 +35,13 @@ proptest! {
         let mut dw = vec![0.0; d.weight_len];
         let mut db = vec![0.0; s.out_channels];
         let mut scratch = vec![0.0; s.backward_scratch_len().unwrap()];
-        k::conv2d_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db), &mut scratch).unwrap();
+        k::conv2d_backward(&s, &x, &w, &dy, k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: Some(&mut db) }, &mut scratch).unwrap();
         // Analytic, parallel driver.
         let mut cols = vec![0.0; d.batched_col_len];
         let mut y = vec![0.0; d.out_len];
-        par::conv2d_forward_par(&s, &x, &w, Some(&b), &mut y, &mut cols).unwrap();
+        par::conv2d_forward_par(&s, &x, k::ConvParams { w: &w, bias: Some(&b) }, k::ConvOut { y: &mut y, cols: &mut cols }).unwrap();
         let (mut pdx, mut pdw, mut pdb) = (vec![0.0; d.in_len], vec![0.0; d.weight_len], vec![0.0; s.out_channels]);
-        par::conv2d_backward_par(&s, &mut cols, &w, &dy, Some(&mut pdx), &mut pdw, Some(&mut pdb)).unwrap();
+        par::conv2d_backward_par(&s, &mut cols, &w, &dy, k::ConvGrads { dx: Some(&mut pdx), dw: &mut pdw, db: Some(&mut pdb) }).unwrap();
 
         let nx = fd_grad(&x, &coords(x.len(), MAX_COORDS, &mut rng), H, |xp| dot(&conv_fwd(&s, xp, &w, &b, d.out_len), &dy));
         let nw = fd_grad(&w, &coords(w.len(), MAX_COORDS, &mut rng), H, |wp| dot(&conv_fwd(&s, &x, wp, &b, d.out_len), &dy));
@@ -72,9 +72,9 @@ proptest! {
         let mut dx = vec![0.0; x.len()];
         let mut dw = vec![0.0; w.len()];
         let mut db = vec![0.0; fout];
-        k::linear_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, bias.then_some(&mut db[..])).unwrap();
+        k::linear_backward(&s, &x, &w, &dy, k::LinearGrads { dx: Some(k::InputGrad::Write(&mut dx)), dw: &mut dw, db: bias.then_some(&mut db[..]) }).unwrap();
         let (mut pdx, mut pdw, mut pdb) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; fout]);
-        par::linear_backward_par(&s, &x, &w, &dy, Some(&mut pdx), &mut pdw, bias.then_some(&mut pdb[..])).unwrap();
+        par::linear_backward_par(&s, &x, &w, &dy, k::LinearGrads { dx: Some(k::InputGrad::Write(&mut pdx)), dw: &mut pdw, db: bias.then_some(&mut pdb[..]) }).unwrap();
         let _ = bo;
         let nx = fd_grad(&x, &coords(x.len(), MAX_COORDS, &mut rng), H, |xp| f(xp, &w, &b));
         let nw = fd_grad(&w, &coords(w.len(), MAX_COORDS, &mut rng), H, |wp| f(&x, wp, &b));
@@ -105,16 +105,16 @@ proptest! {
             let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
             let (mut sm, mut si) = (vec![0.0; c], vec![0.0; c]);
             let mut y = vec![0.0; x.len()];
-            k::batch_norm_train_forward(&s, &cfgbn, x, g, b, &mut rm, &mut rv, &mut y, &mut sm, &mut si).unwrap();
+            k::batch_norm_train_forward(&s, &cfgbn, k::BnTrain { x, scale_shift: k::ScaleShift { gamma: g, beta: b }, running: k::RunningStats { mean: &mut rm, var: &mut rv }, y: &mut y, saved: k::SavedStats { mean: &mut sm, invstd: &mut si } }).unwrap();
             (y, sm, si)
         };
         let (_, sm, si) = fwd(&x, &gamma, &beta);
         let mut dx = vec![0.0; x.len()];
         let (mut dg, mut dbt) = (vec![0.0; c], vec![0.0; c]);
-        k::batch_norm_train_backward(&s, &x, &dy, &gamma, &sm, &si, &mut dx, &mut dg, &mut dbt).unwrap();
+        k::batch_norm_train_backward(&s, k::NormBackward { x: &x, dy: &dy, gamma: &gamma, stats: k::SavedStats { mean: &sm, invstd: &si } }, k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut dbt }).unwrap();
         let mut pdx = vec![0.0; x.len()];
         let (mut pdg, mut pdbt) = (vec![0.0; c], vec![0.0; c]);
-        par::batch_norm_train_backward_par(&s, &x, &dy, &gamma, &sm, &si, &mut pdx, &mut pdg, &mut pdbt).unwrap();
+        par::batch_norm_train_backward_par(&s, k::NormBackward { x: &x, dy: &dy, gamma: &gamma, stats: k::SavedStats { mean: &sm, invstd: &si } }, k::NormGrads { dx: &mut pdx, dgamma: &mut pdg, dbeta: &mut pdbt }).unwrap();
         let l = |x: &[f64], g: &[f64], b: &[f64]| dot(&fwd(x, g, b).0, &dy);
         let nx = fd_grad(&x, &coords(x.len(), MAX_COORDS, &mut rng), 1e-5, |xp| l(xp, &gamma, &beta));
         let ng = fd_grad(&gamma, &coords(c, MAX_COORDS, &mut rng), 1e-5, |gp| l(&x, gp, &beta));
@@ -140,12 +140,12 @@ proptest! {
         let dy = rng.vec(x.len());
         let l = |x: &[f64], g: &[f64], b: &[f64]| {
             let mut y = vec![0.0; x.len()];
-            k::batch_norm_eval_forward(&s, 1e-5, x, g, b, &rm, &rv, &mut y).unwrap();
+            k::batch_norm_eval_forward(&s, 1e-5, x, k::ScaleShift { gamma: g, beta: b }, k::RunningStats { mean: &rm, var: &rv }, &mut y).unwrap();
             dot(&y, &dy)
         };
         let mut dx = vec![0.0; x.len()];
         let (mut dg, mut dbt) = (vec![0.0; c], vec![0.0; c]);
-        k::batch_norm_eval_backward(&s, 1e-5, &x, &dy, &gamma, &rm, &rv, &mut dx, &mut dg, &mut dbt).unwrap();
+        k::batch_norm_eval_backward(&s, 1e-5, k::NormBackward { x: &x, dy: &dy, gamma: &gamma, stats: k::RunningStats { mean: &rm, var: &rv } }, k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut dbt }).unwrap();
         let nx = fd_grad(&x, &coords(x.len(), MAX_COORDS, &mut rng), H, |xp| l(xp, &gamma, &beta));
         let ng = fd_grad(&gamma, &coords(c, MAX_COORDS, &mut rng), H, |gp| l(&x, gp, &beta));
         let nb = fd_grad(&beta, &coords(c, MAX_COORDS, &mut rng), H, |bp| l(&x, &gamma, bp));
@@ -165,16 +165,16 @@ proptest! {
         let fwd = |x: &[f64], g: &[f64], b: &[f64]| {
             let mut y = vec![0.0; x.len()];
             let (mut m, mut r) = (vec![0.0; n * sp], vec![0.0; n * sp]);
-            k::layer_norm_forward(&s, 1e-5, x, g, b, &mut y, &mut m, &mut r).unwrap();
+            k::layer_norm_forward(&s, 1e-5, k::LayerNormForward { x, scale_shift: k::ScaleShift { gamma: g, beta: b }, y: &mut y, saved: k::SavedStats { mean: &mut m, invstd: &mut r } }).unwrap();
             (y, m, r)
         };
         let (_, m, r) = fwd(&x, &gamma, &beta);
         let mut dx = vec![0.0; x.len()];
         let (mut dg, mut dbt) = (vec![0.0; c], vec![0.0; c]);
-        k::layer_norm_backward(&s, &x, &dy, &gamma, &m, &r, &mut dx, &mut dg, &mut dbt).unwrap();
+        k::layer_norm_backward(&s, k::NormBackward { x: &x, dy: &dy, gamma: &gamma, stats: k::SavedStats { mean: &m, invstd: &r } }, k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut dbt }).unwrap();
         let mut pdx = vec![0.0; x.len()];
         let (mut pdg, mut pdbt) = (vec![0.0; c], vec![0.0; c]);
-        par::layer_norm_backward_par(&s, &x, &dy, &gamma, &m, &r, &mut pdx, &mut pdg, &mut pdbt).unwrap();
+        par::layer_norm_backward_par(&s, k::NormBackward { x: &x, dy: &dy, gamma: &gamma, stats: k::SavedStats { mean: &m, invstd: &r } }, k::NormGrads { dx: &mut pdx, dgamma: &mut pdg, dbeta: &mut pdbt }).unwrap();
         let l = |x: &[f64], g: &[f64], b: &[f64]| dot(&fwd(x, g, b).0, &dy);
         let nx = fd_grad(&x, &coords(x.len(), MAX_COORDS, &mut rng), 1e-5, |xp| l(xp, &gamma, &beta));
         let ng = fd_grad(&gamma, &coords(c, MAX_COORDS, &mut rng), 1e-5, |gp| l(&x, gp, &beta));

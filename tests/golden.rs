@@ -81,13 +81,22 @@ fn conv_case(case: &str) {
     // Serial kernels.
     let mut y = vec![0f32; d.out_len];
     let mut scratch = vec![0f32; s.forward_scratch_len().unwrap()];
-    k::conv2d_forward(&s, g.t("x"), g.t("w"), bias, &mut y, &mut scratch).unwrap();
+    k::conv2d_forward(&s, g.t("x"), k::ConvParams { w: g.t("w"), bias }, k::ConvOut { y: &mut y, cols: &mut scratch })
+        .unwrap();
     g.check(&format!("{case} y"), &y, "y");
     let mut dx = vec![0f32; d.in_len];
     let mut dw = vec![0f32; d.weight_len];
     let mut db = vec![0f32; s.out_channels];
     let mut scratch = vec![0f32; s.backward_scratch_len().unwrap()];
-    k::conv2d_backward(&s, g.t("x"), g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db), &mut scratch).unwrap();
+    k::conv2d_backward(
+        &s,
+        g.t("x"),
+        g.t("w"),
+        g.t("dy"),
+        k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: Some(&mut db) },
+        &mut scratch,
+    )
+    .unwrap();
     g.check(&format!("{case} dx"), &dx, "dx");
     g.check(&format!("{case} dw"), &dw, "dw");
     if bias.is_some() {
@@ -95,10 +104,23 @@ fn conv_case(case: &str) {
     }
     // Parallel drivers.
     let mut cols = vec![0f32; d.batched_col_len];
-    k::par::conv2d_forward_par(&s, g.t("x"), g.t("w"), bias, &mut y, &mut cols).unwrap();
+    k::par::conv2d_forward_par(
+        &s,
+        g.t("x"),
+        k::ConvParams { w: g.t("w"), bias },
+        k::ConvOut { y: &mut y, cols: &mut cols },
+    )
+    .unwrap();
     g.check(&format!("{case} par y"), &y, "y");
     let (mut dx, mut dw, mut db) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
-    k::par::conv2d_backward_par(&s, &mut cols, g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+    k::par::conv2d_backward_par(
+        &s,
+        &mut cols,
+        g.t("w"),
+        g.t("dy"),
+        k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: Some(&mut db) },
+    )
+    .unwrap();
     g.check(&format!("{case} par dx"), &dx, "dx");
     g.check(&format!("{case} par dw"), &dw, "dw");
     if bias.is_some() {
@@ -136,14 +158,17 @@ fn linear_case(case: &str) {
         let mut dx = vec![0f32; g.t("x").len()];
         let mut dw = vec![0f32; g.t("w").len()];
         let mut db = vec![0f32; s.out_features];
-        if parallel {
-            k::par::linear_forward_par(&s, g.t("x"), g.t("w"), bias, &mut y).unwrap();
-            k::par::linear_backward_par(&s, g.t("x"), g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db))
-                .unwrap();
-        } else {
-            k::linear_forward(&s, g.t("x"), g.t("w"), bias, &mut y).unwrap();
-            k::linear_backward(&s, g.t("x"), g.t("w"), g.t("dy"), Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
-        }
+        let forward = if parallel { k::par::linear_forward_par } else { k::linear_forward };
+        let backward = if parallel { k::par::linear_backward_par } else { k::linear_backward };
+        forward(&s, g.t("x"), g.t("w"), bias, &mut y).unwrap();
+        backward(
+            &s,
+            g.t("x"),
+            g.t("w"),
+            g.t("dy"),
+            k::LinearGrads { dx: Some(k::InputGrad::Write(&mut dx)), dw: &mut dw, db: Some(&mut db) },
+        )
+        .unwrap();
         g.check(&format!("{case} y"), &y, "y");
         g.check(&format!("{case} dx"), &dx, "dx");
         g.check(&format!("{case} dw"), &dw, "dw");
@@ -184,18 +209,15 @@ fn batchnorm_case(case: &str) {
             let (mut sm, mut si) = (vec![0f32; c], vec![0f32; c]);
             dg.fill(0.0);
             db.fill(0.0);
-            if parallel {
-                k::par::batch_norm_train_forward_par(
-                    &s, &cfg, x, gamma, beta, &mut rm, &mut rv, &mut y, &mut sm, &mut si,
-                )
-                .unwrap();
-                k::par::batch_norm_train_backward_par(&s, x, g.t("dy"), gamma, &sm, &si, &mut dx, &mut dg, &mut db)
-                    .unwrap();
-            } else {
-                k::batch_norm_train_forward(&s, &cfg, x, gamma, beta, &mut rm, &mut rv, &mut y, &mut sm, &mut si)
-                    .unwrap();
-                k::batch_norm_train_backward(&s, x, g.t("dy"), gamma, &sm, &si, &mut dx, &mut dg, &mut db).unwrap();
-            }
+            let forward = if parallel { k::par::batch_norm_train_forward_par } else { k::batch_norm_train_forward };
+            let backward = if parallel { k::par::batch_norm_train_backward_par } else { k::batch_norm_train_backward };
+            let scale_shift = k::ScaleShift { gamma, beta };
+            let running = k::RunningStats { mean: &mut rm[..], var: &mut rv[..] };
+            let saved = k::SavedStats { mean: &mut sm[..], invstd: &mut si[..] };
+            forward(&s, &cfg, k::BnTrain { x, scale_shift, running, y: &mut y, saved }).unwrap();
+            let stats = k::SavedStats { mean: &sm[..], invstd: &si[..] };
+            let grads = k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db };
+            backward(&s, k::NormBackward { x, dy: g.t("dy"), gamma, stats }, grads).unwrap();
             g.check(&format!("{case} running_mean"), &rm, "running_mean_out");
             g.check(&format!("{case} running_var"), &rv, "running_var_out");
             g.check(&format!("{case} y"), &y, "y");
@@ -205,8 +227,22 @@ fn batchnorm_case(case: &str) {
         }
     } else {
         let (rm, rv) = (g.t("running_mean"), g.t("running_var"));
-        k::batch_norm_eval_forward(&s, eps, x, gamma, beta, rm, rv, &mut y).unwrap();
-        k::batch_norm_eval_backward(&s, eps, x, g.t("dy"), gamma, rm, rv, &mut dx, &mut dg, &mut db).unwrap();
+        k::batch_norm_eval_forward(
+            &s,
+            eps,
+            x,
+            k::ScaleShift { gamma, beta },
+            k::RunningStats { mean: rm, var: rv },
+            &mut y,
+        )
+        .unwrap();
+        k::batch_norm_eval_backward(
+            &s,
+            eps,
+            k::NormBackward { x, dy: g.t("dy"), gamma, stats: k::RunningStats { mean: rm, var: rv } },
+            k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db },
+        )
+        .unwrap();
         assert_eq!(g.t("running_mean"), g.t("running_mean_out"));
         g.check(&format!("{case} y"), &y, "y");
         g.check(&format!("{case} dx"), &dx, "dx");
@@ -245,13 +281,14 @@ fn layernorm_channels() {
         let (mut m, mut r) = (vec![0f32; s.locations()], vec![0f32; s.locations()]);
         let mut dx = vec![0f32; x.len()];
         let (mut dg, mut db) = (vec![0f32; s.channels], vec![0f32; s.channels]);
-        if parallel {
-            k::par::layer_norm_forward_par(&s, 1e-5, x, gamma, beta, &mut y, &mut m, &mut r).unwrap();
-            k::par::layer_norm_backward_par(&s, x, g.t("dy"), gamma, &m, &r, &mut dx, &mut dg, &mut db).unwrap();
-        } else {
-            k::layer_norm_forward(&s, 1e-5, x, gamma, beta, &mut y, &mut m, &mut r).unwrap();
-            k::layer_norm_backward(&s, x, g.t("dy"), gamma, &m, &r, &mut dx, &mut dg, &mut db).unwrap();
-        }
+        let forward = if parallel { k::par::layer_norm_forward_par } else { k::layer_norm_forward };
+        let backward = if parallel { k::par::layer_norm_backward_par } else { k::layer_norm_backward };
+        let saved = k::SavedStats { mean: &mut m[..], invstd: &mut r[..] };
+        forward(&s, 1e-5, k::LayerNormForward { x, scale_shift: k::ScaleShift { gamma, beta }, y: &mut y, saved })
+            .unwrap();
+        let stats = k::SavedStats { mean: &m[..], invstd: &r[..] };
+        let grads = k::NormGrads { dx: &mut dx, dgamma: &mut dg, dbeta: &mut db };
+        backward(&s, k::NormBackward { x, dy: g.t("dy"), gamma, stats }, grads).unwrap();
         g.check("layernorm y", &y, "y");
         g.check("layernorm dx", &dx, "dx");
         g.check("layernorm dgamma", &dg, "dgamma");

@@ -8,7 +8,7 @@ use common::Rng;
 use infomax::dim::{Dim, DimConfig, Mode};
 use infomax::infer::{Arch, Dtype, InferError, LayerSpec, Plan, Tap, Taps, Weights};
 use infomax::io::{ExportDtype, to_bytes};
-use infomax::optim::{AdamConfig, adam_step};
+use infomax::optim::{AdamConfig, AdamMoments, adam_step};
 use proptest::prelude::*;
 
 /// A model after `steps` Adam steps (lr 1e-2) on random images, so weights,
@@ -24,7 +24,8 @@ fn trained(preset: &str, steps: u64, seed: u64) -> Dim {
         let x = rng.vec_f32(n * in_len);
         model.forward_backward(&x, &mut ws).unwrap();
         let grads = model.grads.clone();
-        adam_step(&AdamConfig::torch_default(1e-2), t, &mut model.params, &grads, &mut m, &mut v).unwrap();
+        adam_step(&AdamConfig::torch_default(1e-2), t, &mut model.params, &grads, AdamMoments { m: &mut m, v: &mut v })
+            .unwrap();
     }
     model
 }

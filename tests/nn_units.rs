@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Rng, check_fd, coords, fd_grad_richardson};
-use infomax::kernels::{Conv2dShape, NormShape};
+use infomax::kernels::{Conv2dShape, InputGrad, NormShape, SavedStats};
 use infomax::nn::{Affine, BatchNorm, Builder, Conv2d, Ctx, LayerNorm, Layout, Linear, Mlp, MlpActs, Mode, Registry};
 use infomax::params::ParamTable;
 use proptest::prelude::*;
@@ -79,7 +79,7 @@ proptest! {
         };
         let bwd = |p: &[f64], x: &[f64], _: &mut [f64], dy: &[f64]| {
             let (mut g, mut dx) = (vec![0.0; p.len()], vec![0.0; x.len()]);
-            l.backward(&mut Ctx::backward(p, &mut g), rows, x, dy, Some(&mut dx), false).unwrap();
+            l.backward(&mut Ctx::backward(p, &mut g), rows, x, dy, Some(InputGrad::Write(&mut dx))).unwrap();
             (g, dx)
         };
         check_unit("linear", &s, &x, &mut rng, &fwd, &bwd);
@@ -135,7 +135,7 @@ proptest! {
             let (mut y, mut m, mut i) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
             bn.forward(&mut Ctx::forward(p, buf, Mode::Train), &ns, x, &mut y, &mut m, &mut i).unwrap();
             let (mut g, mut dx) = (vec![0.0; p.len()], vec![0.0; x.len()]);
-            bn.backward(&mut Ctx::backward(p, &mut g), &ns, x, dy, &m, &i, &mut dx).unwrap();
+            bn.backward(&mut Ctx::backward(p, &mut g), &ns, x, dy, SavedStats { mean: &m, invstd: &i }, &mut dx).unwrap();
             (g, dx)
         };
         check_unit("batch norm", &s, &x, &mut rng, &fwd, &bwd);
@@ -158,7 +158,7 @@ proptest! {
             let (mut y, mut m, mut r) = (vec![0.0; x.len()], vec![0.0; n * sp], vec![0.0; n * sp]);
             ln.forward(&Ctx::forward(p, &mut [], Mode::Train), &ns, x, &mut y, &mut m, &mut r).unwrap();
             let (mut g, mut dx) = (vec![0.0; p.len()], vec![0.0; x.len()]);
-            ln.backward(&mut Ctx::backward(p, &mut g), &ns, x, dy, &m, &r, &mut dx).unwrap();
+            ln.backward(&mut Ctx::backward(p, &mut g), &ns, x, dy, SavedStats { mean: &m, invstd: &r }, &mut dx).unwrap();
             (g, dx)
         };
         check_unit("layer norm", &s, &x, &mut rng, &fwd, &bwd);
@@ -249,7 +249,7 @@ fn a_context_shorter_than_its_table_is_an_error_not_a_panic() {
     let short = &s.p[..s.p.len() - 1];
     assert!(l.forward(&Ctx::forward(short, &mut [], Mode::Train), 1, &x, &mut y).is_err());
     let mut g = vec![0.0; 3];
-    assert!(l.backward(&mut Ctx::backward(&s.p, &mut g), 1, &x, &y, None, false).is_err());
+    assert!(l.backward(&mut Ctx::backward(&s.p, &mut g), 1, &x, &y, None).is_err());
 }
 
 /// Declares one of every unit; generic over where the tensors go.

@@ -173,23 +173,23 @@ proptest! {
 
         let mut y = vec![0f32; d.out_len];
         let mut scratch = vec![0f32; s.forward_scratch_len().unwrap()];
-        k::conv2d_forward(&s, &x, &w, bo, &mut y, &mut scratch).unwrap();
+        k::conv2d_forward(&s, &x, k::ConvParams { w: &w, bias: bo }, k::ConvOut { y: &mut y, cols: &mut scratch }).unwrap();
         assert_close_f32("conv y", &y, &want_y, TOL);
         let mut dx = vec![0f32; d.in_len];
         let mut dw = vec![0f32; d.weight_len];
         let mut db = vec![0f32; s.out_channels];
         let mut scratch = vec![0f32; s.backward_scratch_len().unwrap()];
-        k::conv2d_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db), &mut scratch).unwrap();
+        k::conv2d_backward(&s, &x, &w, &dy, k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: Some(&mut db) }, &mut scratch).unwrap();
         assert_close_f32("conv dx", &dx, &wdx, TOL);
         assert_close_f32("conv dw", &dw, &wdw, TOL);
         assert_close_f32("conv db", &db, &wdb, TOL);
 
         let mut cols = vec![0f32; d.batched_col_len];
         let mut py = vec![0f32; d.out_len];
-        par::conv2d_forward_par(&s, &x, &w, bo, &mut py, &mut cols).unwrap();
+        par::conv2d_forward_par(&s, &x, k::ConvParams { w: &w, bias: bo }, k::ConvOut { y: &mut py, cols: &mut cols }).unwrap();
         assert_close_f32("par conv y", &py, &want_y, TOL);
         let (mut pdx, mut pdw, mut pdb) = (vec![0f32; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
-        par::conv2d_backward_par(&s, &mut cols, &w, &dy, Some(&mut pdx), &mut pdw, Some(&mut pdb)).unwrap();
+        par::conv2d_backward_par(&s, &mut cols, &w, &dy, k::ConvGrads { dx: Some(&mut pdx), dw: &mut pdw, db: Some(&mut pdb) }).unwrap();
         assert_close_f32("par conv dx", &pdx, &wdx, TOL);
         assert_close_f32("par conv dw", &pdw, &wdw, TOL);
         assert_close_f32("par conv db", &pdb, &wdb, TOL);
@@ -285,10 +285,10 @@ proptest! {
             let (mut dx, mut dw, mut db) = (vec![0f32; n * fin], vec![0f32; fout * fin], vec![0f32; fout]);
             if parallel {
                 par::linear_forward_par(&s, &x, &w, bias.then_some(&b[..]), &mut y).unwrap();
-                par::linear_backward_par(&s, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+                par::linear_backward_par(&s, &x, &w, &dy, k::LinearGrads { dx: Some(k::InputGrad::Write(&mut dx)), dw: &mut dw, db: Some(&mut db) }).unwrap();
             } else {
                 k::linear_forward(&s, &x, &w, bias.then_some(&b[..]), &mut y).unwrap();
-                k::linear_backward(&s, &x, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+                k::linear_backward(&s, &x, &w, &dy, k::LinearGrads { dx: Some(k::InputGrad::Write(&mut dx)), dw: &mut dw, db: Some(&mut db) }).unwrap();
             }
             assert_close_f32("linear y", &y, &want, TOL);
             assert_close_f32("linear dx", &dx, &wdx, TOL);
@@ -310,7 +310,7 @@ proptest! {
         // Eval mode.
         let want = batch_norm_eval_ref(n, c, sp, &x64, &g64, &b64, &rm64, &rv64);
         let mut y = vec![0f32; x.len()];
-        k::batch_norm_eval_forward(&s, 1e-5, &x, &gamma, &beta, &rm, &rv, &mut y).unwrap();
+        k::batch_norm_eval_forward(&s, 1e-5, &x, k::ScaleShift { gamma: &gamma, beta: &beta }, k::RunningStats { mean: &rm, var: &rv }, &mut y).unwrap();
         assert_close_f32("bn eval y", &y, &want, TOL);
         // Train mode, serial and parallel.
         if s.per_channel() >= 2 {
@@ -320,9 +320,9 @@ proptest! {
                 let (mut sm, mut si) = (vec![0f32; c], vec![0f32; c]);
                 let cfgbn = k::BatchNormConfig::default();
                 if parallel {
-                    par::batch_norm_train_forward_par(&s, &cfgbn, &x, &gamma, &beta, &mut rm2, &mut rv2, &mut y, &mut sm, &mut si).unwrap();
+                    par::batch_norm_train_forward_par(&s, &cfgbn, k::BnTrain { x: &x, scale_shift: k::ScaleShift { gamma: &gamma, beta: &beta }, running: k::RunningStats { mean: &mut rm2, var: &mut rv2 }, y: &mut y, saved: k::SavedStats { mean: &mut sm, invstd: &mut si } }).unwrap();
                 } else {
-                    k::batch_norm_train_forward(&s, &cfgbn, &x, &gamma, &beta, &mut rm2, &mut rv2, &mut y, &mut sm, &mut si).unwrap();
+                    k::batch_norm_train_forward(&s, &cfgbn, k::BnTrain { x: &x, scale_shift: k::ScaleShift { gamma: &gamma, beta: &beta }, running: k::RunningStats { mean: &mut rm2, var: &mut rv2 }, y: &mut y, saved: k::SavedStats { mean: &mut sm, invstd: &mut si } }).unwrap();
                 }
                 // Normalised values amplify f32 rounding of the mean by invstd.
                 assert_close_f32("bn train y", &y, &wy, 2e-5);
@@ -335,9 +335,9 @@ proptest! {
         for parallel in [false, true] {
             let (mut m, mut r) = (vec![0f32; n * sp], vec![0f32; n * sp]);
             if parallel {
-                par::layer_norm_forward_par(&s, 1e-5, &x, &gamma, &beta, &mut y, &mut m, &mut r).unwrap();
+                par::layer_norm_forward_par(&s, 1e-5, k::LayerNormForward { x: &x, scale_shift: k::ScaleShift { gamma: &gamma, beta: &beta }, y: &mut y, saved: k::SavedStats { mean: &mut m, invstd: &mut r } }).unwrap();
             } else {
-                k::layer_norm_forward(&s, 1e-5, &x, &gamma, &beta, &mut y, &mut m, &mut r).unwrap();
+                k::layer_norm_forward(&s, 1e-5, k::LayerNormForward { x: &x, scale_shift: k::ScaleShift { gamma: &gamma, beta: &beta }, y: &mut y, saved: k::SavedStats { mean: &mut m, invstd: &mut r } }).unwrap();
             }
             assert_close_f32("layer norm y", &y, &want, 2e-5);
         }
@@ -605,9 +605,17 @@ fn conv2d_par_backward_over_image_groups_matches_naive() {
         let (wdx, wdw, wdb) = conv2d_backward_ref(s, &to_f64(&x), &to_f64(&w), &to_f64(&dy));
         let mut cols = vec![0f32; d.batched_col_len];
         let mut y = vec![0f32; d.out_len];
-        par::conv2d_forward_par(s, &x, &w, None, &mut y, &mut cols).unwrap();
+        par::conv2d_forward_par(s, &x, k::ConvParams { w: &w, bias: None }, k::ConvOut { y: &mut y, cols: &mut cols })
+            .unwrap();
         let (mut dx, mut dw, mut db) = (vec![f32::NAN; d.in_len], vec![0f32; d.weight_len], vec![0f32; s.out_channels]);
-        par::conv2d_backward_par(s, &mut cols, &w, &dy, Some(&mut dx), &mut dw, Some(&mut db)).unwrap();
+        par::conv2d_backward_par(
+            s,
+            &mut cols,
+            &w,
+            &dy,
+            k::ConvGrads { dx: Some(&mut dx), dw: &mut dw, db: Some(&mut db) },
+        )
+        .unwrap();
         assert_close_f32("grouped par conv dx", &dx, &wdx, TOL);
         assert_close_f32("grouped par conv dw", &dw, &wdw, TOL);
         assert_close_f32("grouped par conv db", &db, &wdb, TOL);

@@ -350,7 +350,13 @@ fn bn_recalibration_is_the_cumulative_average_of_batch_statistics() {
         ds.write_batch(&idx, &mut x).unwrap();
         let mut y = vec![0f32; n / 2 * c * 196];
         let mut scratch = vec![0f32; s.forward_scratch_len().unwrap()];
-        infomax::kernels::conv2d_forward(&s, &x, &w, None, &mut y, &mut scratch).unwrap();
+        infomax::kernels::conv2d_forward(
+            &s,
+            &x,
+            infomax::kernels::ConvParams { w: &w, bias: None },
+            infomax::kernels::ConvOut { y: &mut y, cols: &mut scratch },
+        )
+        .unwrap();
         for ch in 0..c {
             let vals: Vec<f64> = (0..n / 2)
                 .flat_map(|i| y[(i * c + ch) * 196..(i * c + ch + 1) * 196].to_vec())

@@ -281,7 +281,8 @@ impl Block {
         }
         let mut ctx = Ctx::backward(params, grads);
         let dz: &[f32] = if let Some(bn) = &self.bn {
-            bn.backward(&mut ctx, &self.norm_shape(n), &acts.z, d_a, &acts.mean, &acts.invstd, &mut acts.dz)?;
+            let saved = k::SavedStats { mean: &acts.mean[..], invstd: &acts.invstd[..] };
+            bn.backward(&mut ctx, &self.norm_shape(n), &acts.z, d_a, saved, &mut acts.dz)?;
             &acts.dz
         } else {
             d_a
@@ -289,7 +290,7 @@ impl Block {
         match &self.op {
             Op::Bottleneck(_) => unreachable!("handled above"),
             Op::Conv(c) => c.backward(&mut ctx, n, x, &mut acts.cols, dz, dx),
-            Op::Linear(l) => l.backward(&mut ctx, n, x, dz, dx, false),
+            Op::Linear(l) => l.backward(&mut ctx, n, x, dz, dx.map(k::InputGrad::Write)),
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::dim::block::{relu, relu_mask};
 use crate::dim::config::Estimator;
 use crate::dim::estimator::{EstimatorStats, estimate_pairs};
 use crate::error::{Error, Result};
-use crate::kernels::{self as k, MatRef, par};
+use crate::kernels::{self as k, InputGrad, MatRef, par};
 use crate::nn::{Builder, Conv2d, Ctx, Linear};
 use crate::rng::Rng;
 
@@ -204,9 +204,9 @@ impl ConcatHead {
         };
 
         // Backward through layers 3 and 2.
-        self.l3.backward(&mut ctx, rows, &acts.h2, &acts.dt, Some(&mut acts.dh2), false)?;
+        self.l3.backward(&mut ctx, rows, &acts.h2, &acts.dt, Some(InputGrad::Write(&mut acts.dh2)))?;
         relu_mask(&mut acts.dh2, &acts.h2);
-        self.l2.backward(&mut ctx, rows, &acts.h1, &acts.dh2, Some(&mut acts.dh1), false)?;
+        self.l2.backward(&mut ctx, rows, &acts.h1, &acts.dh2, Some(InputGrad::Write(&mut acts.dh1)))?;
         relu_mask(&mut acts.dh1, &acts.h1);
 
         // Layer 1: dA[j,p] = dZ⁺[j,p] + dZ⁻[π⁻¹(j),p]; dB[i] = Σ_p dZ⁺[i,p] + dZ⁻[i,p].

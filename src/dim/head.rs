@@ -4,7 +4,7 @@
 //! the shortcut started near the identity.
 
 use crate::error::Result;
-use crate::kernels::NormShape;
+use crate::kernels::{InputGrad, NormShape, SavedStats};
 use crate::nn::{Builder, Ctx, LayerNorm, Linear, Mlp, MlpActs, Mode};
 use crate::params::{Init, ParamTable};
 
@@ -102,10 +102,11 @@ impl MiHead {
     ) -> Result<()> {
         let HeadActs { rows, z, mean, invstd, a, s, ln_mean, ln_rstd, d_out, d_s, d_a, dz, .. } = acts;
         let mut ctx = Ctx::backward(params, grads);
-        self.ln.backward(&mut ctx, &NormShape::new(*rows, self.d, 1), s, d_out, ln_mean, ln_rstd, d_s)?;
+        let saved = SavedStats { mean: &ln_mean[..], invstd: &ln_rstd[..] };
+        self.ln.backward(&mut ctx, &NormShape::new(*rows, self.d, 1), s, d_out, saved, d_s)?;
         let mut m = MlpActs { z, mean, invstd, a, d_a, dz };
         self.mlp.backward(&mut ctx, *rows, x, &mut m, d_s, dx)?;
         // The shortcut reads the same input: its input gradient adds in place.
-        self.shortcut.backward(&mut ctx, *rows, x, d_s, Some(dx), true)
+        self.shortcut.backward(&mut ctx, *rows, x, d_s, Some(InputGrad::Add(dx)))
     }
 }

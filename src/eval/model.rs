@@ -8,8 +8,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result, check_len, check_nonzero, checked_product};
 use crate::kernels::{
-    Float, NORM_EPS, NormShape, RowsShape, batch_norm_eval_forward, cross_entropy_backward, cross_entropy_forward,
-    dropout_backward, dropout_forward, relu_backward, relu_forward,
+    Float, InputGrad, NORM_EPS, NormShape, RowsShape, RunningStats, SavedStats, ScaleShift, batch_norm_eval_forward,
+    cross_entropy_backward, cross_entropy_forward, dropout_backward, dropout_forward, relu_backward, relu_forward,
 };
 use crate::nn::{BatchNorm, Builder, Ctx, Linear, Mode};
 use crate::params::{Init as TableInit, ParamTable};
@@ -304,7 +304,7 @@ impl<T: Float> Classifier<T> {
                 let loss = cross_entropy_forward(&rs, logits, labels)?;
                 let dlogits = sized(&mut ws.dlogits, rows * c);
                 cross_entropy_backward(&rs, &ws.logits, labels, T::ONE, dlogits)?;
-                l.backward(&mut Ctx::backward(&self.params, grads), rows, x, dlogits, None, false)?;
+                l.backward(&mut Ctx::backward(&self.params, grads), rows, x, dlogits, None)?;
                 Ok(loss)
             }
             Units::Mlp(l0, bn, l4) => {
@@ -346,17 +346,18 @@ impl<T: Float> Classifier<T> {
                 // Backward, last layer first.
                 let mut ctx = Ctx::backward(&self.params, grads);
                 let ga = sized(&mut ws.ga, n);
-                l4.backward(&mut ctx, rows, h3, &ws.dlogits[..rows * c], Some(ga), false)?;
+                l4.backward(&mut ctx, rows, h3, &ws.dlogits[..rows * c], Some(InputGrad::Write(ga)))?;
                 let gb = sized(&mut ws.gb, n);
                 relu_backward_par(h, h3, &ws.ga[..n], gb)?;
                 let ga = &mut ws.ga[..n];
-                bn.backward(&mut ctx, &ns, &ws.h2[..n], gb, &ws.save_mean[..h], &ws.save_invstd[..h], ga)?;
+                let saved = SavedStats { mean: &ws.save_mean[..h], invstd: &ws.save_invstd[..h] };
+                bn.backward(&mut ctx, &ns, &ws.h2[..n], gb, saved, ga)?;
                 let gb = &mut ws.gb[..n];
                 gb.par_chunks_mut(ROW_CHUNK * h)
                     .zip(ws.mask[..n].par_chunks(ROW_CHUNK * h))
                     .zip(ws.ga[..n].par_chunks(ROW_CHUNK * h))
                     .try_for_each(|((dx, m), dy)| dropout_backward(m, dy, dx))?;
-                l0.backward(&mut ctx, rows, x, gb, None, false)?;
+                l0.backward(&mut ctx, rows, x, gb, None)?;
                 Ok(loss)
             }
         }
@@ -376,14 +377,14 @@ impl<T: Float> Classifier<T> {
                 l0.forward(&ctx, rows, x, sized(&mut ws.h1, n))?;
                 let h2 = sized(&mut ws.h2, n);
                 let h3 = sized(&mut ws.h3, n);
-                let (gamma, beta) = (bn.gamma.of(&self.params)?, bn.beta.of(&self.params)?);
-                let (rm, rv) = (bn.rm.of(&self.buffers)?, bn.rv.of(&self.buffers)?);
+                let scale_shift = ScaleShift { gamma: bn.gamma.of(&self.params)?, beta: bn.beta.of(&self.params)? };
+                let running = RunningStats { mean: bn.rm.of(&self.buffers)?, var: bn.rv.of(&self.buffers)? };
                 h2.par_chunks_mut(ROW_CHUNK * h)
                     .zip(h3.par_chunks_mut(ROW_CHUNK * h))
                     .zip(ws.h1[..n].par_chunks(ROW_CHUNK * h))
                     .try_for_each(|((y, bnv), xs)| {
                         let ns = NormShape::new(xs.len() / h, h, 1);
-                        batch_norm_eval_forward(&ns, NORM_EPS, xs, gamma, beta, rm, rv, bnv)?;
+                        batch_norm_eval_forward(&ns, NORM_EPS, xs, scale_shift, running, bnv)?;
                         relu_forward(bnv, y)
                     })?;
                 l4.forward(&ctx, rows, &ws.h2[..n], sized(&mut ws.logits, rows * c))

@@ -192,22 +192,14 @@ pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_imgs: &[T], cols
     let images = x_imgs.len() / (s.in_channels * d.in_hw);
     for_each_col_run(s, d, images, ld, col0, |plane, ki, kj, start| {
         let plane = &x_imgs[plane..plane + d.in_hw];
-        im2col_row(s, d, plane, ki, kj, &mut cols[start..start + d.out_hw], s.stride, s.padding);
+        im2col_row(s, d, plane, ki, kj, &mut cols[start..start + d.out_hw]);
     });
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One column row: kernel tap `(ki, kj)` over one input plane.
 #[inline]
-pub(crate) fn im2col_row<T: Float>(
-    s: &Conv2dShape,
-    d: &ConvDims,
-    plane: &[T],
-    ki: usize,
-    kj: usize,
-    dst: &mut [T],
-    st: usize,
-    pad: usize,
-) {
+pub(crate) fn im2col_row<T: Float>(s: &Conv2dShape, d: &ConvDims, plane: &[T], ki: usize, kj: usize, dst: &mut [T]) {
+    let (st, pad) = (s.stride, s.padding);
     for oh in 0..d.out_h {
         let out_row = &mut dst[oh * d.out_w..(oh + 1) * d.out_w];
         let Some(ih) = tap_index(oh, ki, st, pad, s.in_h) else {
@@ -299,16 +291,50 @@ pub(crate) fn backward_data_image<T: Float>(
     }
 }
 
-/// Conv2d forward over the batch, serially, on caller scratch of
+/// A convolution's learned tensors: OIHW weights and an optional bias.
+#[derive(Debug)]
+pub struct ConvParams<'a, T> {
+    /// `[C_out, C_in, k_h, k_w]`.
+    pub w: &'a [T],
+    /// `[C_out]`.
+    pub bias: Option<&'a [T]>,
+}
+
+// By hand: a derive would ask `T: Copy` of the element type.
+impl<T> Clone for ConvParams<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for ConvParams<'_, T> {}
+
+/// What a conv forward writes: the output and the im2col columns (caller
+/// scratch for the serial kernel; kept for the backward pass by the
+/// multicore one).
+#[derive(Debug)]
+pub struct ConvOut<'a, T> {
+    /// NCHW output.
+    pub y: &'a mut [T],
+    /// Column buffer.
+    pub cols: &'a mut [T],
+}
+
+/// What a conv backward pass writes: `dx` (if asked for), and the
+/// accumulated `dw` and `db` (if the layer has a bias).
+#[derive(Debug)]
+pub struct ConvGrads<'a, T> {
+    /// Input gradient, overwritten.
+    pub dx: Option<&'a mut [T]>,
+    /// Weight gradient, accumulated.
+    pub dw: &'a mut [T],
+    /// Bias gradient, accumulated.
+    pub db: Option<&'a mut [T]>,
+}
+
+/// Conv2d forward over the batch, serially; `out.cols` is scratch of
 /// [`Conv2dShape::forward_scratch_len`] elements. No allocation.
-pub fn conv2d_forward<T: Float>(
-    s: &Conv2dShape,
-    x: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    y: &mut [T],
-    scratch: &mut [T],
-) -> Result<()> {
+pub fn conv2d_forward<T: Float>(s: &Conv2dShape, x: &[T], p: ConvParams<'_, T>, out: ConvOut<'_, T>) -> Result<()> {
+    let (ConvParams { w, bias }, ConvOut { y, cols: scratch }) = (p, out);
     let d = s.validate()?;
     check_conv_args(&d, s, x, w, bias, y.len())?;
     check_len("conv2d forward scratch", s.forward_scratch_len()?, scratch.len())?;
@@ -334,17 +360,15 @@ pub fn conv2d_forward<T: Float>(
 /// Conv2d backward over the batch, serially. Writes `dx` (if given) and
 /// accumulates into `dw` and `db` (if given). Scratch:
 /// [`Conv2dShape::backward_scratch_len`] elements. No allocation.
-#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<T: Float>(
     s: &Conv2dShape,
     x: &[T],
     w: &[T],
     dy: &[T],
-    mut dx: Option<&mut [T]>,
-    dw: &mut [T],
-    db: Option<&mut [T]>,
+    g: ConvGrads<'_, T>,
     scratch: &mut [T],
 ) -> Result<()> {
+    let ConvGrads { mut dx, dw, db } = g;
     let d = s.validate()?;
     check_conv_args(&d, s, x, w, None, dy.len())?;
     if let Some(dx) = dx.as_deref() {

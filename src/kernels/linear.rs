@@ -42,6 +42,23 @@ impl LinearShape {
         }
         check_len("linear output", yl, y)
     }
+
+    /// The checks a linear backward pass (serial or parallel) starts with,
+    /// in order; returns `dy` as a matrix.
+    pub(crate) fn check_backward<'a, T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        dy: &'a [T],
+        g: &LinearGrads<'_, T>,
+    ) -> Result<MatRef<'a, T>> {
+        self.check(x.len(), w.len(), None, dy.len())?;
+        check_len("linear weight gradient", w.len(), g.dw.len())?;
+        if let Some(dx) = &g.dx {
+            check_len("linear input gradient", x.len(), dx.len())?;
+        }
+        MatRef::row_major(dy, self.batch, self.out_features)
+    }
 }
 
 /// Adds `bias` to every row of `y` (`[rows, bias.len()]`).
@@ -74,36 +91,51 @@ pub fn linear_forward<T: Float>(s: &LinearShape, x: &[T], w: &[T], bias: Option<
     Ok(())
 }
 
-/// Backward: writes `dx = dy · W` (if given), accumulates `dW += dyᵀ · x`
-/// and `db += Σ_rows dy` (if given).
-pub fn linear_backward<T: Float>(
-    s: &LinearShape,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dx: Option<&mut [T]>,
-    dw: &mut [T],
-    db: Option<&mut [T]>,
-) -> Result<()> {
-    linear_backward_into(s, x, w, dy, dx.map(|d| (d, false)), dw, db)
+/// Where a backward pass puts the input gradient: overwrite, or add (two
+/// layers that read one input sum their input gradients in place).
+#[derive(Debug)]
+pub enum InputGrad<'a, T> {
+    /// `dx = …`.
+    Write(&'a mut [T]),
+    /// `dx += …`.
+    Add(&'a mut [T]),
 }
 
-/// [`linear_backward`], with `dx` paired with whether to add into it (two
-/// layers that read one input sum their input gradients in place).
-pub fn linear_backward_into<T: Float>(
-    s: &LinearShape,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dx: Option<(&mut [T], bool)>,
-    dw: &mut [T],
-    db: Option<&mut [T]>,
-) -> Result<()> {
-    s.check(x.len(), w.len(), None, dy.len())?;
-    check_len("linear weight gradient", w.len(), dw.len())?;
-    let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
-    if let Some((dx, accumulate)) = dx {
-        check_len("linear input gradient", x.len(), dx.len())?;
+impl<'a, T> InputGrad<'a, T> {
+    /// The buffer, and whether to add into it.
+    pub(crate) fn parts(self) -> (&'a mut [T], bool) {
+        match self {
+            Self::Write(d) => (d, false),
+            Self::Add(d) => (d, true),
+        }
+    }
+
+    /// The buffer's length.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Write(d) | Self::Add(d) => d.len(),
+        }
+    }
+}
+
+/// What a linear backward pass writes: `dx` (if asked for), and the
+/// accumulated `dw` and `db` (if the layer has a bias).
+#[derive(Debug)]
+pub struct LinearGrads<'a, T> {
+    /// Input gradient.
+    pub dx: Option<InputGrad<'a, T>>,
+    /// Weight gradient, accumulated.
+    pub dw: &'a mut [T],
+    /// Bias gradient, accumulated.
+    pub db: Option<&'a mut [T]>,
+}
+
+/// Backward: `dx (+)= dy · W` (if given), accumulates `dW += dyᵀ · x`
+/// and `db += Σ_rows dy` (if given).
+pub fn linear_backward<T: Float>(s: &LinearShape, x: &[T], w: &[T], dy: &[T], g: LinearGrads<'_, T>) -> Result<()> {
+    let dym = s.check_backward(x, w, dy, &g)?;
+    let LinearGrads { dx, dw, db } = g;
+    if let Some((dx, accumulate)) = dx.map(InputGrad::parts) {
         let wm = MatRef::row_major(w, s.out_features, s.in_features)?;
         gemm(MatMut::row_major(dx, s.batch, s.in_features)?, dym, wm, accumulate)?;
     }

@@ -72,6 +72,105 @@ fn check_eps(eps: f64) -> Result<()> {
     }
 }
 
+/// γ and β: a norm's learned per-channel scale and shift.
+#[derive(Debug)]
+pub struct ScaleShift<'a, T> {
+    /// Scale.
+    pub gamma: &'a [T],
+    /// Shift.
+    pub beta: &'a [T],
+}
+
+/// Batch norm's per-channel running mean and (unbiased) variance: `&mut`
+/// where train mode updates them, shared where eval mode reads them.
+#[derive(Clone, Copy, Debug)]
+pub struct RunningStats<S> {
+    /// Running mean.
+    pub mean: S,
+    /// Running variance.
+    pub var: S,
+}
+
+/// The mean and 1/σ a forward pass normalised with, saved for the
+/// backward pass (per channel for batch norm, per location for layer norm).
+#[derive(Clone, Copy, Debug)]
+pub struct SavedStats<S> {
+    /// Mean.
+    pub mean: S,
+    /// 1/σ.
+    pub invstd: S,
+}
+
+// By hand: a derive would ask `T: Copy` of the element type.
+impl<T> Clone for ScaleShift<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for ScaleShift<'_, T> {}
+
+/// The buffers of a train-mode batch-norm forward.
+#[derive(Debug)]
+pub struct BnTrain<'a, T> {
+    /// Input.
+    pub x: &'a [T],
+    /// γ, β.
+    pub scale_shift: ScaleShift<'a, T>,
+    /// Updated in place.
+    pub running: RunningStats<&'a mut [T]>,
+    /// Output.
+    pub y: &'a mut [T],
+    /// Written for the backward pass.
+    pub saved: SavedStats<&'a mut [T]>,
+}
+
+/// The buffers of a layer-norm forward.
+#[derive(Debug)]
+pub struct LayerNormForward<'a, T> {
+    /// Input.
+    pub x: &'a [T],
+    /// γ, β.
+    pub scale_shift: ScaleShift<'a, T>,
+    /// Output.
+    pub y: &'a mut [T],
+    /// Written for the backward pass (`batch·spatial` each).
+    pub saved: SavedStats<&'a mut [T]>,
+}
+
+/// What a norm's backward pass reads: the forward's input, γ and the
+/// statistics it normalised with (`S`: saved, or running in eval mode),
+/// and `dy`.
+#[derive(Debug)]
+pub struct NormBackward<'a, T, S = SavedStats<&'a [T]>> {
+    /// The forward's input.
+    pub x: &'a [T],
+    /// Output gradient.
+    pub dy: &'a [T],
+    /// γ.
+    pub gamma: &'a [T],
+    /// The statistics the forward normalised with.
+    pub stats: S,
+}
+
+impl<T, S: Copy> Clone for NormBackward<'_, T, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, S: Copy> Copy for NormBackward<'_, T, S> {}
+
+/// What a norm's backward pass writes: `dx`, and the accumulated `dgamma`
+/// and `dbeta`.
+#[derive(Debug)]
+pub struct NormGrads<'a, T> {
+    /// Input gradient, overwritten.
+    pub dx: &'a mut [T],
+    /// γ gradient, accumulated.
+    pub dgamma: &'a mut [T],
+    /// β gradient, accumulated.
+    pub dbeta: &'a mut [T],
+}
+
 /// Iterates over channel `c`'s planes: one `spatial` run per image.
 #[inline]
 pub(crate) fn channel_planes<'a, T>(s: &'a NormShape, x: &'a [T], c: usize) -> impl Iterator<Item = &'a [T]> + 'a {
@@ -141,10 +240,12 @@ fn check_bn_forward<T>(s: &NormShape, eps: f64, [x, y]: [&[T]; 2], per_channel: 
     check_eps(eps)
 }
 
-/// The argument checks of [`batch_norm_train_forward`] (arguments in its
-/// order), shared with its multicore driver so both report the same errors.
-pub(crate) fn check_bn_train_forward<T>(s: &NormShape, cfg: &BatchNormConfig, args: [&[T]; 8]) -> Result<()> {
-    let [x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd] = args;
+/// The argument checks of [`batch_norm_train_forward`], shared with its
+/// multicore driver so both report the same errors.
+pub(crate) fn check_bn_train_forward<T>(s: &NormShape, cfg: &BatchNormConfig, a: &BnTrain<'_, T>) -> Result<()> {
+    let (x, ScaleShift { gamma, beta }, y) = (a.x, a.scale_shift, &*a.y);
+    let (running_mean, running_var, save_mean, save_invstd) =
+        (&*a.running.mean, &*a.running.var, &*a.saved.mean, &*a.saved.invstd);
     check_bn_forward(s, cfg.eps, [x, y], &[gamma, beta, running_mean, running_var, save_mean, save_invstd])?;
     if s.per_channel() < 2 {
         return Err(Error::InvalidShape {
@@ -194,22 +295,13 @@ pub(crate) fn scale_shift_image<T: Float>(
 }
 
 /// Train-mode forward: normalises with batch statistics, writes
-/// `save_mean`/`save_invstd` for the backward pass, and updates the running
-/// statistics like PyTorch (unbiased variance for the running estimate).
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_train_forward<T: Float>(
-    s: &NormShape,
-    cfg: &BatchNormConfig,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &mut [T],
-    running_var: &mut [T],
-    y: &mut [T],
-    save_mean: &mut [T],
-    save_invstd: &mut [T],
-) -> Result<()> {
-    check_bn_train_forward(s, cfg, [x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd])?;
+/// `saved` for the backward pass, and updates the running statistics like
+/// PyTorch (unbiased variance for the running estimate).
+pub fn batch_norm_train_forward<T: Float>(s: &NormShape, cfg: &BatchNormConfig, a: BnTrain<'_, T>) -> Result<()> {
+    check_bn_train_forward(s, cfg, &a)?;
+    let BnTrain { x, scale_shift: ScaleShift { gamma, beta }, running, y, saved } = a;
+    let (RunningStats { mean: running_mean, var: running_var }, SavedStats { mean: save_mean, invstd: save_invstd }) =
+        (running, saved);
     let moments = (0..s.channels).map(|c| channel_moments(s, x, c));
     save_batch_stats(s, cfg, moments, [save_mean, save_invstd], [running_mean, running_var]);
     let img = s.channels * s.spatial;
@@ -230,17 +322,15 @@ fn update_running<T: Float>(cfg: &BatchNormConfig, count: usize, mean: T, var: T
 }
 
 /// Eval-mode forward: normalises with the running statistics.
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_eval_forward<T: Float>(
     s: &NormShape,
     eps: f64,
     x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &[T],
-    running_var: &[T],
+    scale_shift: ScaleShift<'_, T>,
+    running: RunningStats<&[T]>,
     y: &mut [T],
 ) -> Result<()> {
+    let (ScaleShift { gamma, beta }, RunningStats { mean: running_mean, var: running_var }) = (scale_shift, running);
     check_bn_forward(s, eps, [x, y], &[gamma, beta, running_mean, running_var])?;
     let img = s.channels * s.spatial;
     for (x_img, y_img) in x.chunks_exact(img).zip(y.chunks_exact_mut(img)) {
@@ -329,53 +419,32 @@ fn batch_norm_backward<T: Float>(
 }
 
 /// Train-mode backward: writes `dx` and accumulates `dgamma`, `dbeta`.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_train_backward<T: Float>(
-    s: &NormShape,
-    x: &[T],
-    dy: &[T],
-    gamma: &[T],
-    save_mean: &[T],
-    save_invstd: &[T],
-    dx: &mut [T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
-) -> Result<()> {
-    let stats = BnStats::Batch { mean: save_mean, invstd: save_invstd };
-    batch_norm_backward(s, stats, [x, dy, gamma], [dx, dgamma, dbeta])
+pub fn batch_norm_train_backward<T: Float>(s: &NormShape, b: NormBackward<'_, T>, g: NormGrads<'_, T>) -> Result<()> {
+    let stats = BnStats::Batch { mean: b.stats.mean, invstd: b.stats.invstd };
+    batch_norm_backward(s, stats, [b.x, b.dy, b.gamma], [g.dx, g.dgamma, g.dbeta])
 }
 
 /// Eval-mode backward (running statistics are constants): writes `dx` and
 /// accumulates `dgamma`, `dbeta`.
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_eval_backward<T: Float>(
     s: &NormShape,
     eps: f64,
-    x: &[T],
-    dy: &[T],
-    gamma: &[T],
-    running_mean: &[T],
-    running_var: &[T],
-    dx: &mut [T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
+    b: NormBackward<'_, T, RunningStats<&[T]>>,
+    g: NormGrads<'_, T>,
 ) -> Result<()> {
-    let stats = BnStats::Running { eps, mean: running_mean, var: running_var };
-    batch_norm_backward(s, stats, [x, dy, gamma], [dx, dgamma, dbeta])
+    let stats = BnStats::Running { eps, mean: b.stats.mean, var: b.stats.var };
+    batch_norm_backward(s, stats, [b.x, b.dy, b.gamma], [g.dx, g.dgamma, g.dbeta])
 }
 
 /// Layer norm over the channels at each location of one image, writing
 /// `y`, and per-location `mean`/`rstd` (`spatial` each).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn layer_norm_image<T: Float>(
     s: &NormShape,
     eps: T,
     x_img: &[T],
-    gamma: &[T],
-    beta: &[T],
+    ScaleShift { gamma, beta }: ScaleShift<'_, T>,
     y_img: &mut [T],
-    mean: &mut [T],
-    rstd: &mut [T],
+    SavedStats { mean, invstd: rstd }: SavedStats<&mut [T]>,
 ) {
     let sp = s.spatial;
     let cf = T::from_usize(s.channels);
@@ -464,10 +533,10 @@ fn check_ln(s: &NormShape, lens: &[(&'static str, usize, bool)], [mean, rstd]: [
     check_len("layer norm rstd", s.locations(), rstd)
 }
 
-/// The argument checks of [`layer_norm_forward`] (arguments in its order),
-/// shared with its multicore driver so both report the same errors.
-pub(crate) fn check_layer_norm_forward<T>(s: &NormShape, eps: f64, args: [&[T]; 6]) -> Result<()> {
-    let [x, gamma, beta, y, mean, rstd] = args;
+/// The argument checks of [`layer_norm_forward`], shared with its
+/// multicore driver so both report the same errors.
+pub(crate) fn check_layer_norm_forward<T>(s: &NormShape, eps: f64, a: &LayerNormForward<'_, T>) -> Result<()> {
+    let (x, ScaleShift { gamma, beta }, y, mean, rstd) = (a.x, a.scale_shift, &*a.y, &*a.saved.mean, &*a.saved.invstd);
     let lens = [
         ("layer norm input", x.len(), false),
         ("layer norm output", y.len(), false),
@@ -478,10 +547,11 @@ pub(crate) fn check_layer_norm_forward<T>(s: &NormShape, eps: f64, args: [&[T]; 
     check_eps(eps)
 }
 
-/// The argument checks of [`layer_norm_backward`] (arguments in its order),
-/// shared with its multicore driver.
-pub(crate) fn check_layer_norm_backward<T>(s: &NormShape, args: [&[T]; 8]) -> Result<()> {
-    let [x, dy, gamma, mean, rstd, dx, dgamma, dbeta] = args;
+/// The argument checks of [`layer_norm_backward`], shared with its
+/// multicore driver.
+pub(crate) fn check_layer_norm_backward<T>(s: &NormShape, b: &NormBackward<'_, T>, g: &NormGrads<'_, T>) -> Result<()> {
+    let (NormBackward { x, dy, gamma, stats: SavedStats { mean, invstd: rstd } }, dx) = (*b, &*g.dx);
+    let (dgamma, dbeta) = (&*g.dgamma, &*g.dbeta);
     let lens = [
         ("layer norm input", x.len(), false),
         ("layer norm output gradient", dy.len(), false),
@@ -494,19 +564,10 @@ pub(crate) fn check_layer_norm_backward<T>(s: &NormShape, args: [&[T]; 8]) -> Re
 }
 
 /// Layer norm over channels at each location: writes `y` and the
-/// per-location `mean`, `rstd` (`batch·spatial` each) for the backward pass.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_forward<T: Float>(
-    s: &NormShape,
-    eps: f64,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    y: &mut [T],
-    mean: &mut [T],
-    rstd: &mut [T],
-) -> Result<()> {
-    check_layer_norm_forward(s, eps, [x, gamma, beta, y, mean, rstd])?;
+/// per-location `saved` statistics (`batch·spatial` each) for the backward pass.
+pub fn layer_norm_forward<T: Float>(s: &NormShape, eps: f64, a: LayerNormForward<'_, T>) -> Result<()> {
+    check_layer_norm_forward(s, eps, &a)?;
+    let LayerNormForward { x, scale_shift, y, saved: SavedStats { mean, invstd: rstd } } = a;
     let img = s.channels * s.spatial;
     let e = T::from_f64(eps);
     for (((x_img, y_img), m), r) in x
@@ -515,25 +576,16 @@ pub fn layer_norm_forward<T: Float>(
         .zip(mean.chunks_exact_mut(s.spatial))
         .zip(rstd.chunks_exact_mut(s.spatial))
     {
-        layer_norm_image(s, e, x_img, gamma, beta, y_img, m, r);
+        layer_norm_image(s, e, x_img, scale_shift, y_img, SavedStats { mean: m, invstd: r });
     }
     Ok(())
 }
 
 /// Layer norm backward: writes `dx`, accumulates `dgamma` and `dbeta`.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_backward<T: Float>(
-    s: &NormShape,
-    x: &[T],
-    dy: &[T],
-    gamma: &[T],
-    mean: &[T],
-    rstd: &[T],
-    dx: &mut [T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
-) -> Result<()> {
-    check_layer_norm_backward(s, [x, dy, gamma, mean, rstd, dx, dgamma, dbeta])?;
+pub fn layer_norm_backward<T: Float>(s: &NormShape, b: NormBackward<'_, T>, g: NormGrads<'_, T>) -> Result<()> {
+    check_layer_norm_backward(s, &b, &g)?;
+    let (NormBackward { x, dy, gamma, stats: SavedStats { mean, invstd: rstd } }, NormGrads { dx, dgamma, dbeta }) =
+        (b, g);
     let img = s.channels * s.spatial;
     for (n, ((x_img, dy_img), dx_img)) in
         x.chunks_exact(img).zip(dy.chunks_exact(img)).zip(dx.chunks_exact_mut(img)).enumerate()

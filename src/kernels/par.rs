@@ -10,12 +10,15 @@
 use rayon::prelude::*;
 
 use super::Float;
-use super::conv::{self, Conv2dShape};
+use super::conv::{self, Conv2dShape, ConvGrads, ConvOut, ConvParams};
 use super::gemm::OutView;
 use super::gemm::sgemm;
 use super::gemm::{MatMut, MatRef, gemm};
-use super::linear::{self, LinearShape};
-use super::norm::{self, BatchNormConfig, NormShape};
+use super::linear::{self, InputGrad, LinearGrads, LinearShape};
+use super::norm::{
+    self, BatchNormConfig, BnTrain, LayerNormForward, NormBackward, NormGrads, NormShape, RunningStats, SavedStats,
+    ScaleShift,
+};
 use crate::error::{Error, Result, check_len};
 
 /// How many blocks a parallel GEMM's output is cut into. Fixed (not the
@@ -198,18 +201,12 @@ fn alloc_zeroed<T: Float>(len: usize) -> Vec<T> {
     vec![T::ZERO; len]
 }
 
-/// Conv2d forward over the batch in parallel. `cols` (length
+/// Conv2d forward over the batch in parallel. `out.cols` (length
 /// `validate()?.batched_col_len`) receives the batch's column matrix
 /// `[C_in·k·k, N·H_out·W_out]` and must be passed unchanged to
 /// [`conv2d_backward_par`].
-pub fn conv2d_forward_par<T: Float>(
-    s: &Conv2dShape,
-    x: &[T],
-    w: &[T],
-    bias: Option<&[T]>,
-    y: &mut [T],
-    cols: &mut [T],
-) -> Result<()> {
+pub fn conv2d_forward_par<T: Float>(s: &Conv2dShape, x: &[T], p: ConvParams<'_, T>, out: ConvOut<'_, T>) -> Result<()> {
+    let (ConvParams { w, bias }, ConvOut { y, cols }) = (p, out);
     let d = s.validate()?;
     conv::check_conv_args(&d, s, x, w, bias, y.len())?;
     check_len("conv2d batched columns", d.batched_col_len, cols.len())?;
@@ -221,7 +218,7 @@ pub fn conv2d_forward_par<T: Float>(
         let (ki, kj) = (k / kw, k % kw);
         for (n, out) in dst.chunks_exact_mut(d.out_hw).enumerate() {
             let plane = &x[n * in_img + ci * d.in_hw..n * in_img + (ci + 1) * d.in_hw];
-            conv::im2col_row(s, &d, plane, ki, kj, out, s.stride, s.padding);
+            conv::im2col_row(s, &d, plane, ki, kj, out);
         }
     });
     let cols = &*cols;
@@ -264,16 +261,14 @@ pub fn conv2d_forward_par<T: Float>(
 /// When `dx` is asked for, `cols` is overwritten (it holds the input
 /// gradient's columns afterwards): the batch's columns are the largest
 /// buffer of a step, and reusing them saves allocating another.
-#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_par<T: Float>(
     s: &Conv2dShape,
     cols: &mut [T],
     w: &[T],
     dy: &[T],
-    dx: Option<&mut [T]>,
-    dw: &mut [T],
-    db: Option<&mut [T]>,
+    g: ConvGrads<'_, T>,
 ) -> Result<()> {
+    let ConvGrads { dx, dw, db } = g;
     let d = s.validate()?;
     check_len("conv2d batched columns", d.batched_col_len, cols.len())?;
     check_len("conv2d weight", d.weight_len, w.len())?;
@@ -335,38 +330,13 @@ pub fn linear_forward_par<T: Float>(s: &LinearShape, x: &[T], w: &[T], bias: Opt
     Ok(())
 }
 
-/// Linear backward in parallel: writes `dx`, accumulates `dw` and `db`.
-pub fn linear_backward_par<T: Float>(
-    s: &LinearShape,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dx: Option<&mut [T]>,
-    dw: &mut [T],
-    db: Option<&mut [T]>,
-) -> Result<()> {
-    linear_backward_par_into(s, x, w, dy, dx, false, dw, db)
-}
-
-/// [`linear_backward_par`], adding into `dx` instead when `dx_accumulate`
-/// (two layers that read the same input sum their input gradients in place).
-#[allow(clippy::too_many_arguments)]
-pub fn linear_backward_par_into<T: Float>(
-    s: &LinearShape,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dx: Option<&mut [T]>,
-    dx_accumulate: bool,
-    dw: &mut [T],
-    db: Option<&mut [T]>,
-) -> Result<()> {
-    s.check(x.len(), w.len(), None, dy.len())?;
-    check_len("linear weight gradient", w.len(), dw.len())?;
-    let dym = MatRef::row_major(dy, s.batch, s.out_features)?;
-    if let Some(dx) = dx {
-        check_len("linear input gradient", x.len(), dx.len())?;
-        par_gemm(dx, dym, MatRef::row_major(w, s.out_features, s.in_features)?, dx_accumulate)?;
+/// Linear backward in parallel: `dx (+)= dy · W` (if given), accumulates
+/// `dw` and `db`.
+pub fn linear_backward_par<T: Float>(s: &LinearShape, x: &[T], w: &[T], dy: &[T], g: LinearGrads<'_, T>) -> Result<()> {
+    let dym = s.check_backward(x, w, dy, &g)?;
+    let LinearGrads { dx, dw, db } = g;
+    if let Some((dx, accumulate)) = dx.map(InputGrad::parts) {
+        par_gemm(dx, dym, MatRef::row_major(w, s.out_features, s.in_features)?, accumulate)?;
     }
     par_gemm(dw, dym.t(), MatRef::row_major(x, s.batch, s.in_features)?, true)?;
     if let Some(db) = db {
@@ -378,20 +348,11 @@ pub fn linear_backward_par_into<T: Float>(
 
 /// Train-mode batch norm forward in parallel (see
 /// [`norm::batch_norm_train_forward`]).
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm_train_forward_par<T: Float>(
-    s: &NormShape,
-    cfg: &BatchNormConfig,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &mut [T],
-    running_var: &mut [T],
-    y: &mut [T],
-    save_mean: &mut [T],
-    save_invstd: &mut [T],
-) -> Result<()> {
-    norm::check_bn_train_forward(s, cfg, [x, gamma, beta, running_mean, running_var, y, save_mean, save_invstd])?;
+pub fn batch_norm_train_forward_par<T: Float>(s: &NormShape, cfg: &BatchNormConfig, a: BnTrain<'_, T>) -> Result<()> {
+    norm::check_bn_train_forward(s, cfg, &a)?;
+    let BnTrain { x, scale_shift: ScaleShift { gamma, beta }, running, y, saved } = a;
+    let (RunningStats { mean: running_mean, var: running_var }, SavedStats { mean: save_mean, invstd: save_invstd }) =
+        (running, saved);
     let moments: Vec<(T, T)> = if s.spatial == 1 {
         rows_moments(x, s.channels)
     } else {
@@ -421,18 +382,13 @@ pub fn batch_norm_train_forward_par<T: Float>(
 }
 
 /// Train-mode batch norm backward in parallel.
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_train_backward_par<T: Float>(
     s: &NormShape,
-    x: &[T],
-    dy: &[T],
-    gamma: &[T],
-    save_mean: &[T],
-    save_invstd: &[T],
-    dx: &mut [T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
+    b: NormBackward<'_, T>,
+    g: NormGrads<'_, T>,
 ) -> Result<()> {
+    let NormBackward { x, dy, gamma, stats: SavedStats { mean: save_mean, invstd: save_invstd } } = b;
+    let NormGrads { dx, dgamma, dbeta } = g;
     let len = s.validate()?;
     check_len("batch norm input", len, x.len())?;
     check_len("batch norm output gradient", len, dy.len())?;
@@ -487,42 +443,26 @@ pub fn batch_norm_train_backward_par<T: Float>(
 }
 
 /// Layer norm forward in parallel over images.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_forward_par<T: Float>(
-    s: &NormShape,
-    eps: f64,
-    x: &[T],
-    gamma: &[T],
-    beta: &[T],
-    y: &mut [T],
-    mean: &mut [T],
-    rstd: &mut [T],
-) -> Result<()> {
-    norm::check_layer_norm_forward(s, eps, [x, gamma, beta, y, mean, rstd])?;
+pub fn layer_norm_forward_par<T: Float>(s: &NormShape, eps: f64, a: LayerNormForward<'_, T>) -> Result<()> {
+    norm::check_layer_norm_forward(s, eps, &a)?;
+    let LayerNormForward { x, scale_shift, y, saved: SavedStats { mean, invstd: rstd } } = a;
     let img = s.channels * s.spatial;
     let e = T::from_f64(eps);
     y.par_chunks_mut(img)
         .zip(x.par_chunks(img))
         .zip(mean.par_chunks_mut(s.spatial))
         .zip(rstd.par_chunks_mut(s.spatial))
-        .for_each(|(((y_img, x_img), m), r)| norm::layer_norm_image(s, e, x_img, gamma, beta, y_img, m, r));
+        .for_each(|(((y_img, x_img), m), r)| {
+            norm::layer_norm_image(s, e, x_img, scale_shift, y_img, SavedStats { mean: m, invstd: r })
+        });
     Ok(())
 }
 
 /// Layer norm backward in parallel: writes `dx`, accumulates `dgamma`, `dbeta`.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_norm_backward_par<T: Float>(
-    s: &NormShape,
-    x: &[T],
-    dy: &[T],
-    gamma: &[T],
-    mean: &[T],
-    rstd: &[T],
-    dx: &mut [T],
-    dgamma: &mut [T],
-    dbeta: &mut [T],
-) -> Result<()> {
-    norm::check_layer_norm_backward(s, [x, dy, gamma, mean, rstd, dx, dgamma, dbeta])?;
+pub fn layer_norm_backward_par<T: Float>(s: &NormShape, b: NormBackward<'_, T>, g: NormGrads<'_, T>) -> Result<()> {
+    norm::check_layer_norm_backward(s, &b, &g)?;
+    let (NormBackward { x, dy, gamma, stats: SavedStats { mean, invstd: rstd } }, NormGrads { dx, dgamma, dbeta }) =
+        (b, g);
     let img = s.channels * s.spatial;
     dx.par_chunks_mut(img)
         .zip(dy.par_chunks(img))

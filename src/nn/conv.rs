@@ -2,7 +2,7 @@
 
 use super::{Ctx, Linear, ParamId, ops, two_mut};
 use crate::error::Result;
-use crate::kernels::{Conv2dShape, Float};
+use crate::kernels::{Conv2dShape, ConvGrads, ConvOut, ConvParams, Float};
 
 /// A convolution: `weight` `[out, in, k, k]`, optional `bias` `[out]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Conv2d {
     /// `batched_col_len`) keeps the im2col columns for [`Conv2d::backward`].
     pub fn forward<T: Float>(&self, ctx: &Ctx<'_, T>, n: usize, x: &[T], y: &mut [T], cols: &mut [T]) -> Result<()> {
         let b = self.b.map(|b| b.of(ctx.params)).transpose()?;
-        ops::conv2d_forward(&self.shape(n), x, self.w.of(ctx.params)?, b, y, cols)
+        ops::conv2d_forward(&self.shape(n), x, ConvParams { w: self.w.of(ctx.params)?, bias: b }, ConvOut { y, cols })
     }
 
     /// Accumulates `dW` (and `db`) into `ctx.grads` and writes `dx` if given,
@@ -69,12 +69,13 @@ impl Conv2d {
     ) -> Result<()> {
         let w = self.w.of(ctx.params)?;
         let s = self.shape(n);
-        match self.b {
+        let g = match self.b {
             Some(b) => {
                 let (dw, db) = two_mut(ctx.grads, self.w.range(), b.range())?;
-                ops::conv2d_backward(&s, x, cols, w, dy, dx, dw, Some(db))
+                ConvGrads { dx, dw, db: Some(db) }
             }
-            None => ops::conv2d_backward(&s, x, cols, w, dy, dx, self.w.of_mut(ctx.grads)?, None),
-        }
+            None => ConvGrads { dx, dw: self.w.of_mut(ctx.grads)?, db: None },
+        };
+        ops::conv2d_backward(&s, x, cols, w, dy, g)
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{Ctx, ParamId, ops, two_mut};
 use crate::error::Result;
-use crate::kernels::{Float, LinearShape, MatRef};
+use crate::kernels::{Float, InputGrad, LinearGrads, LinearShape, MatRef};
 
 /// A linear layer: `weight` `[out, in]`, optional `bias` `[out]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,25 +37,24 @@ impl Linear {
     }
 
     /// Accumulates `dW += dyᵀ·x` (and `db += Σ dy`) into `ctx.grads`, and
-    /// writes `dx = dy·W` if given (adds into it when `dx_accumulate`: two
-    /// layers reading one input sum their input gradients in place).
+    /// writes or adds `dx = dy·W` if given.
     pub fn backward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,
         rows: usize,
         x: &[T],
         dy: &[T],
-        dx: Option<&mut [T]>,
-        dx_accumulate: bool,
+        dx: Option<InputGrad<'_, T>>,
     ) -> Result<()> {
         let w = self.w.of(ctx.params)?;
         let s = self.shape(rows);
-        match self.b {
+        let g = match self.b {
             Some(b) => {
                 let (dw, db) = two_mut(ctx.grads, self.w.range(), b.range())?;
-                ops::linear_backward_into(&s, x, w, dy, dx, dx_accumulate, dw, Some(db))
+                LinearGrads { dx, dw, db: Some(db) }
             }
-            None => ops::linear_backward_into(&s, x, w, dy, dx, dx_accumulate, self.w.of_mut(ctx.grads)?, None),
-        }
+            None => LinearGrads { dx, dw: self.w.of_mut(ctx.grads)?, db: None },
+        };
+        ops::linear_backward(&s, x, w, dy, g)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{BatchNorm, Ctx, Linear, ops};
 use crate::error::Result;
-use crate::kernels::{Float, NormShape};
+use crate::kernels::{Float, InputGrad, NormShape, SavedStats};
 
 /// `l2(ReLU(BN(l1 x)))`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,9 +69,10 @@ impl Mlp {
         dy: &[T],
         dx: &mut [T],
     ) -> Result<()> {
-        self.l2.backward(ctx, rows, acts.a, dy, Some(&mut *acts.d_a), false)?;
+        self.l2.backward(ctx, rows, acts.a, dy, Some(InputGrad::Write(&mut *acts.d_a)))?;
         ops::relu_mask(acts.d_a, acts.a);
-        self.bn.backward(ctx, &self.norm(rows), acts.z, acts.d_a, acts.mean, acts.invstd, acts.dz)?;
-        self.l1.backward(ctx, rows, x, acts.dz, Some(dx), false)
+        let saved = SavedStats { mean: &*acts.mean, invstd: &*acts.invstd };
+        self.bn.backward(ctx, &self.norm(rows), acts.z, acts.d_a, saved, acts.dz)?;
+        self.l1.backward(ctx, rows, x, acts.dz, Some(InputGrad::Write(dx)))
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{BufferId, Ctx, Mode, ParamId, ops, two_mut};
 use crate::error::Result;
-use crate::kernels::{self as k, Float, NormShape};
+use crate::kernels::{self as k, Float, NormBackward, NormGrads, NormShape, SavedStats, ScaleShift};
 
 /// Batch norm: `weight`, `bias` `[C]` trained; `running_mean`,
 /// `running_var` `[C]` buffers.
@@ -33,7 +33,7 @@ impl BatchNorm {
         mean: &mut [T],
         invstd: &mut [T],
     ) -> Result<()> {
-        let (g, b) = (self.gamma.of(ctx.params)?, self.beta.of(ctx.params)?);
+        let scale_shift = ScaleShift { gamma: self.gamma.of(ctx.params)?, beta: self.beta.of(ctx.params)? };
         match ctx.mode {
             Mode::Train | Mode::Calibrate { .. } => {
                 let (rm, rv) = two_mut(ctx.buffers, self.rm.range(), self.rv.range())?;
@@ -41,29 +41,31 @@ impl BatchNorm {
                 if let Mode::Calibrate { seen } = ctx.mode {
                     cfg.momentum = 1.0 / (f64::from(seen) + 1.0);
                 }
-                ops::batch_norm_train_forward(s, &cfg, z, g, b, rm, rv, a, mean, invstd)
+                let running = k::RunningStats { mean: rm, var: rv };
+                let saved = SavedStats { mean, invstd };
+                ops::batch_norm_train_forward(s, &cfg, k::BnTrain { x: z, scale_shift, running, y: a, saved })
             }
             Mode::Eval => {
                 let (rm, rv) = (self.rm.of(ctx.buffers)?, self.rv.of(ctx.buffers)?);
-                k::batch_norm_eval_forward(s, k::NORM_EPS, z, g, b, rm, rv, a)
+                k::batch_norm_eval_forward(s, k::NORM_EPS, z, scale_shift, k::RunningStats { mean: rm, var: rv }, a)
             }
         }
     }
 
-    /// Train-mode backward: writes `dz`, accumulates `dγ`, `dβ`.
-    #[allow(clippy::too_many_arguments)] // the kernel's own arguments: input, dy, saved statistics, dx
+    /// Train-mode backward from the forward's `saved` statistics: writes
+    /// `dz`, accumulates `dγ`, `dβ`.
     pub fn backward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,
         s: &NormShape,
         z: &[T],
         da: &[T],
-        mean: &[T],
-        invstd: &[T],
+        saved: SavedStats<&[T]>,
         dz: &mut [T],
     ) -> Result<()> {
-        let (dg, db) = two_mut(ctx.grads, self.gamma.range(), self.beta.range())?;
-        ops::batch_norm_train_backward(s, z, da, self.gamma.of(ctx.params)?, mean, invstd, dz, dg, db)
+        let (dgamma, dbeta) = two_mut(ctx.grads, self.gamma.range(), self.beta.range())?;
+        let b = NormBackward { x: z, dy: da, gamma: self.gamma.of(ctx.params)?, stats: saved };
+        ops::batch_norm_train_backward(s, b, NormGrads { dx: dz, dgamma, dbeta })
     }
 }
 
@@ -89,23 +91,24 @@ impl LayerNorm {
         mean: &mut [T],
         rstd: &mut [T],
     ) -> Result<()> {
-        let (g, b) = (self.gamma.of(ctx.params)?, self.beta.of(ctx.params)?);
-        ops::layer_norm_forward(s, k::NORM_EPS, x, g, b, y, mean, rstd)
+        let scale_shift = ScaleShift { gamma: self.gamma.of(ctx.params)?, beta: self.beta.of(ctx.params)? };
+        let saved = SavedStats { mean, invstd: rstd };
+        ops::layer_norm_forward(s, k::NORM_EPS, k::LayerNormForward { x, scale_shift, y, saved })
     }
 
-    /// Backward: writes `dx`, accumulates `dγ`, `dβ`.
-    #[allow(clippy::too_many_arguments)] // the kernel's own arguments: input, dy, saved statistics, dx
+    /// Backward from the forward's `saved` mean and 1/σ: writes `dx`,
+    /// accumulates `dγ`, `dβ`.
     pub fn backward<T: Float>(
         &self,
         ctx: &mut Ctx<'_, T>,
         s: &NormShape,
         x: &[T],
         dy: &[T],
-        mean: &[T],
-        rstd: &[T],
+        saved: SavedStats<&[T]>,
         dx: &mut [T],
     ) -> Result<()> {
-        let (dg, db) = two_mut(ctx.grads, self.gamma.range(), self.beta.range())?;
-        ops::layer_norm_backward(s, x, dy, self.gamma.of(ctx.params)?, mean, rstd, dx, dg, db)
+        let (dgamma, dbeta) = two_mut(ctx.grads, self.gamma.range(), self.beta.range())?;
+        let b = NormBackward { x, dy, gamma: self.gamma.of(ctx.params)?, stats: saved };
+        ops::layer_norm_backward(s, b, NormGrads { dx, dgamma, dbeta })
     }
 }

@@ -6,18 +6,18 @@ pub(crate) use crate::kernels::par::{
     batch_norm_train_backward_par as batch_norm_train_backward,
     batch_norm_train_forward_par as batch_norm_train_forward, conv2d_forward_par as conv2d_forward,
     layer_norm_backward_par as layer_norm_backward, layer_norm_forward_par as layer_norm_forward,
-    linear_backward_par_into as linear_backward_into, linear_forward_par as linear_forward, par_gemm,
+    linear_backward_par as linear_backward, linear_forward_par as linear_forward, par_gemm,
 };
 #[cfg(not(feature = "parallel"))]
 pub(crate) use crate::kernels::{
     batch_norm_train_backward, batch_norm_train_forward, conv2d_forward, layer_norm_backward, layer_norm_forward,
-    linear_forward,
+    linear_backward, linear_forward,
 };
 
 use crate::error::Result;
 #[cfg(not(feature = "parallel"))]
 use crate::kernels::MatRef;
-use crate::kernels::{Conv2dShape, Float};
+use crate::kernels::{Conv2dShape, ConvGrads, Float};
 
 /// `c (+)= a·b` for a dense row-major `c`, serially.
 #[cfg(not(feature = "parallel"))]
@@ -26,44 +26,24 @@ pub(crate) fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>
     crate::kernels::gemm(m, a, b, accumulate)
 }
 
-/// Linear backward, adding into `dx` when `dx_accumulate` (the serial
-/// kernel takes the flag with `dx`).
-#[cfg(not(feature = "parallel"))]
-#[allow(clippy::too_many_arguments)] // the multicore driver's arguments, which this stands in for
-pub(crate) fn linear_backward_into<T: Float>(
-    s: &crate::kernels::LinearShape,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    dx: Option<&mut [T]>,
-    dx_accumulate: bool,
-    dw: &mut [T],
-    db: Option<&mut [T]>,
-) -> Result<()> {
-    crate::kernels::linear::linear_backward_into(s, x, w, dy, dx.map(|d| (d, dx_accumulate)), dw, db)
-}
-
 /// Conv backward: the multicore driver reuses forward's columns, the serial
 /// kernel recomputes them from `x` (using `cols` as scratch).
-#[allow(clippy::too_many_arguments)] // the kernels' own arguments plus both sources of the columns
 pub(crate) fn conv2d_backward<T: Float>(
     s: &Conv2dShape,
     x: &[T],
     cols: &mut [T],
     w: &[T],
     dy: &[T],
-    dx: Option<&mut [T]>,
-    dw: &mut [T],
-    db: Option<&mut [T]>,
+    g: ConvGrads<'_, T>,
 ) -> Result<()> {
     #[cfg(feature = "parallel")]
     {
         let _ = x;
-        crate::kernels::par::conv2d_backward_par(s, cols, w, dy, dx, dw, db)
+        crate::kernels::par::conv2d_backward_par(s, cols, w, dy, g)
     }
     #[cfg(not(feature = "parallel"))]
     {
-        crate::kernels::conv2d_backward(s, x, w, dy, dx, dw, db, cols)
+        crate::kernels::conv2d_backward(s, x, w, dy, g, cols)
     }
 }
 

@@ -8,7 +8,9 @@
 //! `tests/firmware_fixture.rs` of the main crate (`#[path]`), which checks it
 //! against a naive reference and checks the committed expected outputs.
 
-use infomax::kernels::{Conv2dShape, LinearShape, MaxPoolShape, conv2d_forward, linear_forward, max_pool_forward};
+use infomax::kernels::{
+    Conv2dShape, ConvOut, ConvParams, LinearShape, MaxPoolShape, conv2d_forward, linear_forward, max_pool_forward,
+};
 use infomax::rng::Rng;
 use infomax::{Error, Result};
 
@@ -135,13 +137,18 @@ pub fn forward(params: &[f32], image: &[u8], arena: &mut [f32], argmax: &mut [u3
         *x = normalize(p);
     }
     let conv1_out = &mut region_b[..CONV1_OUT];
-    conv2d_forward(&conv1(), input, w1, Some(b1), conv1_out, &mut region_a[..CONV1_COLS])?;
+    conv2d_forward(
+        &conv1(),
+        input,
+        ConvParams { w: w1, bias: Some(b1) },
+        ConvOut { y: conv1_out, cols: &mut region_a[..CONV1_COLS] },
+    )?;
     relu(conv1_out);
     let pooled = &mut region_a[..POOL_OUT];
     max_pool_forward(&pool(), conv1_out, pooled, argmax)?;
     let (conv2_cols, rest) = region_b.split_at_mut(CONV2_COLS);
     let conv2_out = &mut rest[..CONV2_OUT];
-    conv2d_forward(&conv2(), pooled, w2, Some(b2), conv2_out, conv2_cols)?;
+    conv2d_forward(&conv2(), pooled, ConvParams { w: w2, bias: Some(b2) }, ConvOut { y: conv2_out, cols: conv2_cols })?;
     relu(conv2_out);
     linear_forward(&fc(), conv2_out, w3, Some(b3), logits)
 }
