@@ -175,11 +175,16 @@ fn for_each_col_run(
     }
 }
 
-/// The input index that output position `o` reads under kernel tap `k`,
-/// or `None` where it falls in the zero padding.
+/// The output positions `lo..hi` (of `out`) whose kernel tap `k` reads
+/// inside the input of `size`: position `o` reads input `o·stride + k − pad`,
+/// so the ones before `lo` and from `hi` on fall in the zero padding.
+/// Bounds rather than a per-element test keep the column copy a plain loop.
 #[inline(always)]
-fn tap_index(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
-    (o * stride + k).checked_sub(pad).filter(|&i| i < size)
+fn tap_range(k: usize, stride: usize, pad: usize, size: usize, out: usize) -> (usize, usize) {
+    // First o with o·stride + k ≥ pad; first o with o·stride + k ≥ pad + size.
+    let first_at = |bound: usize| bound.saturating_sub(k).div_ceil(stride).min(out);
+    let hi = first_at(pad + size);
+    (first_at(pad).min(hi), hi)
 }
 
 /// Writes the columns of consecutive images: `x_imgs` holds whole images,
@@ -200,15 +205,25 @@ pub(crate) fn im2col<T: Float>(s: &Conv2dShape, d: &ConvDims, x_imgs: &[T], cols
 #[inline]
 pub(crate) fn im2col_row<T: Float>(s: &Conv2dShape, d: &ConvDims, plane: &[T], ki: usize, kj: usize, dst: &mut [T]) {
     let (st, pad) = (s.stride, s.padding);
-    for oh in 0..d.out_h {
+    let (rows_lo, rows_hi) = tap_range(ki, st, pad, s.in_h, d.out_h);
+    let (lo, hi) = tap_range(kj, st, pad, s.in_w, d.out_w);
+    dst[..rows_lo * d.out_w].fill(T::ZERO);
+    dst[rows_hi * d.out_w..].fill(T::ZERO);
+    for oh in rows_lo..rows_hi {
         let out_row = &mut dst[oh * d.out_w..(oh + 1) * d.out_w];
-        let Some(ih) = tap_index(oh, ki, st, pad, s.in_h) else {
-            out_row.fill(T::ZERO);
-            continue;
-        };
+        let ih = oh * st + ki - pad;
         let src = &plane[ih * s.in_w..(ih + 1) * s.in_w];
-        for (ow, v) in out_row.iter_mut().enumerate() {
-            *v = tap_index(ow, kj, st, pad, s.in_w).map_or(T::ZERO, |iw| src[iw]);
+        out_row[..lo].fill(T::ZERO);
+        out_row[hi..].fill(T::ZERO);
+        if lo < hi {
+            let iw0 = lo * st + kj - pad;
+            if st == 1 {
+                out_row[lo..hi].copy_from_slice(&src[iw0..iw0 + (hi - lo)]);
+            } else {
+                for (v, &x) in out_row[lo..hi].iter_mut().zip(src[iw0..].iter().step_by(st)) {
+                    *v = x;
+                }
+            }
         }
     }
 }
@@ -232,13 +247,18 @@ pub(crate) fn col2im_add<T: Float>(
     for_each_col_run(s, d, images, ld, col0, |plane, ki, kj, start| {
         let plane = &mut dx_imgs[plane..plane + d.in_hw];
         let src = &cols[start..start + d.out_hw];
-        for oh in 0..d.out_h {
-            let Some(ih) = tap_index(oh, ki, st, pad, s.in_h) else { continue };
+        let (rows_lo, rows_hi) = tap_range(ki, st, pad, s.in_h, d.out_h);
+        let (lo, hi) = tap_range(kj, st, pad, s.in_w, d.out_w);
+        if lo == hi {
+            return;
+        }
+        let iw0 = lo * st + kj - pad;
+        for oh in rows_lo..rows_hi {
+            let ih = oh * st + ki - pad;
             let dst = &mut plane[ih * s.in_w..(ih + 1) * s.in_w];
-            for (ow, &v) in src[oh * d.out_w..(oh + 1) * d.out_w].iter().enumerate() {
-                if let Some(iw) = tap_index(ow, kj, st, pad, s.in_w) {
-                    dst[iw] += v;
-                }
+            let run = &src[oh * d.out_w + lo..oh * d.out_w + hi];
+            for (x, &v) in dst[iw0..].iter_mut().step_by(st).zip(run) {
+                *x += v;
             }
         }
     });
