@@ -207,22 +207,24 @@ pub(crate) fn im2col_row<T: Float>(s: &Conv2dShape, d: &ConvDims, plane: &[T], k
     let (st, pad) = (s.stride, s.padding);
     let (rows_lo, rows_hi) = tap_range(ki, st, pad, s.in_h, d.out_h);
     let (lo, hi) = tap_range(kj, st, pad, s.in_w, d.out_w);
+    if lo == hi {
+        dst.fill(T::ZERO);
+        return;
+    }
     dst[..rows_lo * d.out_w].fill(T::ZERO);
     dst[rows_hi * d.out_w..].fill(T::ZERO);
+    let iw0 = lo * st + kj - pad;
     for oh in rows_lo..rows_hi {
         let out_row = &mut dst[oh * d.out_w..(oh + 1) * d.out_w];
         let ih = oh * st + ki - pad;
         let src = &plane[ih * s.in_w..(ih + 1) * s.in_w];
         out_row[..lo].fill(T::ZERO);
         out_row[hi..].fill(T::ZERO);
-        if lo < hi {
-            let iw0 = lo * st + kj - pad;
-            if st == 1 {
-                out_row[lo..hi].copy_from_slice(&src[iw0..iw0 + (hi - lo)]);
-            } else {
-                for (v, &x) in out_row[lo..hi].iter_mut().zip(src[iw0..].iter().step_by(st)) {
-                    *v = x;
-                }
+        if st == 1 {
+            out_row[lo..hi].copy_from_slice(&src[iw0..iw0 + (hi - lo)]);
+        } else {
+            for (v, &x) in out_row[lo..hi].iter_mut().zip(src[iw0..].iter().step_by(st)) {
+                *v = x;
             }
         }
     }
