@@ -29,6 +29,8 @@ pub mod error;
 #[cfg(feature = "train")]
 pub mod eval;
 #[cfg(feature = "train")]
+pub mod files;
+#[cfg(feature = "train")]
 pub mod host_error;
 pub mod infer;
 #[cfg(feature = "train")]
