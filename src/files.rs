@@ -153,9 +153,6 @@ pub fn check_writable(path: &Path) -> io::Result<()> {
 /// stands for every file directly in it (a data folder's files).
 pub fn check_output(path: &Path, inputs: &[&Path]) -> io::Result<()> {
     check_writable(path)?;
-    if fs::metadata(path).is_err() {
-        return Ok(());
-    }
     for input in inputs {
         let clash = if input.is_dir() {
             fs::read_dir(input)?.filter_map(|e| e.ok()).any(|e| same_file(&e.path(), path))
@@ -188,13 +185,18 @@ pub fn is_vacant(dir: &Path) -> io::Result<bool> {
     }
 }
 
+/// The last component of a run folder's path, for its numbered siblings.
+fn base_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into())
+}
+
 /// `base` if it is [vacant](is_vacant), else the first vacant
 /// `base-2`, `base-3`, ...
 pub fn next_vacant(base: &Path) -> io::Result<PathBuf> {
     if is_vacant(base)? {
         return Ok(base.to_path_buf());
     }
-    let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let name = base_name(base);
     for n in 2u32.. {
         let p = base.with_file_name(format!("{name}-{n}"));
         if is_vacant(&p)? {
@@ -256,7 +258,7 @@ pub fn move_aside(dir: &Path) -> io::Result<Option<PathBuf>> {
         return Ok(None);
     }
     let lock = RunLock::acquire(dir)?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let name = base_name(dir);
     for n in 1u32.. {
         let to = dir.with_file_name(format!("{name}.old-{n}"));
         if fs::symlink_metadata(&to).is_ok() {

@@ -391,23 +391,9 @@ pub fn decode_bytes(path: &Path, bytes: Vec<u8>, max_gz_bytes: u64) -> Result<Ve
 }
 
 fn read_raw(path: &Path, reader: impl Read, file_len: u64) -> Result<Vec<u8>> {
-    let too_large = || DataError::TooLarge { path: path.to_path_buf(), limit: isize::MAX as u64 };
-    let cap = usize::try_from(file_len).ok().filter(|&c| isize::try_from(c).is_ok()).ok_or_else(too_large)?;
-    let mut out = Vec::new();
-    out.try_reserve_exact(cap).map_err(|_| too_large())?;
-    // Read at most one byte more than the file's length, so a file that grows
-    // while read (or a device posing as a file) cannot make us read forever.
-    reader
-        .take(file_len.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    if out.len() as u64 > file_len {
-        return Err(DataError::Io {
-            path: path.to_path_buf(),
-            source: io::Error::other(format!("holds more than the {file_len} bytes its metadata reports")),
-        });
-    }
-    Ok(out)
+    // Exactly the length the metadata reported: a file that grows while
+    // read (or a device posing as a file) cannot make us read forever.
+    crate::files::read_len(reader, file_len).map_err(|source| DataError::Io { path: path.to_path_buf(), source })
 }
 
 fn read_gz(path: &Path, reader: impl Read, max_gz_bytes: u64) -> Result<Vec<u8>> {
