@@ -15,8 +15,8 @@
 //! file; each caller adds the path and what it was doing, in its own error
 //! type.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Largest config file read (TOML or JSON).
@@ -26,8 +26,6 @@ pub const MAX_POINTER_BYTES: u64 = 4096;
 /// Largest `train.jsonl` read (on resume): ~100 000 epochs of lines with
 /// per-tensor gradient norms.
 pub const MAX_LOG_BYTES: u64 = 256 << 20;
-/// The lock file of a run folder.
-pub const LOCK_FILE: &str = ".lock";
 
 /// What a non-regular file is, for messages.
 fn kind_of(t: &fs::FileType) -> &'static str {
@@ -85,7 +83,18 @@ pub fn read_len(r: impl Read, len: u64) -> io::Result<Vec<u8>> {
 }
 
 /// [`read_len`], appending to `out`.
-pub fn append_len(r: impl Read, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
+pub fn append_len(mut r: impl Read, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
+    append_exact(&mut r, len, out)?;
+    let mut more = [0u8; 1];
+    if r.read(&mut more)? != 0 {
+        return Err(io::Error::other(format!("changed while read: holds more than the {len} bytes expected")));
+    }
+    Ok(())
+}
+
+/// Reads exactly the next `len` bytes of `r` into `out` (reserved up
+/// front), leaving the rest unread: a file's header before its body.
+pub fn append_exact(r: impl Read, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
     let cap = usize::try_from(len)
         .ok()
         .filter(|&c| c.checked_add(out.len()).is_some_and(|t| isize::try_from(t).is_ok()))
@@ -93,7 +102,7 @@ pub fn append_len(r: impl Read, len: u64, out: &mut Vec<u8>) -> io::Result<()> {
     out.try_reserve_exact(cap)
         .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, format!("cannot reserve {len} bytes to read it")))?;
     let before = out.len();
-    r.take(len.saturating_add(1)).read_to_end(out)?;
+    r.take(len).read_to_end(out)?;
     let got = (out.len() - before) as u64;
     if got != len {
         return Err(io::Error::other(format!("changed while read: {got} bytes instead of {len}")));
@@ -169,17 +178,10 @@ pub fn check_output(path: &Path, inputs: &[&Path]) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `dir` holds no run: missing, or empty but for a [`LOCK_FILE`].
+/// Whether `dir` holds no run: missing or empty.
 pub fn is_vacant(dir: &Path) -> io::Result<bool> {
     match fs::read_dir(dir) {
-        Ok(entries) => {
-            for e in entries {
-                if e?.file_name() != LOCK_FILE {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        }
+        Ok(mut entries) => Ok(entries.next().transpose()?.is_none()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(e),
     }
@@ -206,8 +208,10 @@ pub fn next_vacant(base: &Path) -> io::Result<PathBuf> {
     Err(io::Error::other("no free folder name left"))
 }
 
-/// An exclusive OS lock on a run folder, held until dropped. The kernel
-/// drops it with the process, so a killed run never leaves it held.
+/// An exclusive OS lock (`flock`) on a run folder itself, held until
+/// dropped. The kernel drops it with the process, so a killed run never
+/// leaves it held; no lock file is written, so the folder holds the run's
+/// files and nothing else. (Unix: a folder opens as a file there.)
 #[derive(Debug)]
 pub struct RunLock {
     file: File,
@@ -215,25 +219,16 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Locks `dir` (which must exist) or says which process holds it.
+    /// Locks `dir` (which must exist), or fails with `ResourceBusy`.
     pub fn acquire(dir: &Path) -> io::Result<Self> {
-        let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let file = File::open(dir)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    format!("is in use by another run (process {})", holder.trim()),
-                ));
+                return Err(io::Error::new(io::ErrorKind::ResourceBusy, "is in use by another run"));
             }
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
-        // Who holds it, for the message above; the lock is what counts.
-        file.set_len(0)?;
-        write!(file, "{}", std::process::id())?;
         Ok(Self { file, dir: dir.to_path_buf() })
     }
 
@@ -337,10 +332,10 @@ mod tests {
         assert_eq!(next_vacant(&run).unwrap(), run);
         fs::create_dir(&run).unwrap();
         let lock = RunLock::acquire(&run).unwrap();
-        assert!(is_vacant(&run).unwrap(), "the lock file alone is no run");
+        assert!(is_vacant(&run).unwrap(), "the lock writes no file");
         let e = RunLock::acquire(&run).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ResourceBusy);
-        assert!(e.to_string().contains(&std::process::id().to_string()), "{e}");
+        assert!(e.to_string().contains("in use by another run"), "{e}");
         fs::write(run.join("f"), b"kept").unwrap();
         assert_eq!(next_vacant(&run).unwrap(), d.join("r-2"));
         assert_eq!(move_aside(&run).unwrap_err().kind(), io::ErrorKind::ResourceBusy, "a live run stays");

@@ -34,6 +34,18 @@ pub enum HostError {
     Model(crate::Error),
     /// A dataset could not be read.
     Data(crate::data::DataError),
+    /// A fresh run was asked to start in a folder that holds an earlier
+    /// run; it is left untouched.
+    RunExists {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A model or its outputs hold values that cannot be right (NaN, Inf,
+    /// a negative BN variance); nothing was written from them.
+    NotFinite {
+        /// Where: the tensor, or the output and row.
+        what: String,
+    },
     /// Training diverged (NaN or Inf). Nothing is written after it: the
     /// last good checkpoint stays as it was.
     Diverged {
@@ -56,6 +68,16 @@ impl fmt::Display for HostError {
             HostError::Unsupported(m) => write!(f, "cannot export this encoder: {m}"),
             HostError::Model(e) => write!(f, "{e}"),
             HostError::Data(e) => write!(f, "{e}"),
+            HostError::RunExists { dir } => write!(
+                f,
+                "{}: holds an earlier run; continue it with --resume, or pass --force to move it aside \
+                 (to {}.old-N; nothing is deleted), or choose another --out",
+                dir.display(),
+                dir.display()
+            ),
+            HostError::NotFinite { what } => {
+                write!(f, "{what}: refusing to pass it on (pass --allow-non-finite to go on anyway)")
+            }
             HostError::Diverged { step, what, checkpoint } => {
                 write!(f, "training diverged at step {step}: {what} is not finite; ")?;
                 match checkpoint {
@@ -94,7 +116,7 @@ impl From<crate::data::DataError> for HostError {
 pub type Result<T> = std::result::Result<T, HostError>;
 
 /// Wraps an io error with its path and action.
-pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(std::io::Error) -> HostError {
+pub fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(std::io::Error) -> HostError {
     let path = path.into();
     move |source| HostError::Io { path, action, source }
 }

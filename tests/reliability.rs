@@ -167,9 +167,9 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     while kills - before_first < KILLS && attempt < 4 {
         let resume = checkpoint::latest(&out).unwrap().is_some();
         let mut args = train_args(&data, &out, EPOCHS);
-        if resume {
-            args.push("--resume".into());
-        }
+        // Before the first checkpoint a killed run left only its log: start
+        // over, moving that aside (a fresh run never reuses a folder).
+        args.push(if resume { "--resume" } else { "--force" }.into());
         let mut child = Command::new(BIN)
             .args(&args)
             .env("INFOMAX_FAULT_WRITE_PAUSE_MS", "25")
@@ -221,9 +221,7 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     }
     // Let it finish.
     let mut args = train_args(&data, &out, EPOCHS);
-    if checkpoint::latest(&out).unwrap().is_some() {
-        args.push("--resume".into());
-    }
+    args.push(if checkpoint::latest(&out).unwrap().is_some() { "--resume" } else { "--force" }.into());
     assert!(Command::new(BIN).args(&args).stdout(Stdio::null()).status().unwrap().success());
     eprintln!(
         "sigkill: {kills} kills, {in_checkpoint} during a checkpoint write, {in_pointer} during a `latest` \
@@ -872,5 +870,335 @@ fn full_disk_on_a_small_tmpfs() {
     let _ = Command::new("umount").arg(&mnt).status();
     if let Err(p) = result {
         std::panic::resume_unwind(p);
+    }
+}
+
+// ------------------------------------------------------------ 5. run folders and bounded reads
+
+/// SHA-256 of every file under `dir` (recursively), by path relative to it.
+fn hashes(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    use sha2::Digest;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let digest = sha2::Sha256::digest(std::fs::read(&p).unwrap());
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), format!("{digest:x}"));
+            }
+        }
+    }
+    out
+}
+
+/// Runs the CLI and reports its exit code, stderr and peak resident set in
+/// KiB (its own `VmHWM`, printed by the `INFOMAX_REPORT_PEAK_RSS` hook: a
+/// parent's `wait4` would count the parent's memory at the fork).
+fn cli_rss(args: &[&str]) -> (Option<i32>, String, u64) {
+    let o = Command::new(BIN).args(args).env("INFOMAX_REPORT_PEAK_RSS", "1").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let line = err.lines().find_map(|l| l.strip_prefix("peak RSS: ")).unwrap_or_else(|| panic!("no peak RSS: {err}"));
+    let kib = line.trim_end_matches(" kB").parse().unwrap_or_else(|_| panic!("peak RSS {line:?}"));
+    (o.status.code(), err, kib)
+}
+
+/// A fresh run, a refused second fresh run, a resumed run and a `--force`
+/// run into one folder: every file of the earlier state is found again
+/// byte for byte (SHA-256), in place or in the moved-aside folder. A
+/// resumed run continues the same run: it appends to its log and adds
+/// checkpoints, and may replace only its pointer and results.
+#[test]
+fn fresh_force_and_resume_into_one_folder_lose_no_earlier_file() {
+    let data = small_data("folder-data", 32);
+    let out = tmp("folder").join("run");
+    let mut args = train_args(&data, &out, 1);
+    args.retain(|a| a != "--no-eval");
+    args.extend(["--eval-epochs".into(), "1".into()]);
+    let run = |extra: &[&str]| {
+        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+        a.extend_from_slice(extra);
+        cli(&a)
+    };
+    let (c, err) = run(&[]);
+    assert_eq!(c, Some(0), "{err}");
+    let first = hashes(&out);
+    assert!(first.keys().any(|k| k.to_string_lossy().ends_with(".safetensors")), "{first:?}");
+    assert!(first.contains_key(Path::new("eval.json")), "{first:?}");
+
+    // A second fresh run is refused and touches nothing.
+    let (c, err) = run(&[]);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("holds an earlier run") && err.contains("--resume") && err.contains("--force"), "{err}");
+    assert_eq!(hashes(&out), first);
+
+    // Resume for one more epoch: earlier checkpoints stay, the log grows.
+    let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let at = a.iter().position(|&x| x == "--epochs").unwrap();
+    a[at + 1] = "2";
+    a.push("--resume");
+    let (c, err) = cli(&a);
+    assert_eq!(c, Some(0), "{err}");
+    let resumed = hashes(&out);
+    let updated = ["latest", "train.jsonl", "eval.json"];
+    for (k, h) in &first {
+        let name = k.to_string_lossy();
+        if updated.contains(&name.as_ref()) || !name.starts_with("epoch-") {
+            continue;
+        }
+        assert_eq!(resumed.get(k), Some(h), "resume changed or removed {name}");
+    }
+    let log = std::fs::read(out.join("train.jsonl")).unwrap();
+    let before = std::fs::read_to_string(out.join("train.jsonl")).unwrap().lines().count();
+    assert_eq!(before, 2, "{}", String::from_utf8_lossy(&log));
+
+    // --force moves the whole earlier state aside, byte for byte.
+    let (c, err) = run(&["--force"]);
+    assert_eq!(c, Some(0), "{err}");
+    let aside = out.with_file_name("run.old-1");
+    assert_eq!(hashes(&aside), resumed, "the moved-aside folder differs from the run before --force");
+    assert!(err.contains("run.old-1"), "{err}");
+    assert_eq!(log_rows(&out).len(), 1);
+}
+
+/// The run folder lock: a second run into a folder a live run holds is
+/// refused at once, and the lock dies with its process.
+#[test]
+fn a_live_run_folder_is_locked_and_the_lock_dies_with_its_process() {
+    let data = small_data("lock-data", 32);
+    let out = tmp("lock");
+    let lock = infomax::files::RunLock::acquire(&out).unwrap();
+    let mut a = train_args(&data, &out, 1);
+    a.push("--resume".into());
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (c, err) = cli(&a);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("lock") && err.contains(out.to_str().unwrap()), "{err}");
+    drop(lock);
+    // A SIGKILLed holder does not leave the lock held.
+    let mut child = Command::new(BIN)
+        .args(train_args(&data, &out, 50))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(infomax::files::RunLock::acquire(&out).is_ok(), "the killed run still holds the lock");
+}
+
+/// Outputs that are one of the command's inputs, or not regular files, are
+/// refused before anything is written.
+#[test]
+fn outputs_that_are_inputs_or_devices_are_refused() {
+    let data = small_data("out-data", 32);
+    let out = tmp("out");
+    let (c, err) = cli(&train_args(&data, &out, 1).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(c, Some(0), "{err}");
+    let ckpt = checkpoint::latest(&out).unwrap().unwrap();
+    let before = hashes(&out);
+    let (o, ck, latest) = (out.to_str().unwrap(), ckpt.to_str().unwrap(), out.join("latest"));
+    let latest = latest.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let train_img = data.join("train-images-idx3-ubyte");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["export", ck, "--out", ck], "is this command's input"),
+        (vec!["export", o, "--out", ck], "is this command's input"),
+        (vec!["export", latest, "--out", ck], "is this command's input"),
+        (vec!["embed", ck, "--data", d, "--out", ck], "is this command's input"),
+        (vec!["embed", ck, "--data", d, "--out", train_img.to_str().unwrap()], "is this command's input"),
+        (vec!["export", ck, "--out", "/dev/null"], "not a regular file"),
+        (vec!["embed", ck, "--data", d, "--out", "/dev/null"], "not a regular file"),
+        (vec!["export", ck, "--out", o], "not a regular file"),
+    ];
+    for (args, want) in cases {
+        let (c, err) = cli(&args);
+        assert_eq!(c, Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+        assert!(err.contains(args[args.len() - 1]), "{args:?}: the error does not name the user's path: {err}");
+    }
+    assert_eq!(hashes(&out), before);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    // The run folder and its pointer name the checkpoint.
+    let dest = tmp("out-export").join("encoder.safetensors");
+    for src in [o, latest] {
+        let (c, err) = cli(&["export", src, "--out", dest.to_str().unwrap()]);
+        assert_eq!(c, Some(0), "{src}: {err}");
+    }
+}
+
+/// Devices, FIFOs and files far larger than their content declares are
+/// refused as checkpoints, configs, pointers and data, without reading
+/// them: each case stays far below 1 GB of memory (peak RSS printed).
+#[test]
+fn device_and_sparse_inputs_are_refused_without_reading_them() {
+    let data = small_data("dev-data", 32);
+    let dir = tmp("dev");
+    let sparse = dir.join("sparse.safetensors");
+    std::fs::File::create(&sparse).unwrap().set_len(2 << 30).unwrap();
+    // A valid header that declares 8 bytes, then 2 GiB of holes.
+    let lying = dir.join("lying.safetensors");
+    std::fs::write(&lying, raw(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 8])).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&lying).unwrap().set_len(2 << 30).unwrap();
+    let sparse_cfg = dir.join("c.toml");
+    std::fs::File::create(&sparse_cfg).unwrap().set_len(2 << 30).unwrap();
+    let pointer_dir = dir.join("run");
+    std::fs::create_dir_all(&pointer_dir).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", pointer_dir.join("latest")).unwrap();
+    let big_ptr = dir.join("run2");
+    std::fs::create_dir_all(&big_ptr).unwrap();
+    std::fs::File::create(big_ptr.join("latest")).unwrap().set_len(2 << 30).unwrap();
+    let dev_data = dir.join("dev-data");
+    std::fs::create_dir_all(&dev_data).unwrap();
+    for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] {
+        std::os::unix::fs::symlink("/dev/zero", dev_data.join(f)).unwrap();
+    }
+    let d = data.to_str().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let rows: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "checkpoint /dev/zero",
+            vec!["eval".into(), "/dev/zero".into(), "--data".into(), d.into()],
+            "not a regular file",
+        ),
+        (
+            "sparse 2 GiB checkpoint",
+            vec!["eval".into(), s(&sparse), "--data".into(), d.into()],
+            "not a safetensors file",
+        ),
+        (
+            "header declares 8 of 2 GiB",
+            vec!["eval".into(), s(&lying), "--data".into(), d.into()],
+            "declares 8 data bytes",
+        ),
+        ("config /dev/zero", vec!["train".into(), "--config".into(), "/dev/zero".into()], "not a regular file"),
+        ("sparse 2 GiB config", vec!["train".into(), "--config".into(), s(&sparse_cfg)], "more than the 1048576"),
+        ("latest -> /dev/zero", vec!["eval".into(), s(&pointer_dir), "--data".into(), d.into()], "not a regular file"),
+        ("sparse 2 GiB latest", vec!["eval".into(), s(&big_ptr), "--data".into(), d.into()], "more than the 4096"),
+        (
+            "IDX files -> /dev/zero",
+            vec!["train".into(), "--data".into(), s(&dev_data), "--out".into(), s(&dir.join("o"))],
+            "not a regular file",
+        ),
+    ];
+    for (case, args, want) in rows {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (c, err, rss_kib) = cli_rss(&args);
+        eprintln!("{case}: exit {c:?}, peak RSS {:.1} MiB", rss_kib as f64 / 1024.0);
+        assert_eq!(c, Some(1), "{case}: {err}");
+        assert!(err.contains(want), "{case}: {err:?} lacks {want:?}");
+        assert!(rss_kib < 1 << 20, "{case}: peak RSS {rss_kib} KiB");
+    }
+}
+
+/// `--init` matches tensors by name and shape, prints what it loaded, and
+/// refuses an encoder it cannot fill unless `--init-partial`; `--freeze`
+/// names must name parameters.
+#[test]
+fn init_and_freeze_say_what_they_do() {
+    let data = small_data("init-data", 32);
+    let src = tmp("init-src");
+    let (c, err) = cli(&train_args(&data, &src, 1).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(c, Some(0), "{err}");
+    let s = src.to_str().unwrap();
+    // Same encoder, another D: the encoder loads, the heads start fresh.
+    let base = |out: &str| -> Vec<String> {
+        let mut a = train_args(&data, &tmp(out), 1);
+        a.retain(|x| x != "--quiet");
+        a
+    };
+    let mut a = base("init-ok");
+    let at = a.iter().position(|x| x == "--mi-units").unwrap();
+    a[at + 1] = "8".into();
+    a.extend(["--init".into(), s.into()]);
+    let (c, err) = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(c, Some(0), "{err}");
+    assert!(err.contains("encoder.conv1.weight") && err.contains("loaded"), "{err}");
+    assert!(err.contains("fresh (the checkpoint's is"), "{err}");
+    // Another encoder: refused, naming the tensors, unless --init-partial.
+    let mut a = base("init-bad");
+    let at = a.iter().position(|x| x == "--encoder").unwrap();
+    a[at + 1] = "conv28".into();
+    a.extend(["--init".into(), s.into()]);
+    let (c, err) = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("encoder tensor(s) missing or of another shape") && err.contains("--init-partial"), "{err}");
+    // Freeze: a typo and an empty prefix are refused.
+    for (prefix, want) in [("encoder.cnov1", "names no parameter"), ("", "empty prefix")] {
+        let mut a = base("freeze");
+        a.extend(["--freeze".into(), prefix.into()]);
+        let (c, err) = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(c, Some(1), "{prefix:?}: {err}");
+        assert!(err.contains(want), "{prefix:?}: {err}");
+    }
+}
+
+/// `--resume` takes the run's settings from its checkpoint: omitted flags
+/// keep the run's values, a conflicting one is an error naming it, a
+/// longer budget is allowed.
+#[test]
+fn resume_takes_the_settings_from_the_checkpoint() {
+    let data = small_data("resume-data", 32);
+    let out = tmp("resume-cfg");
+    let (c, err) = cli(&train_args(&data, &out, 1).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(c, Some(0), "{err}");
+    let o = out.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let (c, err) = cli(&["--quiet", "train", "--out", o, "--resume", "--batch-size", "8", "--data", d]);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("--batch-size") && err.contains("disagree"), "{err}");
+    // Only the budget and data given: the run's batch size 16, seed and
+    // edge encoder are kept (a fresh flag set would pick conv28, 64).
+    let (c, err) = cli(&["--quiet", "train", "--out", o, "--resume", "--epochs", "2", "--data", d, "--no-eval"]);
+    assert_eq!(c, Some(0), "{err}");
+    let ck = checkpoint::load(&checkpoint::latest(&out).unwrap().unwrap()).unwrap();
+    assert_eq!(ck.progress.epoch, 2);
+    assert_eq!(ck.progress.step, 4, "32 images in batches of 16 give 2 steps an epoch");
+    assert_eq!(ck.model.cfg.encoder, infomax::dim::EncoderSpec::Preset("edge".into()));
+}
+
+/// Non-finite weights or a negative BN variance are refused by export,
+/// embed and eval, naming the tensor, unless `--allow-non-finite`.
+#[test]
+fn non_finite_models_are_not_passed_on() {
+    let data = small_data("nonfinite-data", 32);
+    let out = tmp("nonfinite");
+    let (c, err) = cli(&train_args(&data, &out, 1).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(c, Some(0), "{err}");
+    let ck = checkpoint::latest(&out).unwrap().unwrap();
+    let progress = checkpoint::load(&ck).unwrap().progress;
+    let files = tmp("nonfinite-files");
+    let d = data.to_str().unwrap();
+    let cases: [(&str, Box<dyn Fn(&mut Dim)>, &str); 2] = [
+        (
+            "nan",
+            Box::new(|m: &mut Dim| m.tensor_mut("encoder.conv1.weight").unwrap()[3] = f32::NAN),
+            "encoder.conv1.weight",
+        ),
+        ("negvar", Box::new(|m: &mut Dim| m.buffers[..].iter_mut().for_each(|v| *v = -1.0)), "running_var"),
+    ];
+    for (name, edit, tensor) in cases {
+        let mut m = checkpoint::load(&ck).unwrap().model;
+        edit(&mut m);
+        let p = files.join(format!("{name}.safetensors"));
+        checkpoint::save(&p, &m, None, &progress, &[]).unwrap();
+        let p = p.to_str().unwrap();
+        let x = files.join(format!("{name}-out.safetensors"));
+        let x = x.to_str().unwrap();
+        for args in
+            [vec!["export", p, "--out", x], vec!["embed", p, "--data", d, "--out", x], vec!["eval", p, "--data", d]]
+        {
+            let (c, err) = cli(&args);
+            assert_eq!(c, Some(1), "{args:?}: {err}");
+            assert!(err.contains(tensor) && err.contains("--allow-non-finite"), "{args:?}: {err}");
+            assert!(!Path::new(x).exists(), "{args:?} wrote its output");
+        }
+        let (c, err) = cli(&["export", p, "--out", x, "--allow-non-finite"]);
+        assert_eq!(c, Some(0), "{name}: {err}");
+        let _ = std::fs::remove_file(x);
     }
 }

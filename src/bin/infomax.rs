@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use infomax::data::Split;
 use infomax::dim::{Dim, DimConfig, Estimator, HeadKind, MultiGlobal, Occlusion};
 use infomax::eval::EvalConfig;
@@ -19,6 +19,8 @@ use infomax::train::{self, DataConfig, DatasetKind, HostError, OptimConfig, Star
 
 /// The Fashion-MNIST subset in the repository: the main job's data.
 const BUNDLED_DATA: &str = "data/fashion-mnist-subset";
+/// The main job's run folder (numbered when it holds a run).
+const DEFAULT_OUT: &str = "runs/fmnist-subset";
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +76,10 @@ struct ExportArgs {
     /// Keep the batch norms as separate tensors (for PyTorch; the no_std plan needs folded files).
     #[arg(long)]
     unfolded: bool,
+    /// Go on even if the weights, BN statistics or outputs hold NaN or Inf
+    /// (or a negative variance): refused by default, naming the tensor.
+    #[arg(long)]
+    allow_non_finite: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -215,15 +221,27 @@ struct TrainArgs {
     /// Seed of initialisation, shuffling and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Output folder for checkpoints, logs and results.
-    #[arg(long, short, default_value = "runs/fmnist-subset")]
-    out: PathBuf,
-    /// Continue from OUT/latest exactly.
-    #[arg(long, conflicts_with = "init")]
+    /// Run folder for checkpoints, logs and results [default: runs/fmnist-subset,
+    /// or runs/fmnist-subset-2, -3, ... if that one holds a run]. A fresh run
+    /// never starts in a folder that holds another run (see --force).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Continue the run in OUT exactly, from OUT/latest.
+    #[arg(long, conflicts_with = "init", requires = "out")]
     resume: bool,
-    /// Fine-tune: start from the weights of this checkpoint.
+    /// Start fresh in OUT even if it holds an earlier run: that run is moved
+    /// aside to OUT.old-N first (renamed; nothing is deleted).
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
+    /// Fine-tune: start from the weights of this checkpoint (a file, a run
+    /// folder or its latest). Tensors are matched by name and shape, and the
+    /// table of what was loaded is printed; every encoder tensor must match.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// With --init: keep fresh values for encoder tensors the checkpoint
+    /// lacks or shapes otherwise, instead of refusing.
+    #[arg(long, requires = "init")]
+    init_partial: bool,
     /// Keep parameters whose name starts with this prefix frozen (repeatable).
     #[arg(long)]
     freeze: Vec<String>,
@@ -248,6 +266,10 @@ struct EvalArgs {
     data: DataArgs,
     #[command(flatten)]
     probe: ProbeArgs,
+    /// Go on even if the weights, BN statistics or outputs hold NaN or Inf
+    /// (or a negative variance): refused by default, naming the tensor.
+    #[arg(long)]
+    allow_non_finite: bool,
 }
 
 #[derive(Args)]
@@ -262,6 +284,10 @@ struct EmbedArgs {
     /// Output safetensors file.
     #[arg(long, short)]
     out: PathBuf,
+    /// Go on even if the weights, BN statistics or outputs hold NaN or Inf
+    /// (or a negative variance): refused by default, naming the tensor.
+    #[arg(long)]
+    allow_non_finite: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -336,7 +362,96 @@ fn print_summary(reports: &[Report]) {
     }
 }
 
-fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), HostError> {
+/// Flags a resumed run may set: the budget, where the data lives now,
+/// logging, and what happens after training. Any other flag given with
+/// `--resume` must agree with the checkpoint's settings.
+const RESUME_MAY_CHANGE: &[&str] = &[
+    "epochs",
+    "minutes",
+    "steps",
+    "data",
+    "log_grad_norm",
+    "no_eval",
+    "no_export",
+    "eval_epochs",
+    "no_baselines",
+    "full_baselines",
+    "out",
+    "resume",
+    "quiet",
+    "threads",
+];
+
+/// The settings of a resumed run: the checkpoint's (its `train_config`),
+/// with the budget and data folder of the command line if given there. A
+/// flag given explicitly that disagrees with the checkpoint is an error
+/// naming it; `flags` is what the command line alone would have run.
+/// Checkpoints without a `train_config` resume with `flags`, as they were
+/// written to be.
+fn resumed_config(flags: &TrainConfig, explicit: &[String], out: &Path) -> Result<TrainConfig, HostError> {
+    let path = checkpoint::latest(out)?
+        .ok_or_else(|| HostError::Config(format!("--resume: {} has no checkpoint yet", out.display())))?;
+    let metadata = checkpoint::read_metadata(&path)?;
+    let Some(text) = metadata.get("train_config") else { return Ok(flags.clone()) };
+    let saved: TrainConfig = serde_json::from_str(text)
+        .map_err(|e| HostError::Format { path: path.clone(), reason: format!("train_config: {e}") })?;
+    let no_budget =
+        |c: &TrainConfig| TrainConfig { epochs: None, minutes: None, steps: None, log_grad_norm: false, ..c.clone() };
+    let (f, s) = (flags, &saved);
+    let conflicts: Vec<String> = explicit
+        .iter()
+        .filter(|id| !RESUME_MAY_CHANGE.contains(&id.as_str()))
+        .filter(|id| {
+            let same = match id.as_str() {
+                "config" => {
+                    no_budget(f)
+                        == TrainConfig {
+                            data: DataConfig { dir: f.data.dir.clone(), ..s.data.clone() },
+                            ..no_budget(s)
+                        }
+                }
+                "encoder" => f.model.encoder == s.model.encoder,
+                "mi_units" => f.model.mi_units == s.model.mi_units,
+                "estimator" => f.model.estimator == s.model.estimator,
+                "head" => f.model.head == s.model.head,
+                "alpha" => f.model.alpha == s.model.alpha,
+                "beta" => f.model.beta == s.model.beta,
+                "gamma" => f.model.gamma == s.model.gamma,
+                "occlude" | "occlude_fill" => f.model.occlusion == s.model.occlusion,
+                "globals" | "global_channels" | "global_samples" => f.model.globals == s.model.globals,
+                "batch_size" => f.batch_size == s.batch_size,
+                "lr" => f.optimizer.lr == s.optimizer.lr,
+                "seed" => f.seed == s.seed && f.model.seed == s.model.seed,
+                "freeze" => f.freeze == s.freeze,
+                "dataset" => f.data.kind == s.data.kind,
+                _ => false,
+            };
+            !same
+        })
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+    if !conflicts.is_empty() {
+        return Err(HostError::Config(format!(
+            "--resume takes every setting from {}, and {} disagree(s) with it (a resumed run may change only \
+             its budget --epochs/--minutes/--steps, --data, and the logging and evaluation flags)",
+            path.display(),
+            conflicts.join(", ")
+        )));
+    }
+    let mut cfg = saved;
+    let given = |id: &str| explicit.iter().any(|e| e == id);
+    if ["epochs", "minutes", "steps", "config"].iter().any(|id| given(id)) {
+        (cfg.epochs, cfg.minutes, cfg.steps) = (f.epochs, f.minutes, f.steps);
+    }
+    if given("data") || given("config") {
+        cfg.data.dir = f.data.dir.clone();
+    }
+    cfg.log_grad_norm |= f.log_grad_norm;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String]) -> Result<(), HostError> {
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_file(p)?,
         None => {
@@ -350,7 +465,10 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), HostError> {
                 return Err(HostError::Config("--global-channels and --global-samples need --globals multi".into()));
             }
             let mut model = DimConfig::new(&args.encoder)
-                .mi_units(args.mi_units.unwrap_or(if args.data.data == Path::new(BUNDLED_DATA) { 128 } else { 512 }))
+                .mi_units(args.mi_units.unwrap_or(
+                    // The same folder however it is spelt (`./data/...`, an absolute path).
+                    if infomax::files::same_file(&args.data.data, Path::new(BUNDLED_DATA)) { 128 } else { 512 },
+                ))
                 .estimator(estimator)
                 .head(match args.head {
                     HeadArg::Dot => HeadKind::Dot,
@@ -377,7 +495,36 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), HostError> {
     };
     cfg.log_grad_norm |= args.log_grad_norm;
     cfg.validate()?;
-    let start = match (&args.init, args.resume) {
+    if args.resume
+        && let Some(out) = &args.out
+    {
+        cfg = resumed_config(&cfg, explicit, out)?;
+    }
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            let o = infomax::files::next_vacant(Path::new(DEFAULT_OUT))
+                .map_err(infomax::host_error::io(DEFAULT_OUT, "choose a run folder under"))?;
+            if o != Path::new(DEFAULT_OUT) && !quiet {
+                eprintln!("{DEFAULT_OUT} holds an earlier run: this one goes to {}", o.display());
+            }
+            o
+        }
+    };
+    let mut init = args.init.clone();
+    if args.force
+        && let Some(to) = train::move_earlier_run_aside(&out)?
+    {
+        eprintln!("moved the earlier run in {} aside to {}", out.display(), to.display());
+        // An --init checkpoint of that run moved with it.
+        if let Some(p) = init.as_mut()
+            && let Ok(rest) = p.strip_prefix(&out)
+        {
+            *p = to.join(rest);
+        }
+    }
+    let start = match (&init, args.resume) {
+        (Some(p), _) if args.init_partial => Start::FromPartial(p.clone()),
         (Some(p), _) => Start::From(p.clone()),
         (None, true) => Start::Resume,
         (None, false) => Start::Fresh,
@@ -403,10 +550,13 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), HostError> {
             cfg.model.estimator,
             cfg.data.dir.display(),
             cfg.batch_size,
-            args.out.display()
+            out.display()
         );
     }
-    let mut summary = train::train(&cfg, &args.out, start, quiet)?;
+    let mut summary = train::train(&cfg, &out, start, quiet)?;
+    // Evaluation and export write into the run folder too: under its lock
+    // again (training released it when it ended).
+    let _lock = infomax::files::RunLock::acquire(&out).map_err(infomax::host_error::io(&out, "lock the run folder"))?;
     println!(
         "trained {} steps ({} epochs) in {:.0}s; checkpoint {}",
         summary.progress.step,
@@ -415,13 +565,13 @@ fn train_cmd(args: TrainArgs, quiet: bool) -> Result<(), HostError> {
         summary.checkpoint.display()
     );
     if !args.no_eval {
-        let reports = run_eval(&mut summary.model, &cfg.data, &args.probe, quiet, Some(&args.out))?;
+        let reports = run_eval(&mut summary.model, &cfg.data, &args.probe, quiet, Some(&out))?;
         print_summary(&reports);
     }
     if let Some(reason) = summary.model.encoder.inference_unsupported().filter(|_| !args.no_export) {
         println!("\nnot exported: {reason} (the checkpoint works with eval and embed)");
     } else if !args.no_export {
-        deploy(&mut summary.model, &cfg.data, &args.out)?;
+        deploy(&mut summary.model, &cfg.data, &out)?;
     }
     Ok(())
 }
@@ -450,19 +600,31 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), HostErro
 
 fn eval_cmd(args: EvalArgs, quiet: bool) -> Result<(), HostError> {
     let mut loaded = checkpoint::load(&args.checkpoint)?;
+    if !args.allow_non_finite {
+        train::check_model_finite(&loaded.model)?;
+    }
     let reports = run_eval(&mut loaded.model, &data_config(&args.data), &args.probe, quiet, None)?;
     print_summary(&reports);
     Ok(())
 }
 
 fn embed_cmd(args: EmbedArgs) -> Result<(), HostError> {
-    let mut loaded = checkpoint::load(&args.checkpoint)?;
+    let resolved = checkpoint::resolve(&args.checkpoint)?;
+    infomax::files::check_output(&args.out, &[&args.checkpoint, &resolved, &args.data.data])
+        .map_err(infomax::host_error::io(&args.out, "write the features to"))?;
+    let mut loaded = checkpoint::load(&resolved)?;
+    if !args.allow_non_finite {
+        train::check_model_finite(&loaded.model)?;
+    }
     let split = match args.split {
         SplitArg::Train => Split::Train,
         SplitArg::Test => Split::Test,
     };
     let ds = data_config(&args.data).load(split)?;
     let f = train::extract_features(&mut loaded.model, &ds, 500)?;
+    if !args.allow_non_finite {
+        train::check_features_finite(&f)?;
+    }
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     if let Some((d, v)) = &f.conv {
@@ -496,7 +658,7 @@ fn export_cmd(args: ExportArgs) -> Result<(), HostError> {
         DtypeArg::F16 => ExportDtype::F16,
         DtypeArg::Bf16 => ExportDtype::BF16,
     };
-    let s = export::export(&args.checkpoint, &args.out, dtype, !args.unfolded)?;
+    let s = export::export(&args.checkpoint, &args.out, dtype, !args.unfolded, args.allow_non_finite)?;
     println!(
         "wrote {} ({} tensors, {} weight bytes, {} bytes, {}, {})",
         args.out.display(),
@@ -528,8 +690,40 @@ fn set_faults_from_env() -> Result<(), String> {
     Ok(())
 }
 
+/// Test hook (docs/reliability.md): prints this process's peak resident
+/// set (Linux `VmHWM`), which a parent cannot read once the child is gone.
+fn report_peak_rss() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match status.lines().find(|l| l.starts_with("VmHWM:")) {
+        Some(l) => eprintln!("peak RSS: {}", l.trim_start_matches("VmHWM:").trim()),
+        None => eprintln!("peak RSS: unknown (no VmHWM in /proc/self/status)"),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // The train flags the user typed (not defaults): what --resume checks.
+    let command = Cli::command();
+    let train_args: Vec<String> = command
+        .find_subcommand("train")
+        .map(|c| c.get_arguments().map(|a| a.get_id().as_str().to_owned()).collect())
+        .unwrap_or_default();
+    let explicit: Vec<String> = matches
+        .subcommand_matches("train")
+        .map(|m| {
+            m.ids()
+                .map(|id| id.as_str())
+                // Argument groups (a flattened struct's name) are not flags.
+                .filter(|id| train_args.iter().any(|a| a == id))
+                .filter(|id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     if let Err(e) = set_faults_from_env() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -545,11 +739,14 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Train(a) => train_cmd(*a, cli.quiet),
+        Command::Train(a) => train_cmd(*a, cli.quiet, &explicit),
         Command::Eval(a) => eval_cmd(a, cli.quiet),
         Command::Embed(a) => embed_cmd(a),
         Command::Export(a) => export_cmd(a),
     };
+    if std::env::var_os("INFOMAX_REPORT_PEAK_RSS").is_some() {
+        report_peak_rss();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

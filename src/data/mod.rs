@@ -364,8 +364,7 @@ pub fn read_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
 pub fn read_file_limited(path: impl AsRef<Path>, max_gz_bytes: u64) -> Result<Vec<u8>> {
     let path = path.as_ref();
     let io_err = |source| DataError::Io { path: path.to_path_buf(), source };
-    let mut file = std::fs::File::open(path).map_err(io_err)?;
-    let file_len = file.metadata().map_err(io_err)?.len();
+    let (mut file, file_len) = crate::files::open_regular(path).map_err(io_err)?;
     // Peek at the first two bytes (gzip's magic is 1f 8b), then put them back
     // in front of the rest with `chain`.
     let mut head = [0u8; 2];
@@ -622,11 +621,12 @@ pub(crate) fn check_len(what: &'static str, expected: usize, got: usize) -> Resu
     if expected == got { Ok(()) } else { Err(DataError::LengthMismatch { what, expected, got }) }
 }
 
-/// The first of `names` that exists in `dir`.
+/// The first of `names` that exists in `dir`, whatever it is: a device or
+/// folder of that name is then refused by the reader, not passed over.
 pub(crate) fn find_in_dir(dir: &Path, names: &[String]) -> Result<PathBuf> {
     names
         .iter()
         .map(|n| dir.join(n))
-        .find(|p| p.is_file())
+        .find(|p| p.exists())
         .ok_or_else(|| DataError::Missing { dir: dir.to_path_buf(), names: names.to_vec() })
 }

@@ -241,8 +241,23 @@ pub struct ExportSummary {
 }
 
 /// Reads `checkpoint` and writes the inference file `out` atomically.
-pub fn export(checkpoint_path: &Path, out: &Path, dtype: ExportDtype, folded: bool) -> Result<ExportSummary> {
-    let loaded = checkpoint::load(checkpoint_path)?;
+/// `out` may not be the checkpoint itself, nor anything but a regular file.
+/// Weights or BN statistics that are not finite are refused unless
+/// `allow_non_finite`.
+pub fn export(
+    checkpoint_path: &Path,
+    out: &Path,
+    dtype: ExportDtype,
+    folded: bool,
+    allow_non_finite: bool,
+) -> Result<ExportSummary> {
+    let resolved = checkpoint::resolve(checkpoint_path)?;
+    crate::files::check_output(out, &[checkpoint_path, &resolved])
+        .map_err(crate::host_error::io(out, "write the export to"))?;
+    let loaded = checkpoint::load(&resolved)?;
+    if !allow_non_finite {
+        crate::train::check_model_finite(&loaded.model)?;
+    }
     let extra = [("trained_steps", loaded.progress.step.to_string())];
     let bytes = to_bytes(&loaded.model, dtype, folded, &extra)?;
     let header = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| HostError::Config("short file".into()))?);

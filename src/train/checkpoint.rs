@@ -18,6 +18,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::dim::Dim;
+use crate::files;
 use crate::host_error::{HostError, Result, io};
 use crate::params::ParamTable;
 
@@ -128,16 +129,20 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<usize> {
 }
 
 /// Writes `bytes` to `path` atomically (tmp, fsync, rename, fsync folder).
+/// `path` must be a new path or a regular file ([`files::check_writable`]):
+/// the rename would replace a device node. Errors name `path`, not the
+/// temporary file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    files::check_writable(path).map_err(io(path, "write"))?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| HostError::Config(format!("{}: not a file path", path.display())))?;
     let tmp = dir.join(format!(".{}{TMP_MARKER}{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(io(&tmp, "create temporary file"))?;
-        write_with_faults(&mut f, bytes).map_err(io(&tmp, "write"))?;
-        f.sync_all().map_err(io(&tmp, "fsync"))?;
+        let mut f = File::create(&tmp).map_err(io(path, "create a temporary file beside"))?;
+        write_with_faults(&mut f, bytes).map_err(io(path, "write"))?;
+        f.sync_all().map_err(io(path, "fsync"))?;
         drop(f);
-        fs::rename(&tmp, path).map_err(io(path, "rename temporary file onto"))?;
+        fs::rename(&tmp, path).map_err(io(path, "move the written temporary file onto"))?;
         // The rename is durable only once the folder entry is.
         File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync folder"))
     })();
@@ -218,7 +223,7 @@ pub fn set_latest(dir: &Path, file_name: &str) -> Result<()> {
 /// The checkpoint `dir/latest` names, if any.
 pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     let p = dir.join(LATEST);
-    match fs::read_to_string(&p) {
+    match files::read_text_bounded(&p, files::MAX_POINTER_BYTES) {
         Ok(s) => {
             let name = s.trim();
             if name.is_empty() || name.contains('/') || name.contains('\\') {
@@ -229,6 +234,30 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(HostError::Io { path: p, action: "read", source: e }),
     }
+}
+
+/// The checkpoint a user's path names: a checkpoint file, a run folder
+/// (its `latest`), or a `latest` pointer file.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    let pointer_dir = if path.is_dir() {
+        Some(path)
+    } else if path.file_name().is_some_and(|n| n == LATEST) {
+        path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+    } else {
+        None
+    };
+    match pointer_dir {
+        None => Ok(path.to_path_buf()),
+        Some(dir) => latest(dir)?.ok_or_else(|| bad(path, "is a run folder without a checkpoint (no latest file)")),
+    }
+}
+
+/// The metadata of the safetensors file at `path` (a checkpoint's
+/// `model_config`, `train_config`, `progress`, ...).
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let bytes = read_safetensors(path, "read checkpoint")?;
+    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+    Ok(md.metadata().clone().unwrap_or_default())
 }
 
 /// A loaded checkpoint.
@@ -306,10 +335,77 @@ fn check_unique_names(path: &Path, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Loads a checkpoint written by [`save`].
+/// Reads a safetensors file, its header first: a header that is not
+/// valid, or whose tensors do not cover the file exactly, is refused after
+/// reading at most the header (no buffer the size of the file is made for
+/// `/dev/zero`, a sparse file or a truncated download). The error is the
+/// `safetensors` crate's own, as if it had read the whole file.
+pub(crate) fn read_safetensors(path: &Path, action: &'static str) -> Result<Vec<u8>> {
+    let (mut f, len) = files::open_regular(path).map_err(io(path, action))?;
+    let not_st = |e: safetensors::SafeTensorError| bad(path, format!("not a safetensors file: {e}"));
+    let mut bytes = Vec::new();
+    files::append_exact(&mut f, len.min(8), &mut bytes).map_err(io(path, action))?;
+    let n = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes);
+    if let Some(n) = n.filter(|&n| n <= MAX_HEADER_BYTES && n.saturating_add(8) <= len) {
+        files::append_exact(&mut f, n, &mut bytes).map_err(io(path, action))?;
+        check_unique_names(path, &bytes)?;
+        match SafeTensors::read_metadata(&bytes) {
+            Err(safetensors::SafeTensorError::MetadataIncompleteBuffer) => {}
+            Err(e) => return Err(not_st(e)),
+            Ok(_) => {}
+        }
+        // The header is valid and its offsets contiguous from 0: the
+        // largest end is the data length it declares.
+        let declared = serde_json::from_slice::<HashMap<String, serde_json::Value>>(&bytes[8..])
+            .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?
+            .iter()
+            .filter(|(k, _)| k.as_str() != "__metadata__")
+            .filter_map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+            .max()
+            .unwrap_or(0);
+        if declared != len - 8 - n {
+            return Err(bad(
+                path,
+                format!(
+                    "not a safetensors file: {} (its header declares {declared} data bytes, the file holds {})",
+                    safetensors::SafeTensorError::MetadataIncompleteBuffer,
+                    len - 8 - n
+                ),
+            ));
+        }
+        files::append_len(&mut f, len - 8 - n, &mut bytes).map_err(io(path, action))?;
+    } else if len <= 8 {
+        // Too short: the crate says so below.
+    } else {
+        // A length prefix over the limit or past the end: the crate's error.
+        return Err(not_st(
+            SafeTensors::read_metadata(&bytes).err().unwrap_or(safetensors::SafeTensorError::InvalidHeaderLength),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A checkpoint's `model_config`: every field must be there (a config file
+/// may leave settings to their defaults; a checkpoint records them all, so
+/// a missing one means the file was edited or damaged).
+fn parse_model_config(text: &str) -> std::result::Result<crate::dim::DimConfig, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let cfg: crate::dim::DimConfig = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    let every = serde_json::to_value(crate::dim::DimConfig::new("conv28")).map_err(|e| e.to_string())?;
+    if let (Some(have), Some(every)) = (value.as_object(), every.as_object())
+        && let Some(k) = every.keys().find(|k| !have.contains_key(*k))
+    {
+        return Err(format!("no {k} (a checkpoint records every setting)"));
+    }
+    Ok(cfg)
+}
+
+/// Loads a checkpoint written by [`save`]; `path` may also be its run
+/// folder or `latest` pointer ([`resolve`]).
 pub fn load(path: &Path) -> Result<Loaded> {
-    let bytes = fs::read(path).map_err(io(path, "read checkpoint"))?;
-    check_unique_names(path, &bytes)?;
+    let path = &resolve(path)?;
+    let bytes = read_safetensors(path, "read checkpoint")?;
     let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
     let metadata = md.metadata().clone().unwrap_or_default();
     if metadata.get("format").map(String::as_str) != Some(FORMAT) {
@@ -319,7 +415,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
         return Err(bad(path, format!("unsupported checkpoint version {:?}", metadata.get("version"))));
     }
     let cfg = metadata.get("model_config").ok_or_else(|| bad(path, "metadata has no model_config"))?;
-    let cfg = serde_json::from_str(cfg).map_err(|e| bad(path, format!("model_config: {e}")))?;
+    let cfg = parse_model_config(cfg).map_err(|e| bad(path, format!("model_config: {e}")))?;
     let progress = match metadata.get("progress") {
         Some(p) => serde_json::from_str(p).map_err(|e| bad(path, format!("progress: {e}")))?,
         None => Progress::default(),

@@ -7,7 +7,6 @@ pub mod evaluate;
 pub mod progress;
 mod trainer;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -175,7 +174,8 @@ impl TrainConfig {
     /// Parses a TOML or JSON config file (by extension; JSON if it starts
     /// with `{`). Unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).map_err(crate::host_error::io(path, "read config"))?;
+        let text = crate::files::read_text_bounded(path, crate::files::MAX_CONFIG_BYTES)
+            .map_err(crate::host_error::io(path, "read config"))?;
         let json = path.extension().is_some_and(|e| e == "json");
         let cfg = Self::deserialize_text(&text, json)
             .map_err(|reason| HostError::Format { path: path.to_path_buf(), reason })?;
@@ -244,8 +244,13 @@ pub enum Start {
     /// Continue exactly from `out_dir/latest`.
     Resume,
     /// Start from the weights of a checkpoint (fine-tuning): parameters and
-    /// BN statistics are taken, the optimiser and progress start fresh.
+    /// BN statistics of the same name and shape are taken, the optimiser and
+    /// progress start fresh. Every encoder tensor must be found; heads may
+    /// be new.
     From(PathBuf),
+    /// [`Start::From`], keeping fresh values for the encoder tensors the
+    /// checkpoint lacks or shapes otherwise (a partial load, asked for).
+    FromPartial(PathBuf),
 }
 
 /// What a finished run reports.
@@ -261,18 +266,113 @@ pub struct TrainSummary {
     pub checkpoint: PathBuf,
 }
 
-/// Copies every tensor of `src` whose name and shape exist in `dst`.
-fn copy_weights(src: &Dim, dst: &mut Dim) -> usize {
-    let mut copied = 0;
+/// Whether `dir` holds no earlier run: it is missing or empty.
+/// Anything else (even the log of a run killed before its first
+/// checkpoint) is kept from a fresh run's reach.
+pub(crate) fn holds_no_run(dir: &Path) -> Result<bool> {
+    crate::files::is_vacant(dir).map_err(crate::host_error::io(dir, "list output folder"))
+}
+
+/// Makes `dir` free for a fresh run: an earlier run there is moved aside
+/// (renamed to `dir.old-N`, nothing deleted), under its lock, so a live run
+/// is never moved. Returns where it went.
+pub fn move_earlier_run_aside(dir: &Path) -> Result<Option<PathBuf>> {
+    crate::files::move_aside(dir).map_err(crate::host_error::io(dir, "move the earlier run aside"))
+}
+
+/// What became of one tensor of the model in an `--init` load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InitStatus {
+    /// Copied from the checkpoint's tensor of the same name and shape.
+    Loaded,
+    /// The checkpoint has no tensor of this name: it keeps its fresh value.
+    Missing,
+    /// The checkpoint's tensor of this name has another shape (given): the
+    /// model's keeps its fresh value.
+    Shape(Vec<usize>),
+}
+
+/// One row of an `--init` load's table: a tensor of the model being
+/// trained, its shape, and what it was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitRow {
+    /// The tensor's name (`encoder.conv1.weight`, `bn1.running_mean`, ...).
+    pub name: String,
+    /// Its shape in the model being trained.
+    pub shape: Vec<usize>,
+    /// What it was given.
+    pub status: InitStatus,
+}
+
+impl InitRow {
+    /// Whether the run depends on this tensor's load: an encoder tensor.
+    /// Heads and priors may be new in a fine-tuning run.
+    pub fn is_encoder(&self) -> bool {
+        self.name.starts_with("encoder.")
+    }
+}
+
+/// The table of an `--init` load, one line per tensor, for the terminal.
+pub fn init_table(rows: &[InitRow]) -> String {
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for r in rows {
+        let what = match &r.status {
+            InitStatus::Loaded => "loaded".to_owned(),
+            InitStatus::Missing => "fresh (not in the checkpoint)".to_owned(),
+            InitStatus::Shape(found) => format!("fresh (the checkpoint's is {found:?})"),
+        };
+        out.push_str(&format!("  {:<w$}  {:<18}  {what}\n", r.name, format!("{:?}", r.shape)));
+    }
+    let loaded = rows.iter().filter(|r| r.status == InitStatus::Loaded).count();
+    out.push_str(&format!("  {loaded} of {} tensors loaded", rows.len()));
+    out
+}
+
+/// Copies every tensor of `src` whose name and shape exist in `dst`, and
+/// says for each tensor of `dst` what it was given.
+fn copy_weights(src: &Dim, dst: &mut Dim) -> Vec<InitRow> {
+    let shape_in =
+        |d: &Dim, name: &str| d.table.get(name).or_else(|| d.buffer_table.get(name)).map(|e| e.shape.clone());
+    let mut rows = Vec::new();
     for e in dst.table.entries().to_vec().iter().chain(dst.buffer_table.entries().to_vec().iter()) {
-        if let (Some(s), Some(d)) = (src.tensor(&e.name), dst.tensor_mut(&e.name))
-            && s.len() == d.len()
-        {
-            d.copy_from_slice(s);
-            copied += 1;
+        let status = match shape_in(src, &e.name) {
+            None => InitStatus::Missing,
+            Some(found) if found != e.shape => InitStatus::Shape(found),
+            Some(_) => match (src.tensor(&e.name), dst.tensor_mut(&e.name)) {
+                (Some(s), Some(d)) if s.len() == d.len() => {
+                    d.copy_from_slice(s);
+                    InitStatus::Loaded
+                }
+                _ => InitStatus::Missing,
+            },
+        };
+        rows.push(InitRow { name: e.name.clone(), shape: e.shape.clone(), status });
+    }
+    rows
+}
+
+/// Checks `--freeze` prefixes against the model's parameter names: an
+/// empty prefix (which would freeze everything) or one that names no
+/// parameter (a typo) is refused rather than ignored.
+fn check_freeze(model: &Dim, freeze: &[String]) -> Result<()> {
+    for f in freeze {
+        if f.is_empty() {
+            return Err(HostError::Config(
+                "freeze: an empty prefix would freeze every parameter; name a layer such as encoder.conv1".into(),
+            ));
+        }
+        if !model.table.entries().iter().any(|e| e.name.starts_with(f.as_str())) {
+            let mut layers: Vec<&str> =
+                model.table.entries().iter().filter_map(|e| e.name.rsplit_once('.').map(|(l, _)| l)).collect();
+            layers.dedup();
+            return Err(HostError::Config(format!(
+                "freeze: {f:?} names no parameter of this model; its layers are {}",
+                layers.join(", ")
+            )));
         }
     }
-    copied
+    Ok(())
 }
 
 /// Ranges of the parameter buffer Adam may update (not frozen).
@@ -362,6 +462,38 @@ fn largest_weights(table: &ParamTable, values: &[f32]) -> String {
         .map_or_else(|| "none".into(), |(e, m)| format!("{}, max |w| {m:.3e}", e.name))
 }
 
+/// Refuses a model whose weights or BN statistics cannot be right: a NaN
+/// or Inf anywhere, or a negative `running_var` (its square root is NaN).
+/// `export`, `embed` and `eval` call it before they use a checkpoint.
+pub fn check_model_finite(model: &Dim) -> Result<()> {
+    let found = first_non_finite(&model.table, &model.params)
+        .map(|n| format!("{n} holds NaN or Inf"))
+        .or_else(|| first_non_finite(&model.buffer_table, &model.buffers).map(|n| format!("{n} holds NaN or Inf")))
+        .or_else(|| {
+            model.buffer_table.entries().iter().find_map(|e| {
+                let neg = e.name.ends_with(".running_var") && model.buffers[e.range()].iter().any(|&v| v < 0.0);
+                neg.then(|| format!("{} is negative somewhere (a variance)", e.name))
+            })
+        });
+    match found {
+        Some(what) => Err(HostError::NotFinite { what }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses features with a NaN or Inf, naming the output and image.
+pub fn check_features_finite(f: &Features) -> Result<()> {
+    let outputs = [("conv", f.conv.as_ref()), ("fc", f.fc.as_ref()), ("y", Some(&f.y))];
+    for (name, out) in outputs {
+        if let Some((d, v)) = out
+            && let Some(i) = v.iter().position(|x| !x.is_finite())
+        {
+            return Err(HostError::NotFinite { what: format!("feature {name} of image {}", i / (*d).max(1)) });
+        }
+    }
+    Ok(())
+}
+
 /// The name of the first tensor of `table` holding a NaN or Inf.
 fn first_non_finite(table: &ParamTable, values: &[f32]) -> Option<String> {
     table.entries().iter().find(|e| !all_finite(&values[e.range()])).map(|e| e.name.clone())
@@ -371,7 +503,7 @@ fn first_non_finite(table: &ParamTable, values: &[f32]) -> Option<String> {
 /// a run killed after logging an epoch but before its checkpoint, or in the
 /// middle of a line, would otherwise log that epoch twice.
 fn trim_log(path: &Path, step: u64) -> Result<()> {
-    let text = match fs::read_to_string(path) {
+    let text = match crate::files::read_text_bounded(path, crate::files::MAX_LOG_BYTES) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(HostError::Io { path: path.to_path_buf(), action: "read log", source: e }),
@@ -424,6 +556,9 @@ pub fn train_with(
     rayon::scope(|_| {
         out = Some((|| {
             let mut t = Trainer::new(cfg, out_dir, start)?;
+            if !t.init_rows().is_empty() {
+                observer.initialised(t.init_rows());
+            }
             while t.step(observer)?.is_some() {}
             Ok(t.finish())
         })())

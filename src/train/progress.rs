@@ -29,6 +29,10 @@ impl Observer for Bars {
         }
     }
 
+    fn initialised(&mut self, rows: &[super::InitRow]) {
+        eprintln!("initialised from the checkpoint:\n{}", super::init_table(rows));
+    }
+
     fn epoch_end(&mut self, log: &EpochLog) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();

@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use super::checkpoint::{self, AdamState, Progress};
 use super::{
-    EpochLog, Start, TrainConfig, TrainSummary, copy_weights, first_non_finite, largest_weights,
-    tensor_sums_of_squares, trainable_ranges, trim_log,
+    EpochLog, InitRow, InitStatus, Start, TrainConfig, TrainSummary, check_freeze, copy_weights, first_non_finite,
+    largest_weights, tensor_sums_of_squares, trainable_ranges, trim_log,
 };
 use crate::data::{Augment, Dataset, Loader, Split};
 use crate::dim::{Dim, StepStats, Workspace};
+use crate::files::RunLock;
 use crate::host_error::{self, HostError, Result};
 use crate::optim::AdamConfig;
 use crate::rng::Rng;
@@ -53,6 +54,10 @@ pub trait Observer: Send {
     fn epoch_end(&mut self, log: &EpochLog) {
         let _ = log;
     }
+    /// An `--init` load set these tensors (before the first epoch).
+    fn initialised(&mut self, rows: &[InitRow]) {
+        let _ = rows;
+    }
 }
 
 /// Reports nothing.
@@ -68,6 +73,9 @@ pub struct EpochLines;
 impl Observer for EpochLines {
     fn epoch_end(&mut self, log: &EpochLog) {
         eprintln!("{}", epoch_line(log));
+    }
+    fn initialised(&mut self, rows: &[InitRow]) {
+        eprintln!("initialised from the checkpoint:\n{}", super::init_table(rows));
     }
 }
 
@@ -120,9 +128,15 @@ pub struct Trainer {
     wall_before: f64,
     logs: Vec<EpochLog>,
     last_ckpt: PathBuf,
+    /// Whether this process wrote `last_ckpt`: only its own checkpoints are
+    /// replaced as the run goes on, never one it resumed from.
+    last_is_ours: bool,
     rng: Rng,
     epoch: Option<EpochRun>,
     stopped: bool,
+    /// Held while the run lives; the folder is free again once it ends.
+    _lock: RunLock,
+    init_rows: Vec<InitRow>,
 }
 
 impl Trainer {
@@ -132,6 +146,12 @@ impl Trainer {
     pub fn new(cfg: &TrainConfig, out_dir: &Path, start: Start) -> Result<Self> {
         cfg.validate()?;
         fs::create_dir_all(out_dir).map_err(host_error::io(out_dir, "create output folder"))?;
+        // Owned by this run from here on; temporaries of other processes
+        // are stale only once nobody holds the lock.
+        let lock = RunLock::acquire(out_dir).map_err(host_error::io(out_dir, "lock the run folder"))?;
+        if !matches!(start, Start::Resume) && !super::holds_no_run(out_dir)? {
+            return Err(HostError::RunExists { dir: out_dir.to_path_buf() });
+        }
         checkpoint::remove_stale_temporaries(out_dir)?;
         let ds = cfg.data.load(Split::Train)?;
         // Shapes are checked before the model is allocated.
@@ -148,6 +168,7 @@ impl Trainer {
         let n_params = model.table.len();
         let mut adam = AdamState::zeros(n_params);
         let mut progress = Progress { rng_state: Rng::derive(cfg.seed, 7).state(), ..Progress::default() };
+        let mut init_rows = Vec::new();
         match &start {
             Start::Fresh => {}
             Start::Resume => {
@@ -168,16 +189,37 @@ impl Trainer {
                 progress = loaded.progress;
                 trim_log(&out_dir.join("train.jsonl"), progress.step)?;
             }
-            Start::From(path) => {
+            Start::From(path) | Start::FromPartial(path) => {
                 let loaded = checkpoint::load(path)?;
-                if copy_weights(&loaded.model, &mut model) == 0 {
+                let rows = copy_weights(&loaded.model, &mut model);
+                let partial = matches!(start, Start::FromPartial(_));
+                let unmet: Vec<&str> = rows
+                    .iter()
+                    .filter(|r| r.is_encoder() && r.status != InitStatus::Loaded)
+                    .map(|r| r.name.as_str())
+                    .collect();
+                if !rows.iter().any(|r| r.status == InitStatus::Loaded) {
                     return Err(HostError::Format {
                         path: path.clone(),
                         reason: "no tensor matches this model".into(),
                     });
                 }
+                if !unmet.is_empty() && !partial {
+                    return Err(HostError::Format {
+                        path: path.clone(),
+                        reason: format!(
+                            "--init: {} encoder tensor(s) missing or of another shape ({}); pass --init-partial \
+                             to keep fresh values for them\n{}",
+                            unmet.len(),
+                            unmet.join(", "),
+                            super::init_table(&rows)
+                        ),
+                    });
+                }
+                init_rows = rows;
             }
         }
+        check_freeze(&model, &cfg.freeze)?;
         let loader = Loader::new(ds.n, cfg.batch_size, cfg.seed)?;
         let steps_per_epoch = loader.batches_per_epoch();
         if steps_per_epoch == 0 {
@@ -217,9 +259,12 @@ impl Trainer {
             started: Instant::now(),
             logs: Vec::new(),
             last_ckpt,
+            last_is_ours: false,
             rng,
             epoch: None,
             stopped: false,
+            _lock: lock,
+            init_rows,
         })
     }
 
@@ -378,14 +423,20 @@ impl Trainer {
         let extra = [("train_config", serde_json::to_string(cfg).map_err(|e| HostError::Config(e.to_string()))?)];
         checkpoint::save(&path, &self.model, Some(&self.adam), progress, &extra)?;
         checkpoint::set_latest(&self.out_dir, &name)?;
-        if self.last_ckpt != path && !self.last_ckpt.as_os_str().is_empty() {
+        if self.last_is_ours && self.last_ckpt != path {
             let _ = fs::remove_file(&self.last_ckpt);
         }
         self.last_ckpt = path;
+        self.last_is_ours = true;
         if partial {
             self.stopped = true;
         }
         Ok(())
+    }
+
+    /// What an `--init` load gave each tensor (empty for other starts).
+    pub fn init_rows(&self) -> &[InitRow] {
+        &self.init_rows
     }
 
     /// The trained model, this run's epoch logs, progress and last checkpoint.
