@@ -1173,7 +1173,8 @@ fn non_finite_models_are_not_passed_on() {
     let progress = checkpoint::load(&ck).unwrap().progress;
     let files = tmp("nonfinite-files");
     let d = data.to_str().unwrap();
-    let cases: [(&str, Box<dyn Fn(&mut Dim)>, &str); 2] = [
+    type Edit = Box<dyn Fn(&mut Dim)>;
+    let cases: [(&str, Edit, &str); 2] = [
         (
             "nan",
             Box::new(|m: &mut Dim| m.tensor_mut("encoder.conv1.weight").unwrap()[3] = f32::NAN),

@@ -244,7 +244,14 @@ fn checkpoints_round_trip_and_latest_names_a_whole_file() {
     let bytes = std::fs::read(&latest).unwrap();
     std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
     assert!(checkpoint::load(&bad).is_err());
-    // A fresh run in the same folder starts a fresh log.
+    // A fresh run in the same folder is refused and changes nothing; once
+    // the earlier run is moved aside, it starts a fresh log.
+    let log = std::fs::read(out.join("train.jsonl")).unwrap();
+    let e = train::train(&config(&data, 1, Estimator::Jsd), &out, Start::Fresh, true).err().unwrap();
+    assert!(matches!(e, TrainError::RunExists { .. }), "{e}");
+    assert_eq!(std::fs::read(out.join("train.jsonl")).unwrap(), log);
+    let aside = train::move_earlier_run_aside(&out).unwrap().unwrap();
+    assert_eq!(std::fs::read(aside.join("train.jsonl")).unwrap(), log);
     train::train(&config(&data, 1, Estimator::Jsd), &out, Start::Fresh, true).unwrap();
     assert_eq!(std::fs::read_to_string(out.join("train.jsonl")).unwrap().lines().count(), 1);
 }
