@@ -40,6 +40,20 @@ pub enum HostError {
         /// The folder.
         dir: PathBuf,
     },
+    /// A command's memory plan needs more than the limit; nothing large
+    /// was allocated.
+    OutOfMemory {
+        /// Bytes the plan needs.
+        need: u128,
+        /// The limit.
+        limit: u64,
+        /// Where the limit came from.
+        limit_from: &'static str,
+        /// The plan's largest item.
+        largest: String,
+        /// Its bytes.
+        largest_bytes: u128,
+    },
     /// A model or its outputs hold values that cannot be right (NaN, Inf,
     /// a negative BN variance); nothing was written from them.
     NotFinite {
@@ -75,6 +89,16 @@ impl fmt::Display for HostError {
                 dir.display(),
                 dir.display()
             ),
+            HostError::OutOfMemory { need, limit, limit_from, largest, largest_bytes } => {
+                write!(
+                    f,
+                    "needs about {} of memory, more than the limit of {} ({limit_from}); the largest item is {largest} \
+                     ({}). Set --max-memory, or a smaller --batch-size",
+                    human(*need),
+                    human(u128::from(*limit)),
+                    human(*largest_bytes)
+                )
+            }
             HostError::NotFinite { what } => {
                 write!(f, "{what}: refusing to pass it on (pass --allow-non-finite to go on anyway)")
             }
@@ -119,4 +143,16 @@ pub type Result<T> = std::result::Result<T, HostError>;
 pub fn io(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(std::io::Error) -> HostError {
     let path = path.into();
     move |source| HostError::Io { path, action, source }
+}
+
+/// Formats bytes for a message (`1.5 GiB`).
+pub fn human(bytes: u128) -> String {
+    let b = bytes as f64;
+    let units = [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (name, size) in units {
+        if b >= size as f64 {
+            return format!("{:.1} {name}", b / size as f64);
+        }
+    }
+    format!("{bytes} B")
 }

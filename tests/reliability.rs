@@ -1203,3 +1203,140 @@ fn non_finite_models_are_not_passed_on() {
         let _ = std::fs::remove_file(x);
     }
 }
+
+// ------------------------------------------------------------ 6. memory plan
+
+/// A checkpoint whose encoder maps each 28×28 image to 2^14 channels (a
+/// 1×1 conv: 16 384 weights, 51 MB of activations per image), then, with
+/// `narrow`, back to one channel (a 412 KiB file); without, to 2^11
+/// channels, whose map Y reads (a 51 MB file).
+fn wide_checkpoint(dir: &Path, narrow: bool) -> PathBuf {
+    use infomax::dim::{EncoderConfig, EncoderSpec, Layer};
+    let c = if narrow { 1 << 14 } else { 1 << 11 };
+    let wide = Layer::Conv { out: c, kernel: 1, stride: 1, padding: 0, bn: true, relu: true, pool: false };
+    let mut layers = vec![wide];
+    if narrow {
+        layers.push(Layer::Conv { out: 1, kernel: 1, stride: 1, padding: 0, bn: true, relu: true, pool: false });
+    }
+    let local_layer = layers.len() - 1;
+    let enc = EncoderConfig { input: [1, 28, 28], layers, local_layer, y_dim: 8, fold: None };
+    let cfg = DimConfig { encoder: EncoderSpec::Custom(enc), ..DimConfig::new("conv28").mi_units(4) };
+    let model = Dim::new(cfg).unwrap();
+    let p = dir.join(if narrow { "wide-narrow.safetensors" } else { "wide.safetensors" });
+    checkpoint::save(&p, &model, None, &Progress::default(), &[]).unwrap();
+    p
+}
+
+/// The memory plan refuses, before allocating, what would not fit under
+/// `--max-memory`, naming the largest item; evaluation and embedding take
+/// smaller batches when that is enough. Peak RSS stays under the limit.
+#[test]
+fn memory_plans_refuse_or_shrink_before_allocating() {
+    let data = small_data("mem-data", 32);
+    let dir = tmp("mem");
+    let (narrow, wide) = (wide_checkpoint(&dir, true), wide_checkpoint(&dir, false));
+    let file_kib = std::fs::metadata(&narrow).unwrap().len() / 1024;
+    let d = data.to_str().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let out = s(&dir.join("feats.safetensors"));
+    let toml = dir.join("wide.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "batch_size = 64\nepochs = 1\n[data]\nkind = \"fashion-mnist\"\ndir = {d:?}\n[model]\nmi_units = 4\n\
+             [model.encoder]\ninput = [1, 28, 28]\nlocal_layer = 0\ny_dim = 8\n\
+             layers = [{{ type = \"conv\", out = 16384, kernel = 1, stride = 1, padding = 0 }}]\n"
+        ),
+    )
+    .unwrap();
+    let cap = ["--max-memory", "1G"];
+    // (case, args, exit code, stderr must contain)
+    let rows: Vec<(&str, Vec<String>, i32, &str)> = vec![
+        (
+            "eval, batch 500 asked",
+            vec![
+                "eval".into(),
+                s(&narrow),
+                "--data".into(),
+                d.into(),
+                "--batch-size".into(),
+                "500".into(),
+                "--no-baselines".into(),
+            ],
+            1,
+            "activations at batch 500",
+        ),
+        (
+            "embed, batch 500 asked",
+            vec![
+                "embed".into(),
+                s(&narrow),
+                "--data".into(),
+                d.into(),
+                "--out".into(),
+                out.clone(),
+                "--batch-size".into(),
+                "500".into(),
+            ],
+            1,
+            "activations at batch 500",
+        ),
+        (
+            "eval, a 2^11×784 tap",
+            vec!["eval".into(), s(&wide), "--data".into(), d.into(), "--no-baselines".into()],
+            1,
+            "the largest item is probe classifiers",
+        ),
+        (
+            "embed, 32 images of a 2^11×784 tap (0.6 GiB planned)",
+            vec!["embed".into(), s(&wide), "--data".into(), d.into(), "--out".into(), out.clone()],
+            0,
+            "peak RSS",
+        ),
+        (
+            "train, TOML config",
+            vec!["train".into(), "--config".into(), s(&toml), "--out".into(), s(&dir.join("run"))],
+            1,
+            "training activations at batch 64",
+        ),
+        (
+            "eval, batch adapts",
+            vec![
+                "eval".into(),
+                s(&narrow),
+                "--data".into(),
+                d.into(),
+                "--no-baselines".into(),
+                "--eval-epochs".into(),
+                "1".into(),
+            ],
+            0,
+            "images at a time to stay within the memory limit",
+        ),
+        (
+            "embed, batch adapts",
+            vec!["embed".into(), s(&narrow), "--data".into(), d.into(), "--out".into(), out.clone()],
+            0,
+            "peak RSS",
+        ),
+    ];
+    eprintln!("checkpoint of {file_kib} KiB");
+    for (case, args, code, want) in rows {
+        let mut a: Vec<&str> = cap.to_vec();
+        a.extend(args.iter().map(String::as_str));
+        let (c, err, rss_kib) = cli_rss(&a);
+        eprintln!("{case}: exit {c:?}, peak RSS {:.0} MiB", rss_kib as f64 / 1024.0);
+        assert_eq!(c, Some(code), "{case}: {err}");
+        assert!(err.contains(want), "{case}: {err:?} lacks {want:?}");
+        assert!(rss_kib < 1 << 20, "{case}: peak RSS {rss_kib} KiB over the 1 GiB limit");
+        if code == 1 {
+            assert!(err.contains("more than the limit of 1.0 GiB (--max-memory)"), "{case}: {err}");
+        }
+    }
+    // The same under half the memory: the stored features alone are over.
+    let a = ["--max-memory", "512M", "embed", &s(&wide), "--data", d, "--out", &out];
+    let (c, err, rss_kib) = cli_rss(&a);
+    eprintln!("embed under 512M: exit {c:?}, peak RSS {:.0} MiB", rss_kib as f64 / 1024.0);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("the largest item is stored features of 32 images"), "{err}");
+}

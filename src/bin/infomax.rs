@@ -15,6 +15,7 @@ use infomax::io::{ExportDtype, export};
 use infomax::train::evaluate::{
     ENCODER_TAPS, Report, evaluate_encoder, evaluate_encoder_taps, evaluate_pixels, format_table,
 };
+use infomax::train::memory::Limit;
 use infomax::train::{self, DataConfig, DatasetKind, HostError, OptimConfig, Start, TrainConfig, checkpoint};
 
 /// The Fashion-MNIST subset in the repository: the main job's data.
@@ -42,6 +43,12 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Memory a command may plan to use, e.g. 8G or 512M [default: 80% of
+    /// the smaller of MemAvailable and the cgroup's memory.max]. A command
+    /// whose plan needs more is refused before it allocates, naming the
+    /// largest item; evaluation and embedding take smaller batches first.
+    #[arg(long, global = true, value_parser = train::memory::parse_size)]
+    max_memory: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -270,6 +277,10 @@ struct EvalArgs {
     /// (or a negative variance): refused by default, naming the tensor.
     #[arg(long)]
     allow_non_finite: bool,
+    /// Images per encoder forward pass [default: 500, or fewer if the
+    /// memory limit needs].
+    #[arg(long)]
+    batch_size: Option<usize>,
 }
 
 #[derive(Args)]
@@ -288,6 +299,10 @@ struct EmbedArgs {
     /// (or a negative variance): refused by default, naming the tensor.
     #[arg(long)]
     allow_non_finite: bool,
+    /// Images per encoder forward pass [default: 500, or fewer if the
+    /// memory limit needs].
+    #[arg(long)]
+    batch_size: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -300,18 +315,31 @@ fn data_config(d: &DataArgs) -> DataConfig {
     DataConfig { kind: d.dataset.into(), dir: d.data.clone(), crop: None, flip: false }
 }
 
+/// How much memory a command may use and what batch it was asked for.
+#[derive(Clone, Copy)]
+struct MemoryArgs {
+    limit: Limit,
+    batch: Option<usize>,
+}
+
 fn run_eval(
     model: &mut Dim,
     data: &DataConfig,
     probe: &ProbeArgs,
     quiet: bool,
     out: Option<&Path>,
+    mem: MemoryArgs,
 ) -> Result<Vec<Report>, HostError> {
     let train = data.load(Split::Train)?;
     let test = data.load(Split::Test)?;
+    let plan = |b| train::memory::eval_plan(model, train.n, test.n, b, !probe.no_baselines);
+    let encode_batch = train::memory::fit_batch(mem.batch, mem.limit, plan)?;
+    if encode_batch < train::memory::DEFAULT_ENCODE_BATCH && mem.batch.is_none() && !quiet {
+        eprintln!("encoding {encode_batch} images at a time to stay within the memory limit");
+    }
     // The classifiers' seeds follow the model's seed, as the reference's
     // follow its `--seed`: runs with different seeds get independent probes.
-    let cfg = EvalConfig { epochs: probe.eval_epochs, seed: model.cfg.seed, ..EvalConfig::default() };
+    let cfg = EvalConfig { epochs: probe.eval_epochs, seed: model.cfg.seed, encode_batch, ..EvalConfig::default() };
     cfg.validate()?;
     let say = |m: &str| {
         if !quiet {
@@ -451,7 +479,7 @@ fn resumed_config(flags: &TrainConfig, explicit: &[String], out: &Path) -> Resul
     Ok(cfg)
 }
 
-fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String]) -> Result<(), HostError> {
+fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String], limit: Limit) -> Result<(), HostError> {
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_file(p)?,
         None => {
@@ -553,6 +581,7 @@ fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String]) -> Result<(), Ho
             out.display()
         );
     }
+    train::memory::train_plan(&cfg.model, cfg.batch_size)?.check(limit)?;
     let mut summary = train::train(&cfg, &out, start, quiet)?;
     // Evaluation and export write into the run folder too: under its lock
     // again (training released it when it ended).
@@ -565,7 +594,8 @@ fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String]) -> Result<(), Ho
         summary.checkpoint.display()
     );
     if !args.no_eval {
-        let reports = run_eval(&mut summary.model, &cfg.data, &args.probe, quiet, Some(&out))?;
+        let mem = MemoryArgs { limit, batch: None };
+        let reports = run_eval(&mut summary.model, &cfg.data, &args.probe, quiet, Some(&out), mem)?;
         print_summary(&reports);
     }
     if let Some(reason) = summary.model.encoder.inference_unsupported().filter(|_| !args.no_export) {
@@ -598,17 +628,18 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), HostErro
     Ok(())
 }
 
-fn eval_cmd(args: EvalArgs, quiet: bool) -> Result<(), HostError> {
+fn eval_cmd(args: EvalArgs, quiet: bool, limit: Limit) -> Result<(), HostError> {
     let mut loaded = checkpoint::load(&args.checkpoint)?;
     if !args.allow_non_finite {
         train::check_model_finite(&loaded.model)?;
     }
-    let reports = run_eval(&mut loaded.model, &data_config(&args.data), &args.probe, quiet, None)?;
+    let mem = MemoryArgs { limit, batch: args.batch_size };
+    let reports = run_eval(&mut loaded.model, &data_config(&args.data), &args.probe, quiet, None, mem)?;
     print_summary(&reports);
     Ok(())
 }
 
-fn embed_cmd(args: EmbedArgs) -> Result<(), HostError> {
+fn embed_cmd(args: EmbedArgs, limit: Limit) -> Result<(), HostError> {
     let resolved = checkpoint::resolve(&args.checkpoint)?;
     infomax::files::check_output(&args.out, &[&args.checkpoint, &resolved, &args.data.data])
         .map_err(infomax::host_error::io(&args.out, "write the features to"))?;
@@ -621,7 +652,9 @@ fn embed_cmd(args: EmbedArgs) -> Result<(), HostError> {
         SplitArg::Test => Split::Test,
     };
     let ds = data_config(&args.data).load(split)?;
-    let f = train::extract_features(&mut loaded.model, &ds, 500)?;
+    let batch =
+        train::memory::fit_batch(args.batch_size, limit, |b| train::memory::embed_plan(&loaded.model, ds.n, b))?;
+    let f = train::extract_features(&mut loaded.model, &ds, batch)?;
     if !args.allow_non_finite {
         train::check_features_finite(&f)?;
     }
@@ -738,10 +771,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let limit = Limit::new(cli.max_memory);
     let result = match cli.command {
-        Command::Train(a) => train_cmd(*a, cli.quiet, &explicit),
-        Command::Eval(a) => eval_cmd(a, cli.quiet),
-        Command::Embed(a) => embed_cmd(a),
+        Command::Train(a) => train_cmd(*a, cli.quiet, &explicit, limit),
+        Command::Eval(a) => eval_cmd(a, cli.quiet, limit),
+        Command::Embed(a) => embed_cmd(a, limit),
         Command::Export(a) => export_cmd(a),
     };
     if std::env::var_os("INFOMAX_REPORT_PEAK_RSS").is_some() {

@@ -9,6 +9,7 @@ pub mod estimator;
 pub(crate) mod global;
 pub mod head;
 pub(crate) mod local;
+mod memory;
 pub mod model;
 pub(crate) mod multi;
 pub(crate) mod occlusion;

@@ -35,6 +35,9 @@ pub struct EvalConfig {
     pub batch: usize,
     /// Rows per evaluation forward pass (2000). Does not change the result.
     pub eval_batch: usize,
+    /// Images per encoder forward pass when extracting features (500;
+    /// the CLI lowers it when the memory limit needs).
+    pub encode_batch: usize,
     /// MLP hidden width (200).
     pub hidden: usize,
     /// MLP dropout probability (0.1).
@@ -52,6 +55,7 @@ impl Default for EvalConfig {
             epochs: 30,
             batch: 256,
             eval_batch: 2000,
+            encode_batch: 500,
             hidden: 200,
             dropout: 0.1,
             adam: AdamConfig::torch_default(1e-3),
@@ -66,6 +70,7 @@ impl EvalConfig {
         check_nonzero("eval epochs", self.epochs)?;
         check_nonzero("eval batch", self.batch)?;
         check_nonzero("eval eval_batch", self.eval_batch)?;
+        check_nonzero("eval encode_batch", self.encode_batch)?;
         check_nonzero("eval hidden", self.hidden)?;
         if self.batch < 2 {
             return Err(Error::InvalidParameter {

@@ -111,8 +111,8 @@ pub fn evaluate_encoder_taps(
     let t0 = Instant::now();
     let (ytr, yte) = (labels(train)?, labels(test)?);
     let classes = train.classes.max(test.classes);
-    let ftr = extract_features(model, train, 500)?;
-    let fte = extract_features(model, test, 500)?;
+    let ftr = extract_features(model, train, cfg.encode_batch)?;
+    let fte = extract_features(model, test, cfg.encode_batch)?;
     let mut taps = Vec::new();
     if let (true, Some((d, a)), Some((_, b))) = (wanted("conv"), ftr.conv, fte.conv) {
         taps.push(run_tap("conv", 0, d, a, b, &ytr, &yte, classes, cfg)?);
