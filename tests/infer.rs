@@ -296,9 +296,12 @@ fn edited_export(drop: &str, replace: Option<(&str, safetensors::Dtype, Vec<usiz
 
 #[test]
 fn missing_tensor_wrong_dtype_and_bad_metadata_are_typed() {
+    // `Plan::from_weights` refuses the file up front; a plan of the same
+    // architecture made without that check gets the same error from `encode`.
     let check = |bytes: &[u8], want: InferError| {
         let w = Weights::<32>::parse(bytes).unwrap();
-        let plan = Plan::from_weights(&w, 1).unwrap();
+        assert_eq!(Plan::from_weights(&w, 1).err(), Some(want));
+        let plan = Plan::new(&Arch::from_weights(&w).unwrap(), 1).unwrap();
         let mut y = [0f32; 64];
         let got = plan.encode(&w, &[0.0; 784], &mut vec![0f32; plan.scratch_len()], &mut y);
         assert_eq!(got, Err(want));
@@ -764,4 +767,31 @@ fn parity_on_the_shipped_weights() {
         checked += 1;
     }
     assert!(checked >= 1, "no shipped weights found under weights/");
+}
+
+/// An export whose `encoder_config` declares a far larger model than its
+/// tensors hold: `Plan::from_weights` refuses it, so no caller sizes
+/// scratch (here it would be ~10^12 floats) for a plan `encode` rejects.
+#[test]
+fn from_weights_refuses_metadata_that_disagrees_with_the_tensors() {
+    let model = Dim::new(DimConfig::new("edge").mi_units(8)).unwrap();
+    let bytes = to_bytes(&model, ExportDtype::F32, true, &[]).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = md.metadata().clone().unwrap();
+    let cfg = meta["encoder_config"].clone();
+    let first_out = cfg.find("\"out\":").unwrap() + 6;
+    let end = first_out + cfg[first_out..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let wide = format!("{}{}{}", &cfg[..first_out], 1u64 << 24, &cfg[end..]);
+    meta.insert("encoder_config".into(), wide);
+    let owned: Vec<_> =
+        st.tensors().into_iter().map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
+    let t: Vec<_> = owned.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), b.clone())).collect();
+    let m: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let edited = st_file(&t, &m);
+    let w = Weights::<32>::parse(&edited).unwrap();
+    let unchecked = Plan::new(&Arch::from_weights(&w).unwrap(), 1).unwrap();
+    eprintln!("the unchecked plan asks for {} scratch floats", unchecked.scratch_len());
+    assert!(unchecked.scratch_len() > 1 << 30);
+    assert_eq!(Plan::from_weights(&w, 1).err(), Some(InferError::WrongShape { layer: 0, part: "weight" }));
 }

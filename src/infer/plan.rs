@@ -286,9 +286,25 @@ impl Plan {
         Ok(plan)
     }
 
-    /// Plans the architecture an exported file describes in its metadata.
+    /// Plans the architecture an exported file describes in its metadata,
+    /// and checks every tensor the plan reads against it
+    /// ([`Plan::check_weights`]): a plan returned here, and its
+    /// `scratch_len()`, is one `encode` with `w` accepts.
     pub fn from_weights<const N: usize>(w: &Weights<'_, N>, batch: usize) -> Result<Self, InferError> {
-        Self::new(&Arch::from_weights(w)?, batch)
+        let plan = Self::new(&Arch::from_weights(w)?, batch)?;
+        plan.check_weights(w)?;
+        Ok(plan)
+    }
+
+    /// Checks that `w` holds every weight and bias this plan reads, by
+    /// name, with a supported dtype and the planned shape (the checks
+    /// `encode` makes layer by layer, done up front).
+    pub fn check_weights<const N: usize>(&self, w: &Weights<'_, N>) -> Result<(), InferError> {
+        for (i, st) in self.steps[..self.n_steps].iter().enumerate() {
+            let (wt, _) = self.tensors(w, i, st)?;
+            wt.weight_rows().map_err(|_| InferError::WrongShape { layer: i, part: "weight" })?;
+        }
+        Ok(())
     }
 
     /// Exact scratch length (f32 elements) `encode` needs.
