@@ -38,7 +38,7 @@ fn conv_floats(pre: u128, cols: u128, out: u128, pool: bool, train: bool) -> u12
 /// One conv with kernel `k`, stride `s`, padding `p` from `inp`: (values
 /// before any pool, im2col columns) per sample.
 fn conv_sizes(inp: [usize; 3], oc: usize, k: usize, s: usize, p: usize) -> (u128, u128) {
-    let side = |x: usize| (x.saturating_add(p.saturating_mul(2)).saturating_sub(k)) / s.max(1) + 1;
+    let side = |x: usize| ((x.saturating_add(p.saturating_mul(2)).saturating_sub(k)) / s.max(1)).saturating_add(1);
     let hw = u(side(inp[1])).saturating_mul(u(side(inp[2])));
     (u(oc).saturating_mul(hw), u(inp[0]).saturating_mul(u(k)).saturating_mul(u(k)).saturating_mul(hw))
 }
@@ -125,7 +125,9 @@ impl DimConfig {
         // and prior samples), with gradients.
         if self.alpha > 0.0 {
             f = f.saturating_add(rows.saturating_mul(u(c)).saturating_mul(12));
-            f = f.saturating_add(n_.saturating_mul(d).saturating_mul(16)).saturating_add(n_.saturating_mul(n_) * 2);
+            f = f
+                .saturating_add(n_.saturating_mul(d).saturating_mul(16))
+                .saturating_add(n_.saturating_mul(n_).saturating_mul(2));
         }
         if self.gamma > 0.0 {
             f = f.saturating_add(n_.saturating_mul(1200 * 8));
