@@ -494,6 +494,15 @@ fn hostile_checkpoints_are_refused_with_the_reason() {
             "unknown preset",
         ),
         (
+            "model-config-without-mi-units.st",
+            rewrite(&good, |_, m| {
+                let mut v: serde_json::Value = serde_json::from_str(&m["model_config"]).unwrap();
+                v.as_object_mut().unwrap().remove("mi_units");
+                m.insert("model_config".into(), v.to_string());
+            }),
+            "no mi_units (a checkpoint records every setting)",
+        ),
+        (
             "dtype-mismatch.st",
             rewrite(&good, |t, _| {
                 let x = t.iter_mut().find(|x| x.0 == "encoder.conv1.weight").unwrap();
@@ -1339,4 +1348,52 @@ fn memory_plans_refuse_or_shrink_before_allocating() {
     eprintln!("embed under 512M: exit {c:?}, peak RSS {:.0} MiB", rss_kib as f64 / 1024.0);
     assert_eq!(c, Some(1), "{err}");
     assert!(err.contains("the largest item is stored features of 32 images"), "{err}");
+}
+
+/// A run's log that is a device, or a sparse 2 GiB file, is refused on
+/// `--resume` without being read.
+#[test]
+fn a_device_or_huge_log_is_refused_on_resume() {
+    let data = small_data("log-data", 32);
+    for (case, want) in [("dev", "not a regular file"), ("sparse", "more than the 268435456 accepted here")] {
+        let out = tmp(&format!("log-{case}"));
+        let (c, err) = cli(&train_args(&data, &out, 1).iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(c, Some(0), "{err}");
+        let log = out.join("train.jsonl");
+        std::fs::remove_file(&log).unwrap();
+        if case == "dev" {
+            std::os::unix::fs::symlink("/dev/zero", &log).unwrap();
+        } else {
+            std::fs::File::create(&log).unwrap().set_len(2 << 30).unwrap();
+        }
+        let mut a = train_args(&data, &out, 2);
+        a.push("--resume".into());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (c, err, rss_kib) = cli_rss(&a);
+        eprintln!("log {case}: exit {c:?}, peak RSS {:.1} MiB", rss_kib as f64 / 1024.0);
+        assert_eq!(c, Some(1), "{case}: {err}");
+        assert!(err.contains("train.jsonl") && err.contains(want), "{case}: {err}");
+        assert!(rss_kib < 1 << 20, "{case}: peak RSS {rss_kib} KiB");
+    }
+}
+
+/// The default D follows the data folder itself, not its spelling: the
+/// bundled subset as `data/...`, `./data/...` or an absolute path gives the
+/// same model (D = 128).
+#[test]
+fn the_default_d_does_not_depend_on_how_the_data_folder_is_spelt() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let absolute = root.join("data/fashion-mnist-subset");
+    for spelling in ["data/fashion-mnist-subset", "./data/fashion-mnist-subset", absolute.to_str().unwrap()] {
+        let out = tmp(&format!("spelling-{}", spelling.len()));
+        let o = Command::new(BIN)
+            .current_dir(root)
+            .args(["--quiet", "train", "--encoder", "edge", "--steps", "1", "--batch-size", "16", "--no-eval"])
+            .args(["--no-export", "--data", spelling, "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{spelling}: {}", String::from_utf8_lossy(&o.stderr));
+        let ck = checkpoint::load(&out).unwrap();
+        assert_eq!(ck.model.cfg.mi_units, 128, "{spelling}");
+    }
 }
