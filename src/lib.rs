@@ -21,6 +21,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod bounds;
 #[cfg(feature = "train")]
 pub mod data;
 #[cfg(feature = "train")]

@@ -39,17 +39,10 @@ impl AdamConfig {
 
     /// Checks every field is in range.
     pub fn validate(&self) -> Result<()> {
-        let ok = |v: f64, lo: f64, hi: f64| v.is_finite() && v >= lo && v < hi;
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::InvalidParameter { what: "adam lr", reason: "must be finite and > 0" });
-        }
-        if !ok(self.beta1, 0.0, 1.0) || !ok(self.beta2, 0.0, 1.0) {
-            return Err(Error::InvalidParameter { what: "adam betas", reason: "must be in [0, 1)" });
-        }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::InvalidParameter { what: "adam eps", reason: "must be finite and > 0" });
-        }
-        Ok(())
+        crate::bounds::LR.check_f64(self.lr)?;
+        crate::bounds::BETA1.check_f64(self.beta1)?;
+        crate::bounds::BETA2.check_f64(self.beta2)?;
+        crate::bounds::EPS.check_f64(self.eps)
     }
 }
 

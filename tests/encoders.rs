@@ -377,11 +377,11 @@ fn bad_fold_and_bottleneck_configs_are_typed_errors() {
         (with(&|c| c.fold = Some(Fold { crop: 8, stride: 4, layer: 5 })), "past the last layer"),
         // Per-crop maps must fit the crop: 8×8 crop, then a 9×9 kernel.
         (with(&|c| c.layers[0] = conv(4, 9, 1, 0)), "kernel is larger"),
-        (with(&|c| c.layers.insert(4, Layer::Bottleneck { planes: 0, stride: 1 })), "bottleneck"),
+        (with(&|c| c.layers.insert(4, Layer::Bottleneck { planes: 0, stride: 1 })), "layers[].out"),
         (with(&|c| c.layers.push(Layer::Bottleneck { planes: 2, stride: 1 })), "follows a linear"),
     ];
     for (e, want) in cases {
-        assert!(matches!(e, Error::InvalidShape { .. } | Error::ZeroSize { .. }), "{e:?}");
+        assert!(matches!(e, Error::InvalidShape { .. } | Error::OutOfRange { .. }), "{e:?}");
         assert!(e.to_string().contains(want), "{e} (wanted {want})");
     }
     // Linear per crop, then convs on the folded map: allowed.

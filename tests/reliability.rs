@@ -278,18 +278,26 @@ fn atomic_writes_replace_whole_files_and_clean_up() {
 
 // ------------------------------------------------------------ 3. divergence
 
+/// A run whose update turns a weight non-finite stops at that step, names
+/// the tensor and keeps the last checkpoint. The learning rate is bounded
+/// (docs/reliability.md §6), so the blow-up is planted: one element of
+/// Adam's second moment made negative, whose square root is NaN.
 #[test]
-fn huge_learning_rate_stops_with_step_and_tensor_and_keeps_the_last_checkpoint() {
+fn a_diverging_step_stops_with_step_and_tensor_and_keeps_the_last_checkpoint() {
     let data = small_data("div-data", 64);
     let out = tmp("div");
     let mut cfg = config(&data, "edge", Estimator::Jsd, 16);
     cfg.epochs = Some(1);
     let good = train::train(&cfg, &out, Start::Fresh, true).unwrap();
     assert_eq!(good.progress.step, 4);
+    let mut ck = checkpoint::load(&good.checkpoint).unwrap();
+    let range = ck.model.table.get("encoder.conv2.weight").unwrap().range();
+    ck.adam.as_mut().unwrap().v[range.start + 5] = -1e30;
+    let extra = [("train_config", ck.metadata["train_config"].clone())];
+    checkpoint::save(&good.checkpoint, &ck.model, ck.adam.as_ref(), &ck.progress, &extra).unwrap();
     let good_bytes = std::fs::read(&good.checkpoint).unwrap();
     let log_before = std::fs::read_to_string(out.join("train.jsonl")).unwrap();
     cfg.epochs = Some(5);
-    cfg.optimizer.lr = 1e38;
     let e = train::train(&cfg, &out, Start::Resume, true).unwrap_err();
     let TrainError::Diverged { step, what, checkpoint: kept } = &e else { panic!("{e}") };
     eprintln!("divergence: {e}");
@@ -548,9 +556,15 @@ fn hostile_checkpoints_are_refused_with_the_reason() {
 fn checkpoint_config_larger_than_the_file_is_refused_without_allocating() {
     let dir = tmp("hostile-huge");
     let (cfg, good) = small_checkpoint();
-    for d in [1usize << 20, 1 << 40, usize::MAX / 8] {
+    // Within every bound (docs/reliability.md §6), but far more weights
+    // than the file holds: fc 65536 wide over edge's 64·4·4 map, then D.
+    let mut wide = infomax::dim::EncoderConfig::edge();
+    wide.layers[3] = infomax::dim::Layer::Linear { out: 65536, bn: true, relu: true };
+    for d in [4096usize, 65536] {
         let bytes = rewrite(&good, |_, m| {
-            m.insert("model_config".into(), serde_json::to_string(&cfg.clone().mi_units(d)).unwrap());
+            let mut c = cfg.clone().mi_units(d);
+            c.encoder = infomax::dim::EncoderSpec::Custom(wide.clone());
+            m.insert("model_config".into(), serde_json::to_string(&c).unwrap());
         });
         let msg = load_err(&dir, "huge.st", &bytes);
         assert!(msg.contains("model") && msg.contains("file"), "{msg}");
@@ -617,32 +631,36 @@ fn hostile_config_files_are_refused_with_the_reason() {
         (
             "negative-lr.toml",
             format!("epochs = 1\n[optimizer]\nlr = -1e-4\nbeta1 = 0.5\nbeta2 = 0.999\neps = 1e-8\n{model}{data}"),
-            "adam lr",
+            "optimizer.lr",
         ),
         ("negative-alpha.toml", format!("epochs = 1\n{model}alpha = -0.5\n{data}"), "alpha"),
-        ("negative-minutes.toml", format!("minutes = -3.0\n{model}{data}"), "minutes must be finite and > 0"),
+        ("negative-minutes.toml", format!("minutes = -3.0\n{model}{data}"), "minutes (--minutes) = -3 is out of range"),
         ("zero-mi.toml", format!("epochs = 1\n{model}mi_units = 0\n{data}"), "mi_units"),
-        ("zero-batch.toml", format!("epochs = 1\nbatch_size = 0\n{model}{data}"), "batch_size must be at least 2"),
+        (
+            "zero-batch.toml",
+            format!("epochs = 1\nbatch_size = 0\n{model}{data}"),
+            "batch_size (--batch-size) = 0 is out of range",
+        ),
         (
             "zero-channels.toml",
             format!(
                 "epochs = 1\n[model.encoder]\ninput = [1, 28, 28]\nlayers = [{{ type = \"conv\", out = 0, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
             ),
-            "encoder conv layer (out, kernel and stride): size must be at least 1, got 0",
+            "model.encoder.layers[].out = 0 is out of range [1, 65536]",
         ),
         (
             "zero-input.toml",
             format!(
                 "epochs = 1\n[model.encoder]\ninput = [1, 0, 28]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
             ),
-            "encoder input: size must be at least 1, got 0",
+            "model.encoder.input[1..] = 0 is out of range [1, 4096]",
         ),
         (
             "zero-y.toml",
             format!(
                 "epochs = 1\n[model.encoder]\ninput = [1, 28, 28]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 0\n{data}"
             ),
-            "encoder y_dim: size must be at least 1, got 0",
+            "model.encoder.y_dim = 0 is out of range [1, 65536]",
         ),
         (
             "kernel-too-large.toml",
@@ -663,15 +681,26 @@ fn hostile_config_files_are_refused_with_the_reason() {
             format!(
                 "epochs = 1\n[model.encoder]\ninput = [4294967296, 4294967296, 4294967296]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 0 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
             ),
+            "model.encoder.input[0] = 4294967296 is out of range [1, 64]",
+        ),
+        (
+            "too-many-weights.toml",
+            format!(
+                "epochs = 1\n[model.encoder]\ninput = [1, 4096, 4096]\nlayers = [{{ type = \"conv\", out = 4096, kernel = 1, stride = 1, padding = 0 }}, {{ type = \"linear\", out = 65536 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
+            ),
             "more than the limit of 4294967296",
         ),
-        ("huge-mi-units.toml", format!("epochs = 1\n{model}mi_units = 4294967296\n{data}"), "more than the limit"),
+        (
+            "huge-mi-units.toml",
+            format!("epochs = 1\n{model}mi_units = 4294967296\n{data}"),
+            "model.mi_units (--mi-units) = 4294967296 is out of range",
+        ),
         (
             "huge-padding.toml",
             format!(
                 "epochs = 1\n[model.encoder]\ninput = [1, 28, 28]\nlayers = [{{ type = \"conv\", out = 4, kernel = 3, stride = 1, padding = 9223372036854775807 }}]\nlocal_layer = 0\ny_dim = 8\n{data}"
             ),
-            "overflow",
+            "model.encoder.layers[].padding = 9223372036854775807 is out of range [0, 64]",
         ),
         ("unknown-preset.toml", format!("epochs = 1\n[model]\nencoder = \"conv99\"\n{data}"), "unknown preset"),
         ("no-budget.toml", format!("{model}{data}"), "set a budget"),
@@ -1168,6 +1197,37 @@ fn resume_takes_the_settings_from_the_checkpoint() {
     assert_eq!(ck.progress.epoch, 2);
     assert_eq!(ck.progress.step, 4, "32 images in batches of 16 give 2 steps an epoch");
     assert_eq!(ck.model.cfg.encoder, infomax::dim::EncoderSpec::Preset("edge".into()));
+}
+
+/// A run cut mid-epoch by `--steps` and resumed goes on from the next
+/// batch of that epoch: edge, 48 images in batches of 8 (6 steps an epoch),
+/// 3 steps + resume to 9 against 9 steps straight, every weight, BN
+/// statistic and Adam moment bitwise equal; the resumed epoch's log line
+/// averages only the steps it ran.
+#[test]
+fn a_mid_epoch_resume_continues_from_the_next_batch() {
+    let data = small_data("mid-epoch-data", 48);
+    let mut cfg = config(&data, "edge", Estimator::Jsd, 8);
+    let run = |cfg: &TrainConfig, out: &Path, start: Start| train::train(cfg, out, start, true).unwrap();
+    cfg.steps = Some(9);
+    let straight = run(&cfg, &tmp("mid-epoch-straight"), Start::Fresh);
+    let out = tmp("mid-epoch-cut");
+    cfg.steps = Some(3);
+    let cut = run(&cfg, &out, Start::Fresh);
+    assert_eq!((cut.progress.epoch, cut.progress.batch), (0, 3));
+    cfg.steps = Some(9);
+    let resumed = run(&cfg, &out, Start::Resume);
+    assert_eq!((resumed.progress.step, resumed.progress.epoch, resumed.progress.batch), (9, 1, 3));
+    let (a, b) = (checkpoint::load(&straight.checkpoint).unwrap(), checkpoint::load(&resumed.checkpoint).unwrap());
+    let (aa, ba) = (a.adam.unwrap(), b.adam.unwrap());
+    assert!(bits(&a.model.params) == bits(&b.model.params), "parameters differ");
+    assert!(bits(&a.model.buffers) == bits(&b.model.buffers), "BN statistics differ");
+    assert!(bits(&aa.m) == bits(&ba.m) && bits(&aa.v) == bits(&ba.v), "Adam moments differ");
+    // The first resumed epoch ran batches 4..6: its mean is theirs alone.
+    let first = &resumed.epochs[0];
+    assert_eq!((first.epoch, first.step, first.partial), (1, 6, false));
+    let whole = &straight.epochs[0];
+    assert_ne!(first.loss.to_bits(), whole.loss.to_bits(), "a 3-step mean, not the 6-step one");
 }
 
 /// Non-finite weights or a negative BN variance are refused by export,

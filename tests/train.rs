@@ -275,7 +275,11 @@ fn bad_configs_are_typed_errors() {
     let data = small_data("cfg-data");
     let mut cfg = config(&data, 1, Estimator::Jsd);
     cfg.batch_size = 1;
-    assert!(matches!(train::train(&cfg, &tmp("cfg1"), Start::Fresh, true), Err(TrainError::Config(_))));
+    let e = train::train(&cfg, &tmp("cfg1"), Start::Fresh, true).err().unwrap();
+    assert!(
+        matches!(e, TrainError::Model(infomax::Error::OutOfRange { bound, .. }) if *bound == infomax::bounds::BATCH_SIZE),
+        "{e:?}"
+    );
     let mut cfg = config(&data, 1, Estimator::Jsd);
     cfg.epochs = None;
     assert!(matches!(train::train(&cfg, &tmp("cfg2"), Start::Fresh, true), Err(TrainError::Config(_))));

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use infomax::bounds;
 use infomax::data::Split;
 use infomax::dim::{Dim, DimConfig, Estimator, HeadKind, MultiGlobal, Occlusion};
 use infomax::eval::EvalConfig;
@@ -423,6 +424,7 @@ fn resumed_config(flags: &TrainConfig, explicit: &[String], out: &Path) -> Resul
     let Some(text) = metadata.get("train_config") else { return Ok(flags.clone()) };
     let saved: TrainConfig = serde_json::from_str(text)
         .map_err(|e| HostError::Format { path: path.clone(), reason: format!("train_config: {e}") })?;
+    saved.validate().map_err(|e| HostError::Format { path: path.clone(), reason: format!("train_config: {e}") })?;
     let no_budget =
         |c: &TrainConfig| TrainConfig { epochs: None, minutes: None, steps: None, log_grad_norm: false, ..c.clone() };
     let (f, s) = (flags, &saved);
@@ -479,7 +481,18 @@ fn resumed_config(flags: &TrainConfig, explicit: &[String], out: &Path) -> Resul
     Ok(cfg)
 }
 
+/// The evaluation settings, checked before any work starts (a run must
+/// not train for hours and then refuse its evaluation).
+fn check_probe(probe: &ProbeArgs, batch: Option<usize>) -> Result<(), HostError> {
+    bounds::EVAL_EPOCHS.check_usize(probe.eval_epochs)?;
+    if let Some(b) = batch {
+        bounds::ENCODE_BATCH.check_usize(b)?;
+    }
+    Ok(())
+}
+
 fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String], limit: Limit) -> Result<(), HostError> {
+    check_probe(&args.probe, None)?;
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_file(p)?,
         None => {
@@ -629,6 +642,7 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), HostErro
 }
 
 fn eval_cmd(args: EvalArgs, quiet: bool, limit: Limit) -> Result<(), HostError> {
+    check_probe(&args.probe, args.batch_size)?;
     let mut loaded = checkpoint::load(&args.checkpoint)?;
     if !args.allow_non_finite {
         train::check_model_finite(&loaded.model)?;
@@ -640,6 +654,9 @@ fn eval_cmd(args: EvalArgs, quiet: bool, limit: Limit) -> Result<(), HostError> 
 }
 
 fn embed_cmd(args: EmbedArgs, limit: Limit) -> Result<(), HostError> {
+    if let Some(b) = args.batch_size {
+        bounds::ENCODE_BATCH.check_usize(b)?;
+    }
     let resolved = checkpoint::resolve(&args.checkpoint)?;
     infomax::files::check_output(&args.out, &[&args.checkpoint, &resolved, &args.data.data])
         .map_err(infomax::host_error::io(&args.out, "write the features to"))?;
@@ -761,15 +778,16 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if let Some(t) = cli.threads {
-        if t == 0 {
-            eprintln!("error: --threads must be at least 1");
-            return ExitCode::from(2);
-        }
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global() {
-            eprintln!("error: cannot start {t} threads: {e}");
-            return ExitCode::from(2);
-        }
+    // (--max-memory is checked as it is parsed.)
+    if let Some(Err(e)) = cli.threads.map(|t| bounds::THREADS.check_usize(t)) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(t) = cli.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t).build_global()
+    {
+        eprintln!("error: cannot start {t} threads: {e}");
+        return ExitCode::from(2);
     }
     let limit = Limit::new(cli.max_memory);
     let result = match cli.command {

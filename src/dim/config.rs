@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::model::{Fold, Layer};
 
+use crate::bounds;
 use crate::error::{Error, Result};
 
 /// An encoder: input shape, layers, which layer is the local map, and the
@@ -416,36 +417,33 @@ impl DimConfig {
     pub fn validate(&self) -> Result<EncoderConfig> {
         let enc = self.encoder.resolve()?;
         enc.shapes()?;
-        if self.mi_units == 0 {
-            return Err(Error::ZeroSize { what: "mi_units" });
-        }
-        for (what, v) in
-            [("alpha", self.alpha), ("beta", self.beta), ("gamma", self.gamma), ("prior_lambda", self.prior_lambda)]
-        {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::InvalidParameter { what, reason: "must be finite and >= 0" });
-            }
-        }
+        bounds::MI_UNITS.check_usize(self.mi_units)?;
+        bounds::ALPHA.check_f64(self.alpha)?;
+        bounds::BETA.check_f64(self.beta)?;
+        bounds::GAMMA.check_f64(self.gamma)?;
+        bounds::PRIOR_LAMBDA.check_f64(self.prior_lambda)?;
         if self.alpha == 0.0 && self.beta == 0.0 {
             return Err(Error::InvalidParameter { what: "alpha, beta", reason: "at least one MI term must be on" });
         }
         if let Some(o) = &self.occlusion {
             let [_, h, w] = enc.input;
-            if o.size == 0 || o.size > h.min(w) {
+            bounds::OCCLUSION_SIZE.check_usize(o.size)?;
+            bounds::OCCLUSION_FILL.check_f64(f64::from(o.fill))?;
+            if o.size > h.min(w) {
                 return Err(Error::InvalidParameter {
                     what: "occlusion.size",
                     reason: "must be between 1 and the image's smaller side",
                 });
             }
-            if !o.fill.is_finite() {
-                return Err(Error::InvalidParameter { what: "occlusion.fill", reason: "must be finite" });
-            }
         }
         if let Some(g) = &self.globals {
-            self.globals_count(&enc)?;
-            if g.channels == Some(0) {
-                return Err(Error::InvalidParameter { what: "globals.channels", reason: "must be at least 1" });
+            if let Some(c) = g.channels {
+                bounds::GLOBAL_CHANNELS.check_usize(c)?;
             }
+            if let Some(s) = g.samples {
+                bounds::GLOBAL_SAMPLES.check_usize(s)?;
+            }
+            self.globals_count(&enc)?;
             if self.head != HeadKind::Dot {
                 return Err(Error::InvalidParameter {
                     what: "globals",

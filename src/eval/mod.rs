@@ -67,10 +67,10 @@ impl Default for EvalConfig {
 impl EvalConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<()> {
-        check_nonzero("eval epochs", self.epochs)?;
+        crate::bounds::EVAL_EPOCHS.check_usize(self.epochs)?;
         check_nonzero("eval batch", self.batch)?;
         check_nonzero("eval eval_batch", self.eval_batch)?;
-        check_nonzero("eval encode_batch", self.encode_batch)?;
+        crate::bounds::ENCODE_BATCH.check_usize(self.encode_batch)?;
         check_nonzero("eval hidden", self.hidden)?;
         if self.batch < 2 {
             return Err(Error::InvalidParameter {

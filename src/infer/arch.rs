@@ -6,6 +6,7 @@
 use super::error::InferError;
 use super::json::Lexer;
 use super::safetensors::Weights;
+use crate::bounds;
 
 /// Most layers (before Y) an [`Arch`] can hold.
 pub const MAX_LAYERS: usize = 16;
@@ -82,6 +83,24 @@ impl Arch {
         }
         if local_layer >= layers.len() {
             return Err(InferError::InvalidConfig { reason: "local_layer is past the last layer" });
+        }
+        // The training side's rows (docs/reliability.md §6), so a file
+        // training would refuse is refused here too.
+        let [c, h, w] = input;
+        bounds::INPUT_CHANNELS.check_usize(c)?;
+        bounds::INPUT_SIDE.check_usize(h)?;
+        bounds::INPUT_SIDE.check_usize(w)?;
+        bounds::Y_DIM.check_usize(y_dim)?;
+        for l in layers {
+            match *l {
+                LayerSpec::Conv { out, kernel, stride, padding, .. } => {
+                    bounds::LAYER_WIDTH.check_usize(out)?;
+                    bounds::KERNEL.check_usize(kernel)?;
+                    bounds::STRIDE.check_usize(stride)?;
+                    bounds::PADDING.check_usize(padding)?;
+                }
+                LayerSpec::Linear { out, .. } => bounds::LAYER_WIDTH.check_usize(out)?,
+            }
         }
         let mut arr = [LayerSpec::linear(0); MAX_LAYERS];
         arr[..layers.len()].copy_from_slice(layers);

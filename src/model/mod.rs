@@ -7,6 +7,7 @@
 
 use core::fmt;
 
+use crate::bounds;
 use crate::error::{Error, Result, checked_product};
 
 /// The prefix of every encoder tensor name in a checkpoint and an exported
@@ -173,24 +174,19 @@ impl<'a> Walk<'a> {
         y_dim: usize,
     ) -> Result<Self> {
         let [c0, h0, w0] = input;
-        if c0 == 0 || h0 == 0 || w0 == 0 {
-            return Err(Error::ZeroSize { what: "encoder input" });
-        }
-        if layers.is_empty() {
-            return Err(Error::InvalidShape { what: "encoder", reason: "needs at least one layer" });
-        }
-        if y_dim == 0 {
-            return Err(Error::ZeroSize { what: "encoder y_dim" });
-        }
+        bounds::INPUT_CHANNELS.check_usize(c0)?;
+        bounds::INPUT_SIDE.check_usize(h0)?;
+        bounds::INPUT_SIDE.check_usize(w0)?;
+        bounds::LAYERS.check_usize(layers.len())?;
+        bounds::Y_DIM.check_usize(y_dim)?;
         if local_layer >= layers.len() {
             return Err(Error::InvalidShape { what: "encoder local_layer", reason: "index past the last layer" });
         }
         let mut cur = input;
         let mut grid = None;
         if let Some(f) = fold {
-            if f.crop == 0 || f.stride == 0 {
-                return Err(Error::ZeroSize { what: "encoder fold (crop and stride)" });
-            }
+            bounds::FOLD.check_usize(f.crop)?;
+            bounds::FOLD.check_usize(f.stride)?;
             if f.crop > h0 || f.crop > w0 {
                 return Err(Error::InvalidShape { what: "encoder fold", reason: "crop is larger than the input" });
             }
@@ -225,9 +221,10 @@ impl<'a> Walk<'a> {
         }
         let (stem, next) = match layer {
             Layer::Conv { out: oc, kernel, stride, padding, pool, .. } => {
-                if oc == 0 || kernel == 0 || stride == 0 {
-                    return Err(Error::ZeroSize { what: "encoder conv layer (out, kernel and stride)" });
-                }
+                bounds::LAYER_WIDTH.check_usize(oc)?;
+                bounds::KERNEL.check_usize(kernel)?;
+                bounds::STRIDE.check_usize(stride)?;
+                bounds::PADDING.check_usize(padding)?;
                 let padded = |side: usize| padding.checked_mul(2).and_then(|p| side.checked_add(p));
                 let (Some(ph), Some(pw)) = (padded(cur[1]), padded(cur[2])) else {
                     return Err(Error::Overflow { what: "encoder conv layer padding" });
@@ -252,17 +249,14 @@ impl<'a> Walk<'a> {
                 (Stem::Conv(i + 1), [oc, h, w])
             }
             Layer::Bottleneck { planes, stride } => {
-                if planes == 0 || stride == 0 {
-                    return Err(Error::ZeroSize { what: "encoder bottleneck (planes and stride)" });
-                }
+                bounds::LAYER_WIDTH.check_usize(planes)?;
+                bounds::STRIDE.check_usize(stride)?;
                 let oc = planes.checked_mul(4).ok_or(Error::Overflow { what: "encoder bottleneck planes" })?;
                 // 3×3, pad 1: floor((h + 2 − 3)/s) + 1.
                 (Stem::Block(i + 1), [oc, (cur[1] - 1) / stride + 1, (cur[2] - 1) / stride + 1])
             }
             Layer::Linear { out: o, .. } => {
-                if o == 0 {
-                    return Err(Error::ZeroSize { what: "encoder linear layer out" });
-                }
+                bounds::LAYER_WIDTH.check_usize(o)?;
                 self.seen_linear = true;
                 self.linear_idx += 1;
                 (if self.n_linear == 1 { Stem::Fc } else { Stem::FcN(self.linear_idx) }, [o, 1, 1])

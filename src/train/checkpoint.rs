@@ -42,6 +42,20 @@ pub struct Progress {
     pub rng_state: u64,
     /// Training wall time so far, seconds.
     pub wall_s: f64,
+    /// Batches done of the epoch under way: 0 at an epoch's end, and the
+    /// position to go on from in a checkpoint the budget cut mid-epoch.
+    #[serde(default)]
+    pub batch: u64,
+}
+
+impl Progress {
+    /// Checks every counter against [`crate::bounds`].
+    pub fn validate(&self) -> crate::Result<()> {
+        crate::bounds::PROGRESS_STEP.check_u64(self.step)?;
+        crate::bounds::PROGRESS_EPOCH.check_u64(self.epoch)?;
+        crate::bounds::PROGRESS_BATCH.check_u64(self.batch)?;
+        crate::bounds::PROGRESS_WALL.check_f64(self.wall_s)
+    }
 }
 
 pub use crate::optim::AdamState;
@@ -416,10 +430,11 @@ pub fn load(path: &Path) -> Result<Loaded> {
     }
     let cfg = metadata.get("model_config").ok_or_else(|| bad(path, "metadata has no model_config"))?;
     let cfg = parse_model_config(cfg).map_err(|e| bad(path, format!("model_config: {e}")))?;
-    let progress = match metadata.get("progress") {
+    let progress: Progress = match metadata.get("progress") {
         Some(p) => serde_json::from_str(p).map_err(|e| bad(path, format!("progress: {e}")))?,
         None => Progress::default(),
     };
+    progress.validate().map_err(|e| bad(path, format!("progress: {e}")))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("invalid safetensors: {e}")))?;
     let need = crate::train::min_param_count(&cfg).map_err(|e| bad(path, format!("model_config: {e}")))?;
     let held = (bytes.len() / 4) as u128;
@@ -460,6 +475,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
             .get("prior_step")
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| bad(path, "metadata has no valid prior_step"))?;
+        crate::bounds::PRIOR_STEP.check_u64(step).map_err(|e| bad(path, e.to_string()))?;
         p.params_mut().copy_from_slice(&params);
         p.set_adam_state(&m, &v, step)?;
     }

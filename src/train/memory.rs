@@ -119,10 +119,8 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         _ => return Err(format!("{s:?}: not a size (a number with K, M, G or T, e.g. 8G)")),
     };
     let v: f64 = num.parse().map_err(|_| format!("{s:?}: not a size (a number with K, M, G or T, e.g. 8G)"))?;
-    let bytes = v * scale;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("{s:?}: must be at least 1 byte and below 16 EiB"));
-    }
+    let bytes = (v * scale).floor();
+    crate::bounds::MAX_MEMORY.check_f64(bytes).map_err(|e| e.to_string())?;
     Ok(bytes as u64)
 }
 
@@ -196,9 +194,7 @@ pub fn embed_plan(model: &Dim, images: usize, batch: usize) -> MemoryPlan {
 /// refused with its largest item (stored features, say).
 pub fn fit_batch(requested: Option<usize>, limit: Limit, plan: impl Fn(usize) -> MemoryPlan) -> Result<usize> {
     if let Some(b) = requested {
-        if b == 0 {
-            return Err(HostError::Config("--batch-size must be at least 1".into()));
-        }
+        crate::bounds::ENCODE_BATCH.check_usize(b)?;
         plan(b).check(limit)?;
         return Ok(b);
     }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::bounds;
 use crate::data::{self, Augment, Dataset, Split};
 use crate::dim::{Dim, DimConfig, Mode};
 /// The training API's name for [`HostError`](crate::HostError).
@@ -160,14 +161,21 @@ impl TrainConfig {
             )));
         }
         self.optimizer.adam().validate()?;
-        if self.batch_size < 2 {
-            return Err(HostError::Config("batch_size must be at least 2 (DIM needs negatives)".into()));
-        }
+        bounds::BATCH_SIZE.check_usize(self.batch_size)?;
         if self.epochs.is_none() && self.minutes.is_none() && self.steps.is_none() {
             return Err(HostError::Config("set a budget: epochs, minutes or steps".into()));
         }
-        if self.minutes.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
-            return Err(HostError::Config("minutes must be finite and > 0".into()));
+        if let Some(e) = self.epochs {
+            bounds::EPOCHS.check_u64(e)?;
+        }
+        if let Some(s) = self.steps {
+            bounds::STEPS.check_u64(s)?;
+        }
+        if let Some(m) = self.minutes {
+            bounds::MINUTES.check_f64(m)?;
+        }
+        if let Some(c) = self.data.crop {
+            bounds::CROP.check_usize(c)?;
         }
         Ok(())
     }

@@ -103,6 +103,8 @@ struct EpochRun {
     sum_pos: f64,
     sum_neg: f64,
     done: usize,
+    /// Batches of this epoch run before a resume (not in the sums).
+    skipped: usize,
     grad_norm_max: f64,
     last_norms: Vec<f64>,
 }
@@ -133,6 +135,8 @@ pub struct Trainer {
     last_is_ours: bool,
     rng: Rng,
     epoch: Option<EpochRun>,
+    /// Where the first epoch starts: a mid-epoch checkpoint's batch.
+    resume_batch: usize,
     stopped: bool,
     /// Held while the run lives; the folder is free again once it ends.
     _lock: RunLock,
@@ -238,6 +242,13 @@ impl Trainer {
             .truncate(fresh)
             .open(out_dir.join("train.jsonl"))
             .map_err(host_error::io(out_dir.join("train.jsonl"), "open log"))?;
+        let resume_batch = usize::try_from(progress.batch).unwrap_or(usize::MAX);
+        if resume_batch >= steps_per_epoch {
+            return Err(HostError::Config(format!(
+                "--resume: the checkpoint stopped after batch {resume_batch} of an epoch, but an epoch of this \
+                 data has {steps_per_epoch}"
+            )));
+        }
         let last_ckpt = checkpoint::latest(out_dir)?.unwrap_or_default();
         let rng = Rng::from_state(progress.rng_state);
         Ok(Self {
@@ -262,6 +273,7 @@ impl Trainer {
             last_is_ours: false,
             rng,
             epoch: None,
+            resume_batch,
             stopped: false,
             _lock: lock,
             init_rows,
@@ -303,7 +315,8 @@ impl Trainer {
                 sum_mi: 0.0,
                 sum_pos: 0.0,
                 sum_neg: 0.0,
-                done: 0,
+                done: self.resume_batch,
+                skipped: std::mem::take(&mut self.resume_batch),
                 grad_norm_max: 0.0,
                 last_norms: Vec::new(),
             });
@@ -313,14 +326,14 @@ impl Trainer {
         let Some(ep) = self.epoch.as_ref() else {
             return Err(HostError::Config("no epoch is running".into()));
         };
-        let done = ep.done;
+        let (done, counted) = (ep.done, (ep.done - ep.skipped) as f64);
         observer.step(&StepReport {
             epoch: self.progress.epoch + 1,
             done,
             steps: self.steps_per_epoch,
-            loss: ep.sum_loss / done as f64,
-            mi: ep.sum_mi / done as f64,
-            images_per_s: (done * self.cfg.batch_size) as f64 / ep.started.elapsed().as_secs_f64().max(1e-9),
+            loss: ep.sum_loss / counted,
+            mi: ep.sum_mi / counted,
+            images_per_s: counted * self.cfg.batch_size as f64 / ep.started.elapsed().as_secs_f64().max(1e-9),
         });
         let partial = done < self.steps_per_epoch && self.out_of_budget();
         if done == self.steps_per_epoch || partial {
@@ -391,11 +404,15 @@ impl Trainer {
             return Err(HostError::Config("no epoch is running".into()));
         };
         let (cfg, progress) = (&self.cfg, &mut self.progress);
-        if !partial {
+        if partial {
+            progress.batch = ep.done as u64;
+        } else {
             progress.epoch += 1;
+            progress.batch = 0;
         }
         progress.rng_state = self.rng.state();
-        let d = ep.done.max(1) as f64;
+        let counted = ep.done - ep.skipped;
+        let d = counted.max(1) as f64;
         let entry = EpochLog {
             epoch: progress.epoch + u64::from(partial),
             step: progress.step,
@@ -404,7 +421,7 @@ impl Trainer {
             pos_mean: ep.sum_pos / d,
             neg_mean: ep.sum_neg / d,
             lr: cfg.optimizer.lr,
-            images_per_s: (ep.done * cfg.batch_size) as f64 / ep.started.elapsed().as_secs_f64().max(1e-9),
+            images_per_s: (counted * cfg.batch_size) as f64 / ep.started.elapsed().as_secs_f64().max(1e-9),
             wall_s: progress.wall_s,
             grad_norm: cfg.log_grad_norm.then(|| ep.last_norms.iter().sum::<f64>().sqrt()),
             grad_norm_max: cfg.log_grad_norm.then_some(ep.grad_norm_max),
