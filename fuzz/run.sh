@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-20}
 toolchain=${2:-nightly}
-targets=(idx idx_gz cifar stl10 config memory_plan safetensors_reader load_encode)
+targets=(idx idx_gz cifar stl10 config args memory_plan safetensors_reader load_encode)
 max_len=32768 # one STL-10 image is 27 648 bytes
 
 cargo "+$toolchain" fuzz build # all targets, once

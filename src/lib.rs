@@ -22,6 +22,8 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod bounds;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "train")]
 pub mod data;
 #[cfg(feature = "train")]

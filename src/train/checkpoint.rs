@@ -268,10 +268,20 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 
 /// The metadata of the safetensors file at `path` (a checkpoint's
 /// `model_config`, `train_config`, `progress`, ...).
+///
+/// Reads the header only, after the checks [`load`] makes on it.
 pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = read_safetensors(path, "read checkpoint")?;
-    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
-    Ok(md.metadata().clone().unwrap_or_default())
+    let (_, _, bytes) = read_header(path, "read checkpoint")?;
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: HashMap<String, String>,
+    }
+    let header =
+        bytes.get(8..).filter(|h| !h.is_empty()).ok_or_else(|| bad(path, "not a safetensors file: too short"))?;
+    serde_json::from_slice::<Header>(header)
+        .map(|h| h.metadata)
+        .map_err(|e| bad(path, format!("not a safetensors file: {e}")))
 }
 
 /// A loaded checkpoint.
@@ -355,6 +365,17 @@ fn check_unique_names(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `/dev/zero`, a sparse file or a truncated download). The error is the
 /// `safetensors` crate's own, as if it had read the whole file.
 pub(crate) fn read_safetensors(path: &Path, action: &'static str) -> Result<Vec<u8>> {
+    let (mut f, len, mut bytes) = read_header(path, action)?;
+    if bytes.len() > 8 {
+        files::append_len(&mut f, len - bytes.len() as u64, &mut bytes).map_err(io(path, action))?;
+    }
+    Ok(bytes)
+}
+
+/// The checks of [`read_safetensors`] on the length prefix and header
+/// alone: the open file, its length and the bytes read (prefix and header
+/// of a file that passed; at most 8 bytes of one too short to say).
+fn read_header(path: &Path, action: &'static str) -> Result<(fs::File, u64, Vec<u8>)> {
     let (mut f, len) = files::open_regular(path).map_err(io(path, action))?;
     let not_st = |e: safetensors::SafeTensorError| bad(path, format!("not a safetensors file: {e}"));
     let mut bytes = Vec::new();
@@ -387,7 +408,6 @@ pub(crate) fn read_safetensors(path: &Path, action: &'static str) -> Result<Vec<
                 ),
             ));
         }
-        files::append_len(&mut f, len - 8 - n, &mut bytes).map_err(io(path, action))?;
     } else if len <= 8 {
         // Too short: the crate says so below.
     } else {
@@ -396,7 +416,7 @@ pub(crate) fn read_safetensors(path: &Path, action: &'static str) -> Result<Vec<
             SafeTensors::read_metadata(&bytes).err().unwrap_or(safetensors::SafeTensorError::InvalidHeaderLength),
         ));
     }
-    Ok(bytes)
+    Ok((f, len, bytes))
 }
 
 /// A checkpoint's `model_config`: every field must be there (a config file
