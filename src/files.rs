@@ -307,6 +307,7 @@ mod tests {
         assert_eq!(head, b"12");
         fs::write(&p, [0xff, 0xfe]).unwrap();
         assert_eq!(read_text_bounded(&p, 5).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -326,6 +327,7 @@ mod tests {
             std::os::unix::fs::symlink(&a, &b).unwrap();
             assert!(check_output(&b, &[&a]).is_err(), "a symlink to an input");
         }
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -350,5 +352,6 @@ mod tests {
         fs::create_dir(&run).unwrap();
         fs::write(run.join("g"), b"second").unwrap();
         assert_eq!(move_aside(&run).unwrap(), Some(d.join("r.old-2")));
+        fs::remove_dir_all(&d).unwrap();
     }
 }

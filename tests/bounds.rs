@@ -3,8 +3,11 @@
 //! flag, a config file or a checkpoint's metadata; and the docs table lists
 //! the same rows with the same ends.
 
+mod common;
+
+use common::scratch::Scratch;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -14,11 +17,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_infomax");
 
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("infomax-bounds-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
+fn tmp(name: &str) -> Scratch {
+    Scratch::new("bounds", name)
 }
 
 fn cli(args: &[String]) -> (bool, String) {

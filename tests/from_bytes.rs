@@ -1,6 +1,8 @@
 //! The in-memory entry points of the readers (used by the fuzz targets in
 //! `fuzz/`) agree with the file readers, and fail with the same typed errors.
 
+mod common;
+use common::scratch::Scratch;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,10 +13,13 @@ use infomax::data::stl::{parse_stl10_labels, read_stl10_labels};
 use infomax::data::{Cifar100Labels, DataError, decode_bytes, load_cifar10};
 use infomax::train::{TrainConfig, TrainError};
 
-fn tmp_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("infomax-from-bytes-{}-{name}", std::process::id()));
+/// Writes `bytes` to a file in a fresh scratch folder, removed when the
+/// test passes.
+fn tmp_file(name: &str, bytes: &[u8]) -> (Scratch, PathBuf) {
+    let dir = Scratch::new("from-bytes", name);
+    let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
-    p
+    (dir, p)
 }
 
 fn gz(bytes: &[u8]) -> Vec<u8> {
@@ -46,7 +51,7 @@ fn decode_bytes_gunzips_by_magic_and_passes_raw_through() {
 fn parse_cifar_matches_the_file_reader() {
     let mut bytes = vec![7u8];
     bytes.extend((0..3072).map(|i| (i % 251) as u8));
-    let from_file = load_cifar10(&[tmp_file("c10.bin", &bytes)]).unwrap();
+    let from_file = load_cifar10(&[tmp_file("c10.bin", &bytes).1]).unwrap();
     let from_mem = parse_cifar10(Path::new("mem"), &bytes).unwrap();
     assert_eq!(from_mem, from_file);
     assert_eq!(from_mem.label(0), Some(7));
@@ -61,7 +66,7 @@ fn parse_cifar_matches_the_file_reader() {
 #[test]
 fn parse_stl_labels_matches_the_file_reader() {
     let bytes = [1u8, 10, 4];
-    let from_file = read_stl10_labels(tmp_file("stl_y.bin", &bytes)).unwrap();
+    let from_file = read_stl10_labels(tmp_file("stl_y.bin", &bytes).1).unwrap();
     assert_eq!(parse_stl10_labels(Path::new("mem"), &bytes).unwrap(), from_file);
     assert_eq!(from_file, vec![0, 9, 3]);
     assert!(matches!(parse_stl10_labels(Path::new("mem"), &[0]), Err(DataError::LabelOutOfRange { .. })));
@@ -71,7 +76,7 @@ fn parse_stl_labels_matches_the_file_reader() {
 #[test]
 fn train_config_parses_from_memory_like_from_file() {
     let toml = "epochs = 1\n[model]\nencoder = \"conv28\"\n[data]\nkind = \"fashion-mnist\"\ndir = \"x\"\n";
-    let from_file = TrainConfig::from_file(&tmp_file("c.toml", toml.as_bytes())).unwrap();
+    let from_file = TrainConfig::from_file(&tmp_file("c.toml", toml.as_bytes()).1).unwrap();
     assert_eq!(TrainConfig::parse(toml, false).unwrap(), from_file);
     let json = serde_json::to_string(&from_file).unwrap();
     assert_eq!(TrainConfig::parse(&json, false).unwrap(), from_file); // `{` means JSON

@@ -115,8 +115,7 @@ proptest! {
         let mut obj: serde_json::Value = serde_json::from_str(&meta[field]).unwrap();
         obj[key] = v;
         let text = obj.to_string();
-        let dir = std::env::temp_dir().join(format!("infomax-prop-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::scratch::Scratch::new("prop", "metadata");
         let path = dir.join("c.safetensors");
         std::fs::write(&path, with_metadata(field, &text)).unwrap();
         prop_assert_eq!(&checkpoint::read_metadata(&path).unwrap()[field], &text);

@@ -3,6 +3,9 @@
 //! and command lines. docs/reliability.md maps every row to a test here or
 //! in tests/data.rs, tests/train.rs.
 
+mod common;
+
+use common::scratch::Scratch;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,11 +19,8 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 const BIN: &str = env!("CARGO_BIN_EXE_infomax");
 
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("infomax-rel-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
+fn tmp(name: &str) -> Scratch {
+    Scratch::new("rel", name)
 }
 
 /// Writes the first `n` images of a bundled split as raw IDX files.
@@ -38,7 +38,7 @@ fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
 }
 
 /// `n` training images (and 32 test images) of the bundled subset.
-fn small_data(name: &str, n: usize) -> PathBuf {
+fn small_data(name: &str, n: usize) -> Scratch {
     let dir = tmp(name);
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset");
     write_idx(&dir, "train", &data::load_mnist_dir(&bundled, Split::Train).unwrap(), n);
@@ -164,7 +164,16 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
     let mut out = tmp("kill-run-0");
     let mut last_step = 0;
     let mut scale = 1;
+    // Kills that keep landing before the first checkpoint push the next
+    // one later; the spawn cap keeps a slow machine from looping forever.
+    let (mut late_ms, mut spawns) = (0, 0);
     while kills - before_first < KILLS && attempt < 4 {
+        spawns += 1;
+        assert!(
+            spawns <= 20 * KILLS,
+            "{spawns} runs started and only {} kills landed after the first checkpoint",
+            kills - before_first
+        );
         let resume = checkpoint::latest(&out).unwrap().is_some();
         let mut args = train_args(&data, &out, EPOCHS);
         // Before the first checkpoint a killed run left only its log: start
@@ -189,7 +198,9 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
             }
             std::thread::sleep(Duration::from_millis(next(20)));
         } else {
-            std::thread::sleep(Duration::from_millis((reference_ms / 10 + next(reference_ms / 4 + 1)) / scale));
+            std::thread::sleep(Duration::from_millis(
+                (reference_ms / 10 + next(reference_ms / 4 + 1)) / scale + late_ms,
+            ));
         }
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "the run failed on its own: {status}");
@@ -215,8 +226,12 @@ fn sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run() {
                 let ck = checkpoint::load(&p).unwrap_or_else(|e| panic!("kill {kills}: latest does not load: {e}"));
                 assert!(ck.progress.step >= last_step, "kill {kills}: progress went back");
                 last_step = ck.progress.step;
+                late_ms = 0;
             }
-            None => before_first += 1,
+            None => {
+                before_first += 1;
+                late_ms += reference_ms / 10 + 1;
+            }
         }
     }
     // Let it finish.
@@ -951,7 +966,8 @@ fn cli_rss(args: &[&str]) -> (Option<i32>, String, u64) {
 #[test]
 fn fresh_force_and_resume_into_one_folder_lose_no_earlier_file() {
     let data = small_data("folder-data", 32);
-    let out = tmp("folder").join("run");
+    let folder = tmp("folder");
+    let out = folder.join("run");
     let mut args = train_args(&data, &out, 1);
     args.retain(|a| a != "--no-eval");
     args.extend(["--eval-epochs".into(), "1".into()]);
@@ -1062,7 +1078,8 @@ fn outputs_that_are_inputs_or_devices_are_refused() {
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     // The run folder and its pointer name the checkpoint.
-    let dest = tmp("out-export").join("encoder.safetensors");
+    let dest_dir = tmp("out-export");
+    let dest = dest_dir.join("encoder.safetensors");
     for src in [o, latest] {
         let (c, err) = cli(&["export", src, "--out", dest.to_str().unwrap()]);
         assert_eq!(c, Some(0), "{src}: {err}");
@@ -1144,8 +1161,9 @@ fn init_and_freeze_say_what_they_do() {
     assert_eq!(c, Some(0), "{err}");
     let s = src.to_str().unwrap();
     // Same encoder, another D: the encoder loads, the heads start fresh.
+    let runs = tmp("init-runs");
     let base = |out: &str| -> Vec<String> {
-        let mut a = train_args(&data, &tmp(out), 1);
+        let mut a = train_args(&data, &runs.join(out), 1);
         a.retain(|x| x != "--quiet");
         a
     };
@@ -1210,7 +1228,8 @@ fn a_mid_epoch_resume_continues_from_the_next_batch() {
     let mut cfg = config(&data, "edge", Estimator::Jsd, 8);
     let run = |cfg: &TrainConfig, out: &Path, start: Start| train::train(cfg, out, start, true).unwrap();
     cfg.steps = Some(9);
-    let straight = run(&cfg, &tmp("mid-epoch-straight"), Start::Fresh);
+    let straight_dir = tmp("mid-epoch-straight");
+    let straight = run(&cfg, &straight_dir, Start::Fresh);
     let out = tmp("mid-epoch-cut");
     cfg.steps = Some(3);
     let cut = run(&cfg, &out, Start::Fresh);

@@ -2,18 +2,18 @@
 //! resume, checkpoints, fine-tuning with frozen layers, and the CLI's
 //! handling of bad input.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::scratch::Scratch;
+use std::path::Path;
 use std::process::Command;
 
 use infomax::data::{self, Split};
 use infomax::dim::{DimConfig, Estimator, HeadKind, MultiGlobal, Occlusion};
 use infomax::train::{self, DataConfig, DatasetKind, OptimConfig, Start, TrainConfig, TrainError, checkpoint};
 
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("infomax-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
+fn tmp(name: &str) -> Scratch {
+    Scratch::new("test", name)
 }
 
 /// Writes the first `n` images of a bundled split as raw IDX files.
@@ -30,7 +30,7 @@ fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
     std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
 }
 
-fn small_data(name: &str) -> PathBuf {
+fn small_data(name: &str) -> Scratch {
     let dir = tmp(name);
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset");
     write_idx(&dir, "train", &data::load_mnist_dir(&bundled, Split::Train).unwrap(), 320);
@@ -263,7 +263,8 @@ fn fine_tuning_keeps_frozen_layers_fixed() {
     let s = train::train(&config(&data, 1, Estimator::Jsd), &pre, Start::Fresh, true).unwrap();
     let mut cfg = config(&data, 1, Estimator::Nce);
     cfg.freeze = vec!["encoder.conv1".into(), "encoder.bn1".into()];
-    let ft = train::train(&cfg, &tmp("ft"), Start::From(s.checkpoint.clone()), true).unwrap();
+    let ft_dir = tmp("ft");
+    let ft = train::train(&cfg, &ft_dir, Start::From(s.checkpoint.clone()), true).unwrap();
     for name in ["encoder.conv1.weight", "encoder.bn1.weight", "encoder.bn1.bias"] {
         assert_eq!(ft.model.tensor(name), s.model.tensor(name), "{name} must stay frozen");
     }

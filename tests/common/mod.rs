@@ -6,6 +6,8 @@
 use infomax::kernels::{Conv2dShape, MaxPoolShape};
 use proptest::prelude::*;
 
+pub mod scratch;
+
 /// Proptest settings with `cases` cases, or more when the environment's
 /// `PROPTEST_CASES` asks for more (a soak run: `PROPTEST_CASES=2000 cargo test`).
 pub fn cfg(cases: u32) -> ProptestConfig {
