@@ -277,6 +277,10 @@ pub struct EvalArgs {
     /// memory limit needs].
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Also write the results as JSON, in the form of a run's `eval.json`
+    /// (a new path or a regular file, never one of the inputs).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]

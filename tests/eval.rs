@@ -10,8 +10,8 @@ use std::time::Instant;
 use common::Rng;
 use infomax::Error;
 use infomax::eval::{
-    Classifier, ClassifierKind, ClassifierSpec, EvalConfig, EvalData, Workspace, accuracy, classifier_seed,
-    evaluate_features, standardize, train_classifier,
+    Classifier, ClassifierKind, ClassifierSpec, EvalConfig, EvalData, KnnConfig, Workspace, accuracy, classifier_seed,
+    evaluate_features, knn_accuracy, standardize, train_classifier,
 };
 use infomax::kernels::act::uniform_at;
 
@@ -611,5 +611,100 @@ fn timing_reference_shapes_one_epoch() {
                 1e3 * r.wall_s / r.steps as f64
             );
         }
+    }
+}
+
+// ----------------------------------------------------------------------------- k-NN probe
+
+/// The k-NN probe written the slow way, in f64: every cosine, a full sort
+/// (similarity descending, index ascending), k votes of exp(sim / T), the
+/// lowest class among equal votes.
+fn naive_knn(train: (&[f32], &[usize]), test: (&[f32], &[usize]), d: usize, c: usize, (k, t): (usize, f64)) -> f64 {
+    let ((tr, ytr), (te, yte)) = (train, test);
+    let norm = |r: &[f32]| r.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+    let mut correct = 0;
+    for (q, &label) in te.chunks(d).zip(yte) {
+        let mut sims: Vec<(f64, usize)> = tr
+            .chunks(d)
+            .enumerate()
+            .map(|(j, r)| {
+                let dot: f64 = q.iter().zip(r).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                let n = norm(q) * norm(r);
+                (if n > 0.0 { dot / n } else { 0.0 }, j)
+            })
+            .collect();
+        sims.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut votes = vec![0f64; c];
+        for &(s, j) in sims.iter().take(k) {
+            votes[ytr[j]] += (s / t).exp();
+        }
+        let best = (0..c).fold(0, |b, i| if votes[i] > votes[b] { i } else { b });
+        correct += usize::from(best == label);
+    }
+    correct as f64 / yte.len() as f64
+}
+
+#[test]
+fn knn_matches_a_naive_reference_and_is_thread_independent() {
+    let (d, c) = (8, 5);
+    let mut rng = Rng(41);
+    // Class means on the first coordinates, plus noise below: neither
+    // trivial nor hopeless.
+    let mut rows = |n: usize| -> (Vec<f32>, Vec<usize>) {
+        let y = labels(&mut rng, n, c);
+        let x = y.iter().flat_map(|&l| (0..d).map(move |i| if i == l { 1.0 } else { 0.0 })).collect();
+        (x, y)
+    };
+    let (mut tr, ytr) = rows(300);
+    let (mut te, yte) = rows(120);
+    let mut noise = Rng(7);
+    for v in tr.iter_mut().chain(te.iter_mut()) {
+        *v += 0.8 * normal(&mut noise) as f32;
+    }
+    let data = EvalData::new(&tr, &ytr, &te, &yte, d, c).unwrap();
+    for k in [1, 5, 20, 400] {
+        let cfg = KnnConfig { k, temperature: 0.07 };
+        let want = naive_knn((&tr, &ytr), (&te, &yte), d, c, (k, 0.07));
+        let got1 = in_pool(1, || knn_accuracy(&data, &cfg).unwrap());
+        let got2 = in_pool(2, || knn_accuracy(&data, &cfg).unwrap());
+        assert_eq!(got1, want, "k = {k}");
+        assert_eq!(got1.to_bits(), got2.to_bits(), "k = {k}: 1 and 2 threads");
+        assert!(want > 0.3 && want < 1.0, "k = {k}: {want} (the problem should be neither trivial nor hopeless)");
+    }
+}
+
+#[test]
+fn knn_votes_are_weighted_by_similarity_and_the_train_set_finds_itself() {
+    // One neighbour of class 0 at cos 0.99 against two of class 1 at cos
+    // 0.6: exp(0.99 / 0.07) = 1.4e6 outweighs 2·exp(0.6 / 0.07) = 1.0e4, so
+    // the weighted vote says 0 where a majority would say 1.
+    let angle = |c: f64| [c as f32, (1.0 - c * c).sqrt() as f32];
+    let tr: Vec<f32> = [angle(0.99), angle(0.6), [0.6, -0.8]].concat();
+    let ytr = [0, 1, 1];
+    let te = [1.0f32, 0.0];
+    let data = EvalData::new(&tr, &ytr, &te, &[0], 2, 2).unwrap();
+    assert_eq!(knn_accuracy(&data, &KnnConfig { k: 3, temperature: 0.07 }).unwrap(), 1.0);
+    // At a high temperature the votes are nearly equal and the majority wins.
+    assert_eq!(knn_accuracy(&data, &KnnConfig { k: 3, temperature: 100.0 }).unwrap(), 0.0);
+    // With k = 1 every train row is its own nearest neighbour (cos 1).
+    let mut rng = Rng(5);
+    let x = rng.vec_f32(50 * 6);
+    let y = labels(&mut rng, 50, 4);
+    let self_data = EvalData::new(&x, &y, &x, &y, 6, 4).unwrap();
+    assert_eq!(knn_accuracy(&self_data, &KnnConfig { k: 1, temperature: 0.07 }).unwrap(), 1.0);
+}
+
+#[test]
+fn knn_settings_are_checked() {
+    let x = [1.0f32, 0.0, 0.0, 1.0];
+    let data = EvalData::new(&x, &[0, 1], &x, &[0, 1], 2, 2).unwrap();
+    for cfg in [
+        KnnConfig { k: 0, temperature: 0.07 },
+        KnnConfig { k: 5, temperature: 0.0 },
+        KnnConfig { k: 5, temperature: f64::NAN },
+        KnnConfig { k: 5, temperature: 1e-3 },
+    ] {
+        assert!(knn_accuracy(&data, &cfg).is_err(), "{cfg:?}");
+        assert!(EvalConfig { knn: cfg, ..EvalConfig::default() }.validate().is_err(), "{cfg:?}");
     }
 }

@@ -217,6 +217,44 @@ fn batch_results_equal_single_image_results() {
     }
 }
 
+/// Below batch 6 linear layers are one dot product per image; from batch 6
+/// on they run on the batched GEMM, whose K-blocked FMA order differs from
+/// the dot's lanes (docs/inference.md, "Batches"). So batch 5 equals batch 1
+/// bit for bit, and batches 6 and 7 equal it within 1e-5 of the largest |Y|.
+#[test]
+fn batches_5_6_7_against_batch_1_bitwise_below_6_and_bounded_from_6() {
+    for preset in ["edge", "conv28"] {
+        let model = trained(preset, 2, 1);
+        let bytes = to_bytes(&model, ExportDtype::F32, true, &[]).unwrap();
+        let w = Weights::<32>::parse(&bytes).unwrap();
+        let p1 = Plan::from_weights(&w, 1).unwrap();
+        let (n_in, n_out) = (p1.input_len(), p1.output_len());
+        let x = Rng(11).vec_f32(7 * n_in);
+        let single: Vec<Vec<f32>> = (0..7)
+            .map(|i| {
+                let mut y = vec![0f32; n_out];
+                p1.encode(&w, &x[i * n_in..(i + 1) * n_in], &mut vec![0f32; p1.scratch_len()], &mut y).unwrap();
+                y
+            })
+            .collect();
+        let scale = single.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+        for b in [5, 6, 7] {
+            let p = Plan::from_weights(&w, b).unwrap();
+            let mut y = vec![0f32; p.output_len()];
+            p.encode(&w, &x[..b * n_in], &mut vec![0f32; p.scratch_len()], &mut y).unwrap();
+            let worst = (0..b)
+                .flat_map(|i| y[i * n_out..(i + 1) * n_out].iter().zip(&single[i]).map(|(a, c)| (a - c).abs()))
+                .fold(0f32, f32::max);
+            eprintln!("{preset} batch {b}: max |dY| {worst:.2e} of max |Y| {scale:.2e}");
+            if b < 6 {
+                assert_eq!(worst, 0.0, "{preset} batch {b} must equal batch 1 bit for bit");
+            } else {
+                assert!(worst <= 1e-5 * scale, "{preset} batch {b}: {worst:e} over 1e-5 of {scale:e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn encode_errors_are_typed() {
     let model = Dim::new(DimConfig::new("edge").mi_units(8)).unwrap();

@@ -1067,6 +1067,9 @@ fn outputs_that_are_inputs_or_devices_are_refused() {
         (vec!["export", ck, "--out", "/dev/null"], "not a regular file"),
         (vec!["embed", ck, "--data", d, "--out", "/dev/null"], "not a regular file"),
         (vec!["export", ck, "--out", o], "not a regular file"),
+        (vec!["eval", ck, "--data", d, "--out", ck], "is this command's input"),
+        (vec!["eval", o, "--data", d, "--out", train_img.to_str().unwrap()], "is this command's input"),
+        (vec!["eval", ck, "--data", d, "--out", "/dev/null"], "not a regular file"),
     ];
     for (args, want) in cases {
         let (c, err) = cli(&args);
@@ -1084,6 +1087,18 @@ fn outputs_that_are_inputs_or_devices_are_refused() {
         let (c, err) = cli(&["export", src, "--out", dest.to_str().unwrap()]);
         assert_eq!(c, Some(0), "{src}: {err}");
     }
+    // eval --out writes the results a run's eval.json holds, k-NN included.
+    let results = dest_dir.join("eval.json");
+    let r = results.to_str().unwrap();
+    let (c, err) = cli(&["--quiet", "eval", o, "--data", d, "--out", r, "--eval-epochs", "1", "--no-baselines"]);
+    assert_eq!(c, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+    let y = v[0]["taps"].as_array().unwrap().iter().find(|t| t["tap"] == "y").unwrap();
+    for key in ["linear", "mlp", "knn"] {
+        let acc = y[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{key} = {acc}");
+    }
+    assert_eq!(v[0]["method"], "DIM");
 }
 
 /// Devices, FIFOs and files far larger than their content declares are

@@ -70,9 +70,9 @@ fn run_eval(
         reports.push(evaluate_pixels(&train, &test, &cfg)?);
         say(&format!("  raw pixels done in {:.0}s", reports[3].wall_s));
     }
-    if let Some(dir) = out {
+    if let Some(file) = out {
         let json = serde_json::to_string_pretty(&reports).map_err(|e| HostError::Config(e.to_string()))?;
-        checkpoint::write_atomic(&dir.join("eval.json"), json.as_bytes())?;
+        checkpoint::write_atomic(file, json.as_bytes())?;
     }
     Ok(reports)
 }
@@ -172,7 +172,7 @@ fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String], limit: Limit) ->
     );
     if !args.no_eval {
         let mem = MemoryArgs { limit, batch: None };
-        let reports = run_eval(&mut summary.model, &cfg.data, &args.probe, quiet, Some(&out), mem)?;
+        let reports = run_eval(&mut summary.model, &cfg.data, &args.probe, quiet, Some(&out.join("eval.json")), mem)?;
         print_summary(&reports);
     }
     if let Some(reason) = summary.model.encoder.inference_unsupported().filter(|_| !args.no_export) {
@@ -207,12 +207,18 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), HostErro
 
 fn eval_cmd(args: EvalArgs, quiet: bool, limit: Limit) -> Result<(), HostError> {
     args.probe.check(args.batch_size)?;
+    if let Some(out) = &args.out {
+        let resolved = checkpoint::resolve(&args.checkpoint)?;
+        infomax::files::check_output(out, &[&args.checkpoint, &resolved, &args.data.data])
+            .map_err(infomax::host_error::io(out, "write the results to"))?;
+    }
     let mut loaded = checkpoint::load(&args.checkpoint)?;
     if !args.allow_non_finite {
         train::check_model_finite(&loaded.model)?;
     }
     let mem = MemoryArgs { limit, batch: args.batch_size };
-    let reports = run_eval(&mut loaded.model, &data_config(&args.data), &args.probe, quiet, None, mem)?;
+    let data = data_config(&args.data);
+    let reports = run_eval(&mut loaded.model, &data, &args.probe, quiet, args.out.as_deref(), mem)?;
     print_summary(&reports);
     Ok(())
 }

@@ -13,11 +13,13 @@
 //! Everything runs on the kernels' multicore drivers and is bitwise
 //! deterministic for a given seed, whatever the thread count.
 
+mod knn;
 mod model;
 mod train;
 
 use rayon::prelude::*;
 
+pub use knn::{KNN_BLOCK_FLOATS, KnnConfig, knn_accuracy, knn_block_rows, knn_floats};
 pub use model::{Classifier, ClassifierKind, ClassifierSpec, ParamEntry, Workspace};
 pub use train::{ClassifierResult, accuracy, train_classifier};
 
@@ -26,7 +28,8 @@ use crate::optim::AdamConfig;
 
 /// The training protocol. [`Default`] is the reference's: 30 epochs, batch
 /// 256, Adam lr 1e-3 with PyTorch's default betas, MLP hidden 200, dropout
-/// 0.1, evaluation 2000 rows at a time, seed 0.
+/// 0.1, evaluation 2000 rows at a time, seed 0; the k-NN probe with k = 20
+/// and T = 0.07.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalConfig {
     /// Epochs per classifier (`--clf-epochs`, 30).
@@ -44,6 +47,8 @@ pub struct EvalConfig {
     pub dropout: f64,
     /// Optimiser (`AdamConfig::torch_default(1e-3)`, the reference's `--clf-lr`).
     pub adam: AdamConfig,
+    /// The k-NN probe run beside the classifiers.
+    pub knn: KnnConfig,
     /// The run's seed (`--seed`); each classifier's seed derives from it
     /// with [`classifier_seed`].
     pub seed: u64,
@@ -59,6 +64,7 @@ impl Default for EvalConfig {
             hidden: 200,
             dropout: 0.1,
             adam: AdamConfig::torch_default(1e-3),
+            knn: KnnConfig::default(),
             seed: 0,
         }
     }
@@ -81,6 +87,7 @@ impl EvalConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::InvalidParameter { what: "eval dropout", reason: "must be in [0, 1)" });
         }
+        self.knn.validate()?;
         self.adam.validate()
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::data::Dataset;
 use crate::dim::Dim;
-use crate::eval::{EvalConfig, EvalData, evaluate_standardized, standardize};
+use crate::eval::{EvalConfig, EvalData, evaluate_standardized, knn_accuracy, standardize};
 use crate::host_error::{HostError, Result};
 use crate::train::extract_features;
 
@@ -29,6 +29,8 @@ pub struct TapResult {
     pub linear_last5: f64,
     /// Nonlinear, mean of the last 5 epochs.
     pub mlp_last5: f64,
+    /// Weighted k-NN accuracy on the raw (unstandardised) features.
+    pub knn: f64,
 }
 
 /// All taps of one method.
@@ -66,6 +68,7 @@ fn run_tap(
     classes: usize,
     cfg: &EvalConfig,
 ) -> Result<TapResult> {
+    let knn = knn_accuracy(&EvalData::new(&tr, ytr, &te, yte, dim, classes)?, &cfg.knn)?;
     standardize(&mut tr, &mut te, dim)?;
     let data = EvalData::new(&tr, ytr, &te, yte, dim, classes)?;
     let (lin, mlp) = evaluate_standardized(&data, tap_index, cfg)?;
@@ -76,6 +79,7 @@ fn run_tap(
         mlp: mlp.acc,
         linear_last5: lin.acc_last5,
         mlp_last5: mlp.acc_last5,
+        knn,
     })
 }
 
@@ -143,16 +147,19 @@ pub fn evaluate_pixels(train: &Dataset, test: &Dataset, cfg: &EvalConfig) -> Res
 
 /// A text table: one row per (method, tap), linear and nonlinear accuracy.
 pub fn format_table(reports: &[Report]) -> String {
-    let mut s = String::from("| method | tap | dim | linear probe | nonlinear (MLP) |\n|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| method | tap | dim | linear probe | nonlinear (MLP) | k-NN (k=20) |\n|---|---|---|---|---|---|\n",
+    );
     for r in reports {
         for t in &r.taps {
             s.push_str(&format!(
-                "| {} | {} | {} | {:.2}% | {:.2}% |\n",
+                "| {} | {} | {} | {:.2}% | {:.2}% | {:.2}% |\n",
                 r.method,
                 t.tap,
                 t.dim,
                 100.0 * t.linear,
-                100.0 * t.mlp
+                100.0 * t.mlp,
+                100.0 * t.knn
             ));
         }
     }

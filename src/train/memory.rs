@@ -174,6 +174,7 @@ pub fn eval_plan(model: &Dim, train: usize, test: usize, batch: usize, baselines
     // the linear map (10 classes) with gradients and Adam's moments (f32);
     // their row buffers (2000 rows of 200 units, eight of them).
     plan.add("probe classifiers", f32s(widest.saturating_mul(210 * 4).saturating_add(2000 * 200 * 8)));
+    plan.add("k-NN similarity block", f32s(crate::eval::knn_floats(train, test)));
     if baselines {
         let in_len = model.encoder.input_len() as u128;
         plan.add("the untrained baseline model", f32s((model.params.len() + model.buffers.len()) as u128));
