@@ -61,8 +61,30 @@ pub const EPS: Bound =
     Bound::new("optimizer.eps", None, 0.0, 1.0, "0 divides by zero where a gradient is 0; above 1 it is the step")
         .open_below();
 /// The random crop side (also at most the images' smaller side).
-pub const CROP: Bound =
-    Bound::new("data.crop", None, 1.0, 4096.0, "a crop is at least a pixel and at most the image's smaller side");
+pub const CROP: Bound = Bound::new(
+    "data.crop",
+    Some("--crop"),
+    1.0,
+    4096.0,
+    "a crop is at least a pixel and at most the image's smaller side",
+);
+/// The side images are resized to.
+pub const RESIZE: Bound = Bound::new(
+    "data.resize",
+    Some("--resize"),
+    1.0,
+    4096.0,
+    "at least a pixel; a 4096×4096 RGB image is already 48 MiB per image",
+);
+/// The fraction of each class an image folder holds out for testing.
+pub const TEST_FRACTION: Bound = Bound::new(
+    "data.test_fraction",
+    Some("--test-fraction"),
+    0.0,
+    1.0,
+    "a fraction; 1 would leave nothing to train on",
+)
+.open_above();
 
 // The model (`DimConfig`).
 /// The MI embedding width D.
@@ -187,6 +209,8 @@ pub const ALL: &[&Bound] = &[
     &BETA2,
     &EPS,
     &CROP,
+    &RESIZE,
+    &TEST_FRACTION,
     &MI_UNITS,
     &ALPHA,
     &BETA,

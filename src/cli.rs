@@ -111,33 +111,59 @@ pub enum GlobalsArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum DatasetArg {
+    /// Recognised from the folder's files: IDX, CIFAR-10/100, STL-10 or an image folder.
+    Auto,
     FashionMnist,
     Mnist,
     Cifar10,
     Cifar100,
     Stl10,
+    /// PNG/JPEG files: root/<class>/…, root/{train,test}/<class>/…, or bare files (unlabeled).
+    ImageFolder,
 }
 
 impl From<DatasetArg> for DatasetKind {
     fn from(d: DatasetArg) -> Self {
         match d {
+            DatasetArg::Auto => DatasetKind::Auto,
             DatasetArg::FashionMnist => DatasetKind::FashionMnist,
             DatasetArg::Mnist => DatasetKind::Mnist,
             DatasetArg::Cifar10 => DatasetKind::Cifar10,
             DatasetArg::Cifar100 => DatasetKind::Cifar100,
             DatasetArg::Stl10 => DatasetKind::Stl10,
+            DatasetArg::ImageFolder => DatasetKind::ImageFolder,
         }
     }
 }
 
 #[derive(Args, Clone)]
 pub struct DataArgs {
-    /// Data folder (IDX, CIFAR or STL-10 binary files).
+    /// Data folder: IDX, CIFAR-10/100 or STL-10 binary files, or an image
+    /// folder (root/<class>/*.png|jpg, with or without train/ and test/).
     #[arg(long, default_value = BUNDLED_DATA)]
     pub data: PathBuf,
-    /// Dataset format.
-    #[arg(long, value_enum, default_value = "fashion-mnist")]
+    /// Dataset format [default: recognised from the folder's files].
+    #[arg(long, value_enum, default_value = "auto")]
     pub dataset: DatasetArg,
+    /// Crop side: random crops for training, the centre for evaluation and
+    /// embedding (STL-10 in the paper: --crop 64 of 96).
+    #[arg(long)]
+    pub crop: Option<usize>,
+    /// Resize every image to cover R×R and keep its centre R×R, before any
+    /// crop (image folders are always fitted: to R, or to the encoder's input).
+    #[arg(long, value_name = "R")]
+    pub resize: Option<usize>,
+    /// STL-10: train DIM on the 100 000 unlabeled images.
+    #[arg(long)]
+    pub unlabeled: bool,
+    /// Image folders of class folders without train/ and test/: the
+    /// fraction of each class held out (seeded) for testing.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Image folders: leave out files that fail to read or decode (counted
+    /// and listed) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad: bool,
 }
 
 #[derive(Args)]
@@ -312,7 +338,14 @@ pub enum SplitArg {
 }
 
 pub fn data_config(d: &DataArgs) -> DataConfig {
-    DataConfig { kind: d.dataset.into(), dir: d.data.clone(), crop: None, flip: false }
+    DataConfig {
+        crop: d.crop,
+        resize: d.resize,
+        unlabeled: d.unlabeled,
+        test_fraction: d.test_fraction,
+        skip_bad: d.skip_bad,
+        ..DataConfig::new(d.dataset.into(), d.data.clone())
+    }
 }
 
 /// The evaluation settings, checked before any work starts (a run must
@@ -456,6 +489,11 @@ pub fn merge_resumed(
                 "seed" => f.seed == s.seed && f.model.seed == s.model.seed,
                 "freeze" => f.freeze == s.freeze,
                 "dataset" => f.data.kind == s.data.kind,
+                "crop" => f.data.crop == s.data.crop,
+                "resize" => f.data.resize == s.data.resize,
+                "unlabeled" => f.data.unlabeled == s.data.unlabeled,
+                "test_fraction" => f.data.test_fraction == s.data.test_fraction,
+                "skip_bad" => f.data.skip_bad == s.data.skip_bad,
                 _ => false,
             };
             !same

@@ -49,7 +49,7 @@ fn small_data(name: &str, n: usize) -> Scratch {
 fn config(data: &Path, encoder: &str, est: Estimator, batch: usize) -> TrainConfig {
     TrainConfig {
         model: DimConfig::new(encoder).mi_units(16).estimator(est).seed(3),
-        data: DataConfig { kind: DatasetKind::FashionMnist, dir: data.to_path_buf(), crop: None, flip: false },
+        data: DataConfig::new(DatasetKind::FashionMnist, data),
         batch_size: batch,
         epochs: None,
         minutes: None,

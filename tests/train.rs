@@ -41,7 +41,7 @@ fn small_data(name: &str) -> Scratch {
 fn config(data: &Path, epochs: u64, est: Estimator) -> TrainConfig {
     TrainConfig {
         model: DimConfig::new("edge").mi_units(32).estimator(est).seed(3),
-        data: DataConfig { kind: DatasetKind::FashionMnist, dir: data.to_path_buf(), crop: None, flip: false },
+        data: DataConfig::new(DatasetKind::FashionMnist, data),
         batch_size: 32,
         epochs: Some(epochs),
         minutes: None,

@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 fn saved() -> TrainConfig {
     TrainConfig {
         model: DimConfig::new("edge").mi_units(16),
-        data: DataConfig { kind: DatasetKind::FashionMnist, dir: "data".into(), crop: None, flip: false },
+        data: DataConfig::new(DatasetKind::FashionMnist, "data"),
         batch_size: 16,
         epochs: Some(2),
         minutes: None,

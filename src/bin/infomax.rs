@@ -37,8 +37,15 @@ fn run_eval(
     out: Option<&Path>,
     mem: MemoryArgs,
 ) -> Result<Vec<Report>, HostError> {
-    let train = data.load(Split::Train)?;
-    let test = data.load(Split::Test)?;
+    let input = model.encoder.cfg.input;
+    if !data.has_labels()? {
+        if !quiet {
+            eprintln!("the data has no labels (an image folder of bare files): no probes");
+        }
+        return Ok(Vec::new());
+    }
+    let train = dataset_of(data.load_eval(Split::Train, input)?, "train", quiet);
+    let test = dataset_of(data.load_eval(Split::Test, input)?, "test", quiet);
     let plan = |b| train::memory::eval_plan(model, train.n, test.n, b, !probe.no_baselines);
     let encode_batch = train::memory::fit_batch(mem.batch, mem.limit, plan)?;
     if encode_batch < train::memory::DEFAULT_ENCODE_BATCH && mem.batch.is_none() && !quiet {
@@ -77,7 +84,24 @@ fn run_eval(
     Ok(reports)
 }
 
+/// The dataset of a split, after saying what its reader left out.
+fn dataset_of(l: train::LoadedSplit, split: &str, quiet: bool) -> infomax::data::Dataset {
+    if !l.skipped.is_empty() && !quiet {
+        eprintln!("{split}: skipped {} unreadable file(s) (--skip-bad):", l.skipped.len());
+        for s in l.skipped.iter().take(10) {
+            eprintln!("  {}: {}", s.path.display(), s.reason);
+        }
+        if l.skipped.len() > 10 {
+            eprintln!("  ... and {} more", l.skipped.len() - 10);
+        }
+    }
+    l.dataset
+}
+
 fn print_summary(reports: &[Report]) {
+    if reports.is_empty() {
+        return;
+    }
     println!("\nTest accuracy, frozen encoder (paper protocol):\n");
     print!("{}", format_table(reports));
     println!();
@@ -188,7 +212,9 @@ fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String], limit: Limit) ->
 /// allocation-free inference path from the exported bytes, and checks Y
 /// against the training path's eval-mode forward.
 fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), HostError> {
-    let test = data.load(Split::Test)?;
+    let input = model.encoder.cfg.input;
+    let split = if data.has_labels()? { Split::Test } else { Split::Train };
+    let test = dataset_of(data.load_eval(split, input)?, "test", true);
     println!("\nExported encoder, run through the no-alloc inference path on {} test images:", test.n);
     for c in infomax::io::deploy(model, &test, out)? {
         println!(
@@ -238,7 +264,7 @@ fn embed_cmd(args: EmbedArgs, limit: Limit) -> Result<(), HostError> {
         SplitArg::Train => Split::Train,
         SplitArg::Test => Split::Test,
     };
-    let ds = data_config(&args.data).load(split)?;
+    let ds = dataset_of(data_config(&args.data).load_eval(split, loaded.model.encoder.cfg.input)?, "embed", false);
     let batch =
         train::memory::fit_batch(args.batch_size, limit, |b| train::memory::embed_plan(&loaded.model, ds.n, b))?;
     let f = train::extract_features(&mut loaded.model, &ds, batch)?;

@@ -22,6 +22,8 @@
 //! | [`idx`] | IDX files, `load_idx_pair`, `load_mnist_dir` |
 //! | [`cifar`] | CIFAR-10 and CIFAR-100 binary batches |
 //! | [`stl`] | STL-10 binary files (column-major planes, 1-based labels) |
+//! | [`folder`] | image folders (`root/<class>/*.png`), PNG and JPEG |
+//! | [`transform`] | grayscale ↔ RGB, resize to cover, centre crop (per image) |
 //! | [`augment`] | random/center crop and horizontal flip into the `f32` batch |
 //! | [`loader`] | per-epoch Fisher–Yates shuffling, batches, drop-last |
 //! | [`rng`] | SplitMix64, a one-`u64`-state RNG that checkpoints trivially |
@@ -50,13 +52,16 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod folder;
 pub mod idx;
 pub mod loader;
 pub use crate::rng;
 pub mod stl;
+pub mod transform;
 
 pub use augment::{Augment, Crop, CropMode};
 pub use cifar::{Cifar100Labels, load_cifar10, load_cifar10_dir, load_cifar100, load_cifar100_dir};
+pub use folder::{Folder, FolderOptions, load_image_folder};
 pub use idx::{load_idx_pair, load_idx_pair_classes, load_mnist_dir, read_idx_images, read_idx_labels};
 pub use loader::{Epoch, Loader};
 pub use rng::Rng;
@@ -629,4 +634,56 @@ pub(crate) fn find_in_dir(dir: &Path, names: &[String]) -> Result<PathBuf> {
         .map(|n| dir.join(n))
         .find(|p| p.exists())
         .ok_or_else(|| DataError::Missing { dir: dir.to_path_buf(), names: names.to_vec() })
+}
+
+/// The formats [`detect_format`] recognises in a data folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// IDX files under MNIST's names.
+    Idx,
+    /// CIFAR-10 binary batches.
+    Cifar10,
+    /// CIFAR-100 binary files.
+    Cifar100,
+    /// STL-10 binary files.
+    Stl10,
+    /// An image folder ([`folder`]).
+    ImageFolder,
+}
+
+/// What [`detect_format`] looks for, in order: the first file of each
+/// binary format, then image folders.
+pub const DETECTED: [(&str, Format); 9] = [
+    ("train-images-idx3-ubyte.gz", Format::Idx),
+    ("train-images-idx3-ubyte", Format::Idx),
+    ("t10k-images-idx3-ubyte.gz", Format::Idx),
+    ("t10k-images-idx3-ubyte", Format::Idx),
+    ("data_batch_1.bin", Format::Cifar10),
+    ("test_batch.bin", Format::Cifar10),
+    ("train_X.bin", Format::Stl10),
+    ("unlabeled_X.bin", Format::Stl10),
+    ("train.bin", Format::Cifar100),
+];
+
+/// The format of the data in `dir`, from the names of the files it holds
+/// (binary formats) or its image files and class folders. If it matches
+/// none, the error lists what was looked for.
+pub fn detect_format(dir: impl AsRef<Path>) -> Result<Format> {
+    let dir = dir.as_ref();
+    let meta = std::fs::metadata(dir).map_err(|source| DataError::Io { path: dir.to_path_buf(), source })?;
+    if !meta.is_dir() {
+        return Err(DataError::Invalid {
+            what: "data folder",
+            reason: format!("{} is not a folder (--data takes the folder that holds the dataset)", dir.display()),
+        });
+    }
+    if let Some(&(_, f)) = DETECTED.iter().find(|(name, _)| dir.join(name).exists()) {
+        return Ok(f);
+    }
+    if folder::looks_like_folder(dir) {
+        return Ok(Format::ImageFolder);
+    }
+    let mut names: Vec<String> = DETECTED.iter().map(|(n, _)| (*n).to_string()).collect();
+    names.push("an image folder (<class>/*.png|jpg, train/ and test/, or *.png|jpg)".into());
+    Err(DataError::Missing { dir: dir.to_path_buf(), names })
 }

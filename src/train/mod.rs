@@ -28,6 +28,8 @@ pub use trainer::{EpochLines, Observer, Silent, StepReport, Trainer};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
+    /// Recognised from the folder's files ([`data::detect_format`]).
+    Auto,
     /// IDX files named like MNIST's (`train-images-idx3-ubyte[.gz]`, ...).
     FashionMnist,
     /// MNIST (same file layout).
@@ -38,9 +40,34 @@ pub enum DatasetKind {
     Cifar100,
     /// STL-10 binary (`train_X.bin`, `test_X.bin`, ...).
     Stl10,
+    /// PNG/JPEG files, `root/<class>/…` ([`data::folder`]).
+    ImageFolder,
 }
 
-/// Where the data comes from.
+impl DatasetKind {
+    /// The kind a detected format reads as.
+    pub fn of(f: data::Format) -> Self {
+        match f {
+            data::Format::Idx => DatasetKind::FashionMnist,
+            data::Format::Cifar10 => DatasetKind::Cifar10,
+            data::Format::Cifar100 => DatasetKind::Cifar100,
+            data::Format::Stl10 => DatasetKind::Stl10,
+            data::Format::ImageFolder => DatasetKind::ImageFolder,
+        }
+    }
+}
+
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+/// Where the data comes from, and how its images are fitted to the encoder.
+///
+/// Order of operations (docs/data.md, "Fitting images to the encoder"):
+/// read; channels converted to the encoder's (1 ↔ 3); `resize` (cover
+/// R×R, centre R×R; image folders are always fitted, to R or else to the
+/// encoder's input); then `crop`: random for training, centred for
+/// evaluation and embedding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -48,28 +75,208 @@ pub struct DataConfig {
     pub kind: DatasetKind,
     /// The folder.
     pub dir: PathBuf,
-    /// Random crop size (none: no crop). STL-10 in the paper: 64.
+    /// Crop size: random crops for training, the centre for evaluation
+    /// (none: no crop). STL-10 in the paper: 64 of 96.
     #[serde(default)]
     pub crop: Option<usize>,
     /// Random horizontal flip.
     #[serde(default)]
     pub flip: bool,
+    /// Resize every image to cover R×R and cut its centre R×R, before any crop.
+    #[serde(default)]
+    pub resize: Option<usize>,
+    /// STL-10: train DIM on the 100 000 unlabeled images (the probes still
+    /// use the labeled train and test splits).
+    #[serde(default)]
+    pub unlabeled: bool,
+    /// Image folders of class folders only (no train/ and test/): the
+    /// fraction of each class held out for testing.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Image folders: leave out files that fail to decode (counted and
+    /// listed) instead of stopping.
+    #[serde(default)]
+    pub skip_bad: bool,
+}
+
+/// A split as loaded, and what its reader found.
+#[derive(Clone, Debug)]
+pub struct LoadedSplit {
+    /// The images, fitted to the encoder.
+    pub dataset: Dataset,
+    /// The format read.
+    pub format: data::Format,
+    /// Image folders: class names (index = label) and the files, in dataset order.
+    pub classes: Vec<String>,
+    /// Image folders: the files, in dataset order.
+    pub files: Vec<PathBuf>,
+    /// Image folders with `skip_bad`: files left out.
+    pub skipped: Vec<data::folder::Skipped>,
+}
+
+/// The images DIM trains on, or a labeled split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Training,
+    Labeled(Split),
 }
 
 impl DataConfig {
-    /// Loads one split.
-    pub fn load(&self, split: Split) -> Result<Dataset> {
+    /// A folder of `kind`, with no crop, flip or resize.
+    pub fn new(kind: DatasetKind, dir: impl Into<PathBuf>) -> Self {
+        DataConfig {
+            kind,
+            dir: dir.into(),
+            crop: None,
+            flip: false,
+            resize: None,
+            unlabeled: false,
+            test_fraction: default_test_fraction(),
+            skip_bad: false,
+        }
+    }
+
+    /// Checks the settings' ranges.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(c) = self.crop {
+            bounds::CROP.check_usize(c)?;
+        }
+        if let Some(r) = self.resize {
+            bounds::RESIZE.check_usize(r)?;
+        }
+        bounds::TEST_FRACTION.check_f64(self.test_fraction)?;
+        Ok(())
+    }
+
+    /// The format: `kind`, or the one detected in `dir`.
+    pub fn format(&self) -> Result<data::Format> {
         Ok(match self.kind {
-            DatasetKind::FashionMnist | DatasetKind::Mnist => data::load_mnist_dir(&self.dir, split)?,
-            DatasetKind::Cifar10 => data::load_cifar10_dir(&self.dir, split)?,
-            DatasetKind::Cifar100 => data::load_cifar100_dir(&self.dir, split, data::Cifar100Labels::Fine)?,
-            DatasetKind::Stl10 => data::load_stl10_dir(
+            DatasetKind::Auto => data::detect_format(&self.dir)?,
+            DatasetKind::FashionMnist | DatasetKind::Mnist => data::Format::Idx,
+            DatasetKind::Cifar10 => data::Format::Cifar10,
+            DatasetKind::Cifar100 => data::Format::Cifar100,
+            DatasetKind::Stl10 => data::Format::Stl10,
+            DatasetKind::ImageFolder => data::Format::ImageFolder,
+        })
+    }
+
+    /// Whether the data has labels to probe with (an image folder of bare
+    /// files has none).
+    pub fn has_labels(&self) -> Result<bool> {
+        Ok(self.format()? != data::Format::ImageFolder
+            || data::folder::layout(&self.dir)? != data::folder::Layout::Flat)
+    }
+
+    /// The images DIM trains on, for an encoder of `input` (C, H, W):
+    /// converted and resized, not yet cropped (random crops are the
+    /// loader's, [`DataConfig::augment`]).
+    pub fn load_training(&self, input: [usize; 3]) -> Result<LoadedSplit> {
+        self.load_fitted(Which::Training, input)
+    }
+
+    /// A labeled split for the probes or `embed`, fitted to `input`
+    /// exactly: converted, resized and centre-cropped.
+    pub fn load_eval(&self, split: Split, input: [usize; 3]) -> Result<LoadedSplit> {
+        let mut l = self.load_fitted(Which::Labeled(split), input)?;
+        if let Some(c) = self.crop {
+            l.dataset = l.dataset.center_cropped(c, c)?;
+        }
+        let d = &l.dataset;
+        if [d.channels, d.height, d.width] != input {
+            return Err(self.shape_error([d.channels, d.height, d.width], input));
+        }
+        Ok(l)
+    }
+
+    /// The error for data of shape `got` given to an encoder of `input`,
+    /// with the flags that would fit one to the other.
+    pub fn shape_error(&self, got: [usize; 3], input: [usize; 3]) -> HostError {
+        let [c, h, w] = got;
+        let hint = if h > input[1] && w > input[2] && input[1] == input[2] && self.crop.is_none() {
+            format!(
+                ": --crop {s} takes random {s}×{s} crops for training and the centre for evaluation; --resize {s} scales the images",
+                s = input[1]
+            )
+        } else if (h, w) != (input[1], input[2]) && input[1] == input[2] {
+            format!(": --resize {} scales the images to the encoder's input", input[1])
+        } else {
+            String::new()
+        };
+        HostError::Config(format!(
+            "the data gives {c}×{h}×{w} images but the encoder expects {}×{}×{}{hint}",
+            input[0], input[1], input[2]
+        ))
+    }
+
+    fn load_fitted(&self, which: Which, input: [usize; 3]) -> Result<LoadedSplit> {
+        self.validate()?;
+        let format = self.format()?;
+        let split = match which {
+            Which::Training => Split::Train,
+            Which::Labeled(s) => s,
+        };
+        let plain =
+            |dataset| LoadedSplit { dataset, format, classes: Vec::new(), files: Vec::new(), skipped: Vec::new() };
+        let mut loaded = match format {
+            data::Format::Idx | data::Format::Cifar10 | data::Format::Cifar100 | data::Format::Stl10 => {
+                plain(self.read_binary(format, which)?)
+            }
+            data::Format::ImageFolder => {
+                let side = self.resize.map(|r| (r, r)).unwrap_or((input[1], input[2]));
+                let opts = data::FolderOptions {
+                    channels: input[0],
+                    height: side.0,
+                    width: side.1,
+                    test_fraction: self.test_fraction,
+                    seed: 0,
+                    skip_bad: self.skip_bad,
+                };
+                let f = data::load_image_folder(&self.dir, split, &opts)?;
+                LoadedSplit { dataset: f.dataset, format, classes: f.classes, files: f.files, skipped: f.skipped }
+            }
+        };
+        if self.unlabeled && format != data::Format::Stl10 {
+            return Err(HostError::Config("unlabeled: only STL-10 has an unlabeled split".into()));
+        }
+        if format != data::Format::ImageFolder {
+            let d = &loaded.dataset;
+            if d.channels != input[0] {
+                loaded.dataset = d.with_channels(input[0])?;
+            }
+            if let Some(r) = self.resize {
+                loaded.dataset = loaded.dataset.fitted(r, r)?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// A split of a binary format as stored, nothing converted or fitted
+    /// (an image folder has no stored size: it is refused).
+    pub fn load_native(&self, split: Split) -> Result<Dataset> {
+        let format = self.format()?;
+        if format == data::Format::ImageFolder {
+            return Err(HostError::Config("an image folder has no stored size: use load_eval".into()));
+        }
+        self.read_binary(format, Which::Labeled(split))
+    }
+
+    fn read_binary(&self, format: data::Format, which: Which) -> Result<Dataset> {
+        let split = match which {
+            Which::Training => Split::Train,
+            Which::Labeled(s) => s,
+        };
+        Ok(match format {
+            data::Format::Cifar10 => data::load_cifar10_dir(&self.dir, split)?,
+            data::Format::Cifar100 => data::load_cifar100_dir(&self.dir, split, data::Cifar100Labels::Fine)?,
+            data::Format::Stl10 => data::load_stl10_dir(
                 &self.dir,
-                match split {
-                    Split::Train => data::StlSplit::Train,
-                    Split::Test => data::StlSplit::Test,
+                match which {
+                    Which::Training if self.unlabeled => data::StlSplit::Unlabeled,
+                    Which::Training | Which::Labeled(Split::Train) => data::StlSplit::Train,
+                    Which::Labeled(Split::Test) => data::StlSplit::Test,
                 },
             )?,
+            _ => data::load_mnist_dir(&self.dir, split)?,
         })
     }
 
@@ -174,9 +381,7 @@ impl TrainConfig {
         if let Some(m) = self.minutes {
             bounds::MINUTES.check_f64(m)?;
         }
-        if let Some(c) = self.data.crop {
-            bounds::CROP.check_usize(c)?;
-        }
+        self.data.validate()?;
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use super::{
     EpochLog, InitRow, InitStatus, Start, TrainConfig, TrainSummary, check_freeze, copy_weights, first_non_finite,
     largest_weights, tensor_sums_of_squares, trainable_ranges, trim_log,
 };
-use crate::data::{Augment, Dataset, Loader, Split};
+use crate::data::{Augment, Dataset, Loader};
 use crate::dim::{Dim, StepStats, Workspace};
 use crate::files::RunLock;
 use crate::host_error::{self, HostError, Result};
@@ -157,16 +157,13 @@ impl Trainer {
             return Err(HostError::RunExists { dir: out_dir.to_path_buf() });
         }
         checkpoint::remove_stale_temporaries(out_dir)?;
-        let ds = cfg.data.load(Split::Train)?;
         // Shapes are checked before the model is allocated.
         let input = cfg.model.validate()?.input;
+        let ds = cfg.data.load_training(input)?.dataset;
         let augment = cfg.data.augment();
         let (c, h, w) = augment.output_shape(ds.channels, ds.height, ds.width)?;
         if [c, h, w] != input {
-            return Err(HostError::Config(format!(
-                "the data gives {c}×{h}×{w} images but the encoder expects {}×{}×{}",
-                input[0], input[1], input[2]
-            )));
+            return Err(cfg.data.shape_error([c, h, w], input));
         }
         let mut model = Dim::new(cfg.model.clone())?;
         let n_params = model.table.len();
