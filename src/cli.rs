@@ -171,9 +171,18 @@ pub struct ProbeArgs {
     /// Epochs per probe classifier (the reference protocol: 30).
     #[arg(long, default_value_t = 30)]
     pub eval_epochs: usize,
-    /// Skip the raw-pixel and untrained-encoder baselines.
-    #[arg(long)]
+    /// train: skip the raw-pixel and untrained-encoder baselines (eval runs
+    /// them only with --baselines).
+    #[arg(long, conflicts_with = "baselines")]
     pub no_baselines: bool,
+    /// Draws of each few-label linear probe (10 and 100 labels per class;
+    /// each probe takes 10 Adam steps per --eval-epochs); 0 turns them off.
+    #[arg(long, default_value_t = 5)]
+    pub few_draws: usize,
+    /// eval: also score the raw-pixel and untrained-encoder baselines (train
+    /// scores them unless --no-baselines).
+    #[arg(long)]
+    pub baselines: bool,
     /// Also score the untrained encoder with BN statistics re-estimated from
     /// the data on the conv and fc taps (by default only its Y tap, the one
     /// DIM's margin is read on; the conv tap's classifiers are most of an
@@ -348,6 +357,38 @@ pub fn data_config(d: &DataArgs) -> DataConfig {
     }
 }
 
+/// The data settings of `eval` and `embed` on `model_file`: those the
+/// checkpoint was trained with (its `train_config`), unless `--data` is
+/// given; any data flag given explicitly overrides its part. Inference
+/// files and checkpoints without a `train_config` take the flags.
+pub fn eval_data_config(d: &DataArgs, explicit: &[String], model_file: &Path) -> Result<DataConfig, HostError> {
+    let flags = data_config(d);
+    let given = |id: &str| explicit.iter().any(|e| e == id);
+    if given("data") {
+        return Ok(flags);
+    }
+    let Ok(meta) = checkpoint::read_metadata(model_file) else { return Ok(flags) };
+    let Some(text) = meta.get("train_config") else { return Ok(flags) };
+    let saved: TrainConfig = serde_json::from_str(text)
+        .map_err(|e| HostError::Format { path: model_file.to_path_buf(), reason: format!("train_config: {e}") })?;
+    let mut cfg = saved.data;
+    if given("dataset") {
+        cfg.kind = flags.kind;
+    }
+    if given("crop") {
+        cfg.crop = flags.crop;
+    }
+    if given("resize") {
+        cfg.resize = flags.resize;
+    }
+    if given("test_fraction") {
+        cfg.test_fraction = flags.test_fraction;
+    }
+    cfg.skip_bad |= flags.skip_bad;
+    cfg.flip = false;
+    Ok(cfg)
+}
+
 /// The evaluation settings, checked before any work starts (a run must
 /// not train for hours and then refuse its evaluation).
 impl ProbeArgs {
@@ -428,6 +469,8 @@ pub const RESUME_MAY_CHANGE: &[&str] = &[
     "no_export",
     "eval_epochs",
     "no_baselines",
+    "baselines",
+    "few_draws",
     "full_baselines",
     "out",
     "resume",
@@ -526,7 +569,7 @@ pub fn merge_resumed(
 pub struct Parsed {
     /// The arguments.
     pub cli: Cli,
-    /// Ids of the `train` flags given explicitly.
+    /// Ids of the subcommand's flags given explicitly.
     pub explicit: Vec<String>,
 }
 
@@ -539,17 +582,18 @@ where
     let command = Cli::command();
     let matches = command.clone().try_get_matches_from(args)?;
     let cli = Cli::from_arg_matches(&matches)?;
-    let train_args: Vec<String> = command
-        .find_subcommand("train")
-        .map(|c| c.get_arguments().map(|a| a.get_id().as_str().to_owned()).collect())
-        .unwrap_or_default();
+    // The flags of the subcommand given on the command line (not defaults).
     let explicit: Vec<String> = matches
-        .subcommand_matches("train")
-        .map(|m| {
+        .subcommand()
+        .map(|(name, m)| {
+            let known: Vec<String> = command
+                .find_subcommand(name)
+                .map(|c| c.get_arguments().map(|a| a.get_id().as_str().to_owned()).collect())
+                .unwrap_or_default();
             m.ids()
                 .map(|id| id.as_str())
                 // Argument groups (a flattened struct's name) are not flags.
-                .filter(|id| train_args.iter().any(|a| a == id))
+                .filter(|id| known.iter().any(|a| a == id))
                 .filter(|id| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
                 .map(str::to_owned)
                 .collect()

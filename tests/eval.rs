@@ -10,8 +10,8 @@ use std::time::Instant;
 use common::Rng;
 use infomax::Error;
 use infomax::eval::{
-    Classifier, ClassifierKind, ClassifierSpec, EvalConfig, EvalData, KnnConfig, Workspace, accuracy, classifier_seed,
-    evaluate_features, knn_accuracy, standardize, train_classifier,
+    Classifier, ClassifierKind, ClassifierSpec, EvalConfig, EvalData, FewLabelConfig, KnnConfig, Workspace, accuracy,
+    classifier_seed, draw_rows, evaluate_features, few_label_probes, knn_accuracy, standardize, train_classifier,
 };
 use infomax::kernels::act::uniform_at;
 
@@ -707,4 +707,53 @@ fn knn_settings_are_checked() {
         assert!(knn_accuracy(&data, &cfg).is_err(), "{cfg:?}");
         assert!(EvalConfig { knn: cfg, ..EvalConfig::default() }.validate().is_err(), "{cfg:?}");
     }
+}
+
+/// Few-label draws: k rows of each class (all of a smaller class), the
+/// same for a seed and others for another; on separable features every
+/// draw scores 100%, so the mean is 1 and the spread 0; on label noise
+/// (labels independent of the features) the mean is near chance.
+#[test]
+fn few_label_draws_take_k_per_class_and_probes_score_what_the_data_allows() {
+    let mut rng = Rng(3);
+    let y = labels(&mut rng, 500, 5);
+    let rows = draw_rows(&y, 5, 10, 1);
+    let mut per = [0usize; 5];
+    for &r in &rows {
+        per[y[r]] += 1;
+    }
+    assert_eq!(per, [10; 5]);
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "distinct, in row order");
+    assert_eq!(draw_rows(&y, 5, 10, 1), rows);
+    assert_ne!(draw_rows(&y, 5, 10, 2), rows);
+    let few_of_2: Vec<usize> = draw_rows(&[0, 0, 1], 2, 5, 0);
+    assert_eq!(few_of_2, vec![0, 1, 2], "a class smaller than k gives all its rows");
+
+    let d = 5;
+    let onehot = |ys: &[usize]| -> Vec<f32> {
+        ys.iter().flat_map(|&l| (0..d).map(move |i| if i == l { 3.0 } else { -1.0 })).collect()
+    };
+    let yte = labels(&mut rng, 200, 5);
+    let (tr, te) = (onehot(&y), onehot(&yte));
+    let data = EvalData::new(&tr, &y, &te, &yte, d, 5).unwrap();
+    let few = FewLabelConfig { per_class: [1, 10], draws: 3, steps: 3000 };
+    let cfg = EvalConfig { few, ..EvalConfig::default() };
+    let r = few_label_probes(&data, 2, &cfg, &few).unwrap();
+    assert_eq!(r.len(), 2);
+    for f in &r {
+        assert_eq!(f.accs.len(), 3);
+        assert!(f.mean == 1.0 && f.std == 0.0, "separable: {f:?}");
+        assert_eq!(f.labeled, 5 * f.per_class);
+    }
+    // Labels independent of the features: chance (20%) within noise.
+    let noise = labels(&mut rng, 200, 5);
+    let data = EvalData::new(&tr, &y, &te, &noise, d, 5).unwrap();
+    let r = few_label_probes(&data, 2, &cfg, &few).unwrap();
+    for f in &r {
+        assert!((0.08..0.35).contains(&f.mean), "chance: {f:?}");
+        let m = f.accs.iter().sum::<f64>() / 3.0;
+        let sd = (f.accs.iter().map(|a| (a - m).powi(2)).sum::<f64>() / 2.0).sqrt();
+        assert!((m - f.mean).abs() < 1e-12 && (sd - f.std).abs() < 1e-12, "mean and sample std: {f:?}");
+    }
+    assert!(few_label_probes(&data, 2, &cfg, &FewLabelConfig { draws: 0, ..few }).unwrap().is_empty());
 }

@@ -844,3 +844,50 @@ fn from_weights_refuses_metadata_that_disagrees_with_the_tensors() {
     assert!(unchecked.scratch_len() > 1 << 23);
     assert_eq!(Plan::from_weights(&w, 1).err(), Some(InferError::WrongShape { layer: 0, part: "weight" }));
 }
+
+/// An inference file read back into a model (`train::import`, what `eval`,
+/// `embed` and `--init` do with exported files): unfolded f32 gives the
+/// original model's Y, conv and fc bit for bit; folded f32 gives the
+/// inference path's own Y within TOL_F32 of scale; and the shipped f16
+/// files give the inference path's Y on them within 1e-6 of scale.
+#[test]
+fn exported_files_read_back_into_models_that_compute_what_the_file_computes() {
+    let path = std::path::Path::new("mem");
+    for preset in ["conv28", "edge"] {
+        let mut model = trained(preset, 3, 11);
+        let n = 3;
+        let x = Rng(5).vec_f32(n * model.encoder.input_len());
+        let want = reference(&mut model, &x, n);
+        let unfolded = to_bytes(&model, ExportDtype::F32, false, &[]).unwrap();
+        let mut back = infomax::train::import::model_from_encoder_bytes(&unfolded, path).unwrap();
+        let got = reference(&mut back, &x, n);
+        let bits = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(bits(&got.0, &want.0) && bits(&got.1, &want.1), "{preset}: unfolded Y or local map");
+        assert!(bits(got.2.as_deref().unwrap(), want.2.as_deref().unwrap()), "{preset}: conv tap");
+        assert!(bits(got.3.as_deref().unwrap(), want.3.as_deref().unwrap()), "{preset}: fc tap");
+
+        let folded = to_bytes(&model, ExportDtype::F32, true, &[]).unwrap();
+        let mut back = infomax::train::import::model_from_encoder_bytes(&folded, path).unwrap();
+        let got = reference(&mut back, &x, n);
+        let file = infer(&folded, &x, n);
+        let e = scaled_err(&got.0, &file.0);
+        eprintln!("{preset}: folded f32 read back, Y vs the inference path {e:.1e} of scale");
+        assert!(e < TOL_F32, "{preset}: {e}");
+    }
+    for file in ["weights/dim-fmnist-conv28.safetensors", "weights/dim-fmnist-edge.safetensors"] {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let bytes = std::fs::read(&p).unwrap();
+        let mut model = infomax::train::import::model_from_encoder_bytes(&bytes, &p).unwrap();
+        let n = 4;
+        let x = Rng(9).vec_f32(n * model.encoder.input_len());
+        let got = reference(&mut model, &x, n);
+        let e = scaled_err(&got.0, &infer(&bytes, &x, n).0);
+        eprintln!("{file}: read back, Y vs the inference path {e:.1e} of scale");
+        assert!(e < 1e-6, "{file}: {e}");
+    }
+    // Not an inference file, a tensor missing, a tensor too many: typed errors naming it.
+    let model = trained("edge", 1, 3);
+    let bytes = to_bytes(&model, ExportDtype::F32, true, &[("format", "other".into())]).unwrap();
+    let e = infomax::train::import::model_from_encoder_bytes(&bytes, path).unwrap_err().to_string();
+    assert!(e.contains("not an infomax inference file"), "{e}");
+}

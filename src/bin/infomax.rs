@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use infomax::bounds;
 use infomax::cli::{
     self, Command, DEFAULT_OUT, DtypeArg, EmbedArgs, EvalArgs, ExportArgs, Parsed, ProbeArgs, SplitArg, TrainArgs,
-    data_config, resumed_config,
+    resumed_config,
 };
 use infomax::data::Split;
 use infomax::dim::Dim;
@@ -53,7 +53,10 @@ fn run_eval(
     }
     // The classifiers' seeds follow the model's seed, as the reference's
     // follow its `--seed`: runs with different seeds get independent probes.
-    let cfg = EvalConfig { epochs: probe.eval_epochs, seed: model.cfg.seed, encode_batch, ..EvalConfig::default() };
+    let few =
+        infomax::eval::FewLabelConfig { draws: probe.few_draws, steps: 10 * probe.eval_epochs, ..Default::default() };
+    let cfg =
+        EvalConfig { epochs: probe.eval_epochs, seed: model.cfg.seed, encode_batch, few, ..EvalConfig::default() };
     cfg.validate()?;
     let say = |m: &str| {
         if !quiet {
@@ -231,43 +234,48 @@ fn deploy(model: &mut Dim, data: &DataConfig, out: &Path) -> Result<(), HostErro
     Ok(())
 }
 
-fn eval_cmd(args: EvalArgs, quiet: bool, limit: Limit) -> Result<(), HostError> {
+fn eval_cmd(mut args: EvalArgs, quiet: bool, explicit: &[String], limit: Limit) -> Result<(), HostError> {
+    // Baselines are opt-in for eval.
+    args.probe.no_baselines = !args.probe.baselines;
     args.probe.check(args.batch_size)?;
     if let Some(out) = &args.out {
         let resolved = checkpoint::resolve(&args.checkpoint)?;
         infomax::files::check_output(out, &[&args.checkpoint, &resolved, &args.data.data])
             .map_err(infomax::host_error::io(out, "write the results to"))?;
     }
-    let mut loaded = checkpoint::load(&args.checkpoint)?;
+    let mut model = train::import::load_model(&checkpoint::resolve(&args.checkpoint)?)?;
     if !args.allow_non_finite {
-        train::check_model_finite(&loaded.model)?;
+        train::check_model_finite(&model)?;
     }
     let mem = MemoryArgs { limit, batch: args.batch_size };
-    let data = data_config(&args.data);
-    let reports = run_eval(&mut loaded.model, &data, &args.probe, quiet, args.out.as_deref(), mem)?;
+    let data = cli::eval_data_config(&args.data, explicit, &checkpoint::resolve(&args.checkpoint)?)?;
+    let reports = run_eval(&mut model, &data, &args.probe, quiet, args.out.as_deref(), mem)?;
     print_summary(&reports);
     Ok(())
 }
 
-fn embed_cmd(args: EmbedArgs, limit: Limit) -> Result<(), HostError> {
+fn embed_cmd(args: EmbedArgs, explicit: &[String], limit: Limit) -> Result<(), HostError> {
     if let Some(b) = args.batch_size {
         bounds::ENCODE_BATCH.check_usize(b)?;
     }
     let resolved = checkpoint::resolve(&args.checkpoint)?;
     infomax::files::check_output(&args.out, &[&args.checkpoint, &resolved, &args.data.data])
         .map_err(infomax::host_error::io(&args.out, "write the features to"))?;
-    let mut loaded = checkpoint::load(&resolved)?;
+    let mut model = train::import::load_model(&resolved)?;
     if !args.allow_non_finite {
-        train::check_model_finite(&loaded.model)?;
+        train::check_model_finite(&model)?;
     }
     let split = match args.split {
         SplitArg::Train => Split::Train,
         SplitArg::Test => Split::Test,
     };
-    let ds = dataset_of(data_config(&args.data).load_eval(split, loaded.model.encoder.cfg.input)?, "embed", false);
-    let batch =
-        train::memory::fit_batch(args.batch_size, limit, |b| train::memory::embed_plan(&loaded.model, ds.n, b))?;
-    let f = train::extract_features(&mut loaded.model, &ds, batch)?;
+    let ds = dataset_of(
+        cli::eval_data_config(&args.data, explicit, &resolved)?.load_eval(split, model.encoder.cfg.input)?,
+        "embed",
+        false,
+    );
+    let batch = train::memory::fit_batch(args.batch_size, limit, |b| train::memory::embed_plan(&model, ds.n, b))?;
+    let f = train::extract_features(&mut model, &ds, batch)?;
     if !args.allow_non_finite {
         train::check_features_finite(&f)?;
     }
@@ -369,8 +377,8 @@ fn main() -> ExitCode {
     let limit = Limit::new(cli.max_memory);
     let result = match cli.command {
         Command::Train(a) => train_cmd(*a, cli.quiet, &explicit, limit),
-        Command::Eval(a) => eval_cmd(a, cli.quiet, limit),
-        Command::Embed(a) => embed_cmd(a, limit),
+        Command::Eval(a) => eval_cmd(a, cli.quiet, &explicit, limit),
+        Command::Embed(a) => embed_cmd(a, &explicit, limit),
         Command::Export(a) => export_cmd(a),
     };
     if std::env::var_os("INFOMAX_REPORT_PEAK_RSS").is_some() {

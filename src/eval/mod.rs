@@ -13,12 +13,14 @@
 //! Everything runs on the kernels' multicore drivers and is bitwise
 //! deterministic for a given seed, whatever the thread count.
 
+mod few;
 mod knn;
 mod model;
 mod train;
 
 use rayon::prelude::*;
 
+pub use few::{FewLabelConfig, FewLabelResult, draw_rows, few_label_probes};
 pub use knn::{KNN_BLOCK_FLOATS, KnnConfig, knn_accuracy, knn_block_rows, knn_floats};
 pub use model::{Classifier, ClassifierKind, ClassifierSpec, ParamEntry, Workspace};
 pub use train::{ClassifierResult, accuracy, train_classifier};
@@ -49,6 +51,8 @@ pub struct EvalConfig {
     pub adam: AdamConfig,
     /// The k-NN probe run beside the classifiers.
     pub knn: KnnConfig,
+    /// The few-label linear probes run beside them.
+    pub few: FewLabelConfig,
     /// The run's seed (`--seed`); each classifier's seed derives from it
     /// with [`classifier_seed`].
     pub seed: u64,
@@ -65,6 +69,7 @@ impl Default for EvalConfig {
             dropout: 0.1,
             adam: AdamConfig::torch_default(1e-3),
             knn: KnnConfig::default(),
+            few: FewLabelConfig::default(),
             seed: 0,
         }
     }
@@ -88,6 +93,7 @@ impl EvalConfig {
             return Err(Error::InvalidParameter { what: "eval dropout", reason: "must be in [0, 1)" });
         }
         self.knn.validate()?;
+        self.few.validate()?;
         self.adam.validate()
     }
 }

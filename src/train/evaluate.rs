@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::data::Dataset;
 use crate::dim::Dim;
-use crate::eval::{EvalConfig, EvalData, evaluate_standardized, knn_accuracy, standardize};
+use crate::eval::{
+    EvalConfig, EvalData, FewLabelResult, evaluate_standardized, few_label_probes, knn_accuracy, standardize,
+};
 use crate::host_error::{HostError, Result};
 use crate::train::extract_features;
 
@@ -31,6 +33,8 @@ pub struct TapResult {
     pub mlp_last5: f64,
     /// Weighted k-NN accuracy on the raw (unstandardised) features.
     pub knn: f64,
+    /// Linear probes on 10 and 100 labels per class (mean and spread over draws).
+    pub few: Vec<FewLabelResult>,
 }
 
 /// All taps of one method.
@@ -72,6 +76,7 @@ fn run_tap(
     standardize(&mut tr, &mut te, dim)?;
     let data = EvalData::new(&tr, ytr, &te, yte, dim, classes)?;
     let (lin, mlp) = evaluate_standardized(&data, tap_index, cfg)?;
+    let few = few_label_probes(&data, tap_index, cfg, &cfg.few)?;
     Ok(TapResult {
         tap: name.into(),
         dim,
@@ -80,6 +85,7 @@ fn run_tap(
         linear_last5: lin.acc_last5,
         mlp_last5: mlp.acc_last5,
         knn,
+        few,
     })
 }
 
@@ -147,13 +153,24 @@ pub fn evaluate_pixels(train: &Dataset, test: &Dataset, cfg: &EvalConfig) -> Res
 
 /// A text table: one row per (method, tap), linear and nonlinear accuracy.
 pub fn format_table(reports: &[Report]) -> String {
-    let mut s = String::from(
-        "| method | tap | dim | linear probe | nonlinear (MLP) | k-NN (k=20) |\n|---|---|---|---|---|---|\n",
-    );
+    // Few-label columns from the first row that has them (every row has the same sizes).
+    let sizes: Vec<usize> = reports
+        .iter()
+        .flat_map(|r| &r.taps)
+        .next()
+        .map(|t| t.few.iter().map(|f| f.per_class).collect())
+        .unwrap_or_default();
+    let mut s = String::from("| method | tap | dim | linear probe | nonlinear (MLP) | k-NN (k=20) |");
+    for k in &sizes {
+        s.push_str(&format!(" linear, {k} labels/class |"));
+    }
+    s.push_str("\n|---|---|---|---|---|---|");
+    s.push_str(&"---|".repeat(sizes.len()));
+    s.push('\n');
     for r in reports {
         for t in &r.taps {
             s.push_str(&format!(
-                "| {} | {} | {} | {:.2}% | {:.2}% | {:.2}% |\n",
+                "| {} | {} | {} | {:.2}% | {:.2}% | {:.2}% |",
                 r.method,
                 t.tap,
                 t.dim,
@@ -161,6 +178,13 @@ pub fn format_table(reports: &[Report]) -> String {
                 100.0 * t.mlp,
                 100.0 * t.knn
             ));
+            for k in &sizes {
+                match t.few.iter().find(|f| f.per_class == *k) {
+                    Some(f) => s.push_str(&format!(" {:.2}% ± {:.2} |", 100.0 * f.mean, 100.0 * f.std)),
+                    None => s.push_str(" — |"),
+                }
+            }
+            s.push('\n');
         }
     }
     s

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod evaluate;
+pub mod import;
 pub mod memory;
 #[cfg(feature = "cli")]
 pub mod progress;

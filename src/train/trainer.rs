@@ -191,8 +191,8 @@ impl Trainer {
                 trim_log(&out_dir.join("train.jsonl"), progress.step)?;
             }
             Start::From(path) | Start::FromPartial(path) => {
-                let loaded = checkpoint::load(path)?;
-                let rows = copy_weights(&loaded.model, &mut model);
+                let from = super::import::load_model(path)?;
+                let rows = copy_weights(&from, &mut model);
                 let partial = matches!(start, Start::FromPartial(_));
                 let unmet: Vec<&str> = rows
                     .iter()
