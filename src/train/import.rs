@@ -53,8 +53,11 @@ fn identity_var() -> f32 {
     v
 }
 
+/// Tensors by name: shape and values in f32.
+type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// The tensors of `bytes` as f32, by name.
-fn tensors_f32(st: &SafeTensors<'_>, path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+fn tensors_f32(st: &SafeTensors<'_>, path: &Path) -> Result<Tensors> {
     let bad = |reason: String| HostError::Format { path: path.to_path_buf(), reason };
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
