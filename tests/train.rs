@@ -419,7 +419,11 @@ fn eval_scores_the_recalibrated_baseline_on_y_unless_asked_for_every_tap() {
     let ck = checkpoint::latest(&out).unwrap().unwrap();
     let ck = ck.to_str().unwrap();
     let rows = |extra: &[&str]| {
-        let r = run(&[&["eval", ck, "--data", d, "--eval-epochs", "1", "--quiet"], extra].concat());
+        let r = run(&[
+            &["eval", ck, "--data", d, "--eval-epochs", "1", "--few-draws", "0", "--baselines", "--quiet"],
+            extra,
+        ]
+        .concat());
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
         let text = String::from_utf8_lossy(&r.stdout).into_owned();
         let recal: Vec<String> = text

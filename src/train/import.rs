@@ -161,8 +161,10 @@ pub fn model_from_encoder_bytes(bytes: &[u8], path: &Path) -> Result<Dim> {
     Ok(model)
 }
 
-/// The model in `path`: a checkpoint's, or an inference file's
-/// ([`load_encoder_file`]). Optimiser state, if any, is not read.
+/// The model in `path`: a checkpoint's (a file, a run folder or its
+/// `latest`), or an inference file's ([`load_encoder_file`]). Optimiser
+/// state, if any, is not read.
 pub fn load_model(path: &Path) -> Result<Dim> {
-    if is_encoder_file(path)? { load_encoder_file(path) } else { Ok(super::checkpoint::load(path)?.model) }
+    let path = super::checkpoint::resolve(path)?;
+    if is_encoder_file(&path)? { load_encoder_file(&path) } else { Ok(super::checkpoint::load(&path)?.model) }
 }

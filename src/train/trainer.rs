@@ -41,7 +41,8 @@ pub struct StepReport {
 /// What a running training reports to. Every method has an empty default;
 /// `Send`, because the trainer runs on a pool thread.
 pub trait Observer: Send {
-    /// Epoch `epoch` (1-based) of `steps` steps starts.
+    /// Epoch `epoch` (1-based) starts; `steps`: where it will stop (its
+    /// last batch, or the step budget if that comes first).
     fn epoch_start(&mut self, epoch: u64, steps: usize) {
         let _ = (epoch, steps);
     }
@@ -305,6 +306,10 @@ impl Trainer {
                 self.stopped = true;
                 return Ok(None);
             }
+            // The bar counts to where this epoch stops: its end, or the step budget.
+            let left = self.cfg.steps.map_or(u64::MAX, |s| s.saturating_sub(self.progress.step));
+            let bar_len =
+                self.steps_per_epoch.min(self.resume_batch.saturating_add(usize::try_from(left).unwrap_or(usize::MAX)));
             self.epoch = Some(EpochRun {
                 batches: self.loader.epoch(self.progress.epoch),
                 started: Instant::now(),
@@ -317,7 +322,7 @@ impl Trainer {
                 grad_norm_max: 0.0,
                 last_norms: Vec::new(),
             });
-            observer.epoch_start(self.progress.epoch + 1, self.steps_per_epoch);
+            observer.epoch_start(self.progress.epoch + 1, bar_len);
         }
         let stats = self.run_step()?;
         let Some(ep) = self.epoch.as_ref() else {
