@@ -338,6 +338,10 @@ pub struct EmbedArgs {
     /// memory limit needs].
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Which features to write: conv, fc, y (comma-separated or repeated)
+    /// [default: every tap the encoder has].
+    #[arg(long, value_delimiter = ',')]
+    pub tap: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

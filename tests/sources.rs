@@ -200,3 +200,60 @@ fn shipped_encoders_evaluate_embed_and_initialise_fine_tuning() {
         cli(&["train", "--init", w, "--steps", "1", "--no-eval", "--out", out.join("x").to_str().unwrap()]);
     assert_eq!(c, Some(1), "{err}");
 }
+
+/// `embed` writes where its features came from (the model file and its
+/// SHA-256, the data, split, fit, taps, normalisation, the labels' dtype),
+/// writes only the taps asked for, and names the taps on a wrong `--tap`.
+#[test]
+fn embed_records_its_provenance_and_writes_the_taps_asked_for() {
+    use sha2::Digest;
+    let w = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/dim-fmnist-edge.safetensors");
+    let out = tmp("embed-meta");
+    std::fs::create_dir_all(&*out).unwrap();
+    let (all, some) = (out.join("all.safetensors"), out.join("some.safetensors"));
+    let (c, _, err) = cli(&["embed", w, "--out", all.to_str().unwrap()]);
+    assert_eq!(c, Some(0), "{err}");
+    let (c, _, err) = cli(&["embed", w, "--tap", "y", "--tap", "fc", "--out", some.to_str().unwrap()]);
+    assert_eq!(c, Some(0), "{err}");
+
+    let bytes = std::fs::read(&some).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    let want_sha: String = sha2::Sha256::digest(std::fs::read(w).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(meta["format"], "infomax-features");
+    assert_eq!(meta["source_sha256"], want_sha);
+    assert_eq!(meta["split"], "test");
+    assert_eq!(meta["dataset"], "idx");
+    assert_eq!(meta["images"], "2000");
+    assert_eq!(meta["input"], "[1,28,28]");
+    assert_eq!(meta["taps"], r#"{"fc":[2000,256],"y":[2000,64]}"#);
+    assert!(meta["normalisation"].contains("(p/255 - 0.5)/0.5"), "{meta:?}");
+    assert!(meta["labels_dtype"].starts_with("I64"), "{meta:?}");
+
+    let some_t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let all_bytes = std::fs::read(&all).unwrap();
+    let all_t = safetensors::SafeTensors::deserialize(&all_bytes).unwrap();
+    let mut names = some_t.names();
+    names.sort();
+    assert_eq!(names, ["fc", "labels", "y"], "conv was not asked for");
+    assert!(all_t.names().contains(&"conv"));
+    for t in ["fc", "y", "labels"] {
+        assert_eq!(some_t.tensor(t).unwrap().data(), all_t.tensor(t).unwrap().data(), "{t}: same values either way");
+    }
+    // The labels are the IDX test labels, as I64.
+    let ds = infomax::data::load_mnist_dir(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data/fashion-mnist-subset"),
+        infomax::data::Split::Test,
+    )
+    .unwrap();
+    let labels = some_t.tensor("labels").unwrap();
+    assert_eq!(labels.dtype(), safetensors::Dtype::I64);
+    let got: Vec<i64> = labels.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let want: Vec<i64> = ds.labels.unwrap().iter().map(|&l| i64::from(l)).collect();
+    assert_eq!(got, want);
+
+    let (c, _, err) = cli(&["embed", w, "--tap", "pool", "--out", out.join("x").to_str().unwrap()]);
+    assert_eq!(c, Some(1));
+    assert!(err.contains("--tap pool") && err.contains("conv, fc, y"), "{err}");
+    assert!(!out.join("x").exists());
+}

@@ -15,7 +15,7 @@ use infomax::cli::{
 use infomax::data::Split;
 use infomax::dim::Dim;
 use infomax::eval::EvalConfig;
-use infomax::io::{ExportDtype, export};
+use infomax::io::{ExportDtype, export, features};
 use infomax::train::evaluate::{
     ENCODER_TAPS, Report, evaluate_encoder, evaluate_encoder_taps, evaluate_pixels, format_table,
 };
@@ -269,40 +269,43 @@ fn embed_cmd(args: EmbedArgs, explicit: &[String], limit: Limit) -> Result<(), H
         SplitArg::Train => Split::Train,
         SplitArg::Test => Split::Test,
     };
-    let ds = dataset_of(
-        cli::eval_data_config(&args.data, explicit, &resolved)?.load_eval(split, model.encoder.cfg.input)?,
-        "embed",
-        false,
-    );
+    let data = cli::eval_data_config(&args.data, explicit, &resolved)?;
+    let input = model.encoder.cfg.input;
+    let loaded = data.load_eval(split, input)?;
+    let (format, classes) = (loaded.format, loaded.classes.clone());
+    let ds = dataset_of(loaded, "embed", false);
     let batch = train::memory::fit_batch(args.batch_size, limit, |b| train::memory::embed_plan(&model, ds.n, b))?;
     let f = train::extract_features(&mut model, &ds, batch)?;
     if !args.allow_non_finite {
         train::check_features_finite(&f)?;
     }
-    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    if let Some((d, v)) = &f.conv {
-        owned.push(("conv".into(), vec![f.n, *d], bytes(v)));
+    let taps = features::select_taps(&f, &args.tap)?;
+    let mut fit = Vec::new();
+    if let Some(r) = data.resize {
+        fit.push(format!("resize {r} (cover, centre)"));
     }
-    if let Some((d, v)) = &f.fc {
-        owned.push(("fc".into(), vec![f.n, *d], bytes(v)));
+    if let Some(c) = data.crop {
+        fit.push(format!("centre crop {c}"));
     }
-    owned.push(("y".into(), vec![f.n, f.y.0], bytes(&f.y.1)));
-    if let Some(l) = &ds.labels {
-        owned.push(("labels".into(), vec![f.n], l.iter().flat_map(|&v| i64::from(v).to_le_bytes()).collect()));
-    }
-    let views = owned
-        .iter()
-        .map(|(n, s, b)| {
-            let dt = if n == "labels" { safetensors::Dtype::I64 } else { safetensors::Dtype::F32 };
-            safetensors::tensor::TensorView::new(dt, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| HostError::Config(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let out = safetensors::serialize(views, None).map_err(|e| HostError::Config(e.to_string()))?;
+    let provenance = features::Provenance {
+        source: args.checkpoint.display().to_string(),
+        source_file: resolved.display().to_string(),
+        source_sha256: infomax::io::sha256::sha256_file(&resolved)
+            .map_err(infomax::host_error::io(&resolved, "hash"))?,
+        data: data.dir.display().to_string(),
+        dataset: format!("{format:?}").to_lowercase(),
+        split: match args.split {
+            SplitArg::Train => "train",
+            SplitArg::Test => "test",
+        }
+        .into(),
+        input,
+        fit: if fit.is_empty() { "none".into() } else { fit.join(", ") },
+        classes,
+    };
+    let out = features::to_bytes(&f, &taps, ds.labels.as_deref(), ds.classes, &provenance)?;
     checkpoint::write_atomic(&args.out, &out)?;
-    println!("wrote {} images' features to {}", f.n, args.out.display());
+    println!("wrote {} images' features ({}) to {}", f.n, taps.join(", "), args.out.display());
     Ok(())
 }
 
