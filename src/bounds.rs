@@ -29,6 +29,14 @@ pub const STEPS: Bound =
 /// The wall-time budget.
 pub const MINUTES: Bound =
     Bound::new("minutes", Some("--minutes"), 0.0, 1e6, "a positive time; 10⁶ minutes is two years").open_below();
+/// Steps between k-NN probes during training.
+pub const PROBE_EVERY: Bound = Bound::new(
+    "probe_every",
+    Some("--probe-every"),
+    1.0,
+    1e12,
+    "at least a step apart (--no-probe turns the probes off); at most the largest step budget",
+);
 /// Adam's learning rate.
 pub const LR: Bound = Bound::new(
     "optimizer.lr",
@@ -204,6 +212,7 @@ pub const ALL: &[&Bound] = &[
     &EPOCHS,
     &STEPS,
     &MINUTES,
+    &PROBE_EVERY,
     &LR,
     &BETA1,
     &BETA2,

@@ -57,6 +57,18 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Export a checkpoint's encoder as an inference safetensors file (BN folded).
     Export(ExportArgs),
+    /// Write a run folder's HTML report: training curves, k-NN curve,
+    /// probe accuracies beside the baselines, a map of Y, config, timings.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The run folder (holding train.jsonl).
+    pub run: PathBuf,
+    /// The HTML file to write [default: RUN/report.html].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -286,6 +298,15 @@ pub struct TrainArgs {
     /// Log gradient norms (global and per tensor) to OUT/train.jsonl every epoch.
     #[arg(long)]
     pub log_grad_norm: bool,
+    /// Log the k-NN accuracy of Y (the test split against the labeled train
+    /// split, up to 10 000 images each) into train.jsonl every N steps and
+    /// before the first: the run's quality curve [default: 200; a config
+    /// file's `probe_every` otherwise].
+    #[arg(long, value_name = "N", conflicts_with = "no_probe")]
+    pub probe_every: Option<u64>,
+    /// No k-NN probes during training.
+    #[arg(long)]
+    pub no_probe: bool,
     /// Do not evaluate after training.
     #[arg(long)]
     pub no_eval: bool,
@@ -452,14 +473,24 @@ impl TrainArgs {
                     seed: args.seed,
                     freeze: args.freeze.clone(),
                     log_grad_norm: false,
+                    probe_every: Some(DEFAULT_PROBE_EVERY),
                 }
             }
         };
         cfg.log_grad_norm |= args.log_grad_norm;
+        if args.probe_every.is_some() {
+            cfg.probe_every = args.probe_every;
+        }
+        if args.no_probe {
+            cfg.probe_every = None;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 }
+
+/// Steps between k-NN probes when neither a flag nor a config file says.
+pub const DEFAULT_PROBE_EVERY: u64 = 200;
 /// Flags a resumed run may set: the budget, where the data lives now,
 /// logging, and what happens after training. Any other flag given with
 /// `--resume` must agree with the checkpoint's settings.
@@ -469,6 +500,8 @@ pub const RESUME_MAY_CHANGE: &[&str] = &[
     "steps",
     "data",
     "log_grad_norm",
+    "probe_every",
+    "no_probe",
     "no_eval",
     "no_export",
     "eval_epochs",
@@ -507,8 +540,14 @@ pub fn merge_resumed(
     saved: TrainConfig,
     path: &Path,
 ) -> Result<TrainConfig, HostError> {
-    let no_budget =
-        |c: &TrainConfig| TrainConfig { epochs: None, minutes: None, steps: None, log_grad_norm: false, ..c.clone() };
+    let no_budget = |c: &TrainConfig| TrainConfig {
+        epochs: None,
+        minutes: None,
+        steps: None,
+        log_grad_norm: false,
+        probe_every: None,
+        ..c.clone()
+    };
     let (f, s) = (flags, &saved);
     let conflicts: Vec<String> = explicit
         .iter()
@@ -564,6 +603,9 @@ pub fn merge_resumed(
         cfg.data.dir = f.data.dir.clone();
     }
     cfg.log_grad_norm |= f.log_grad_norm;
+    if given("probe_every") || given("no_probe") {
+        cfg.probe_every = f.probe_every;
+    }
     cfg.validate()?;
     Ok(cfg)
 }

@@ -44,6 +44,8 @@ pub mod nn;
 pub mod optim;
 #[cfg(feature = "train")]
 pub mod params;
+#[cfg(feature = "train")]
+pub mod report;
 pub mod rng;
 #[cfg(feature = "train")]
 pub mod train;

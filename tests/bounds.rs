@@ -126,6 +126,7 @@ fn cases() -> Vec<Case> {
         c(&bounds::EPOCHS, true, Some(&["--epochs={}"]), set!("epochs"), M::Train),
         c(&bounds::STEPS, true, Some(&["--steps={}"]), set!("steps"), M::Train),
         c(&bounds::MINUTES, false, Some(&["--minutes={}"]), set!("minutes"), M::Train),
+        c(&bounds::PROBE_EVERY, true, Some(&["--probe-every={}", "--steps", "1"]), set!("probe_every"), M::Train),
         c(&bounds::LR, false, Some(&["--lr={}", "--steps", "1"]), set!("optimizer", "lr"), M::Train),
         c(&bounds::BETA1, false, None, set!("optimizer", "beta1"), M::Train),
         c(&bounds::BETA2, false, None, set!("optimizer", "beta2"), M::Train),

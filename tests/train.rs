@@ -50,6 +50,7 @@ fn config(data: &Path, epochs: u64, est: Estimator) -> TrainConfig {
         seed: 11,
         freeze: vec![],
         log_grad_norm: true,
+        probe_every: None,
     }
 }
 
@@ -457,4 +458,89 @@ fn cli_mi_units_default_is_small_on_the_bundled_subset_only() {
     assert_eq!(d_of(&[]), 128);
     assert_eq!(d_of(&["--data", other.to_str().unwrap()]), 512);
     assert_eq!(d_of(&["--mi-units", "64"]), 64);
+}
+
+/// `probe_every`: k-NN lines in train.jsonl at step 0 and every N steps,
+/// without changing the training by a bit; a resume keeps the lines up to
+/// its checkpoint and writes the same ones after it; the probe at the last
+/// step scores what `eval` scores for that checkpoint's k-NN on Y.
+#[test]
+fn knn_probes_log_a_curve_and_leave_training_unchanged() {
+    let data = small_data("probe-data");
+    let probed = |epochs| TrainConfig { probe_every: Some(5), ..config(&data, epochs, Estimator::Jsd) };
+    let (plain, a, b) = (tmp("probe-plain"), tmp("probe-a"), tmp("probe-b"));
+    let without = train::train(&config(&data, 3, Estimator::Jsd), &plain, Start::Fresh, true).unwrap();
+    let with = train::train(&probed(3), &a, Start::Fresh, true).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&with.model.params) == bits(&without.model.params), "probing changed the weights");
+    assert!(bits(&with.model.buffers) == bits(&without.model.buffers), "probing changed the BN statistics");
+
+    let windows = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("train.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "window")
+            .collect()
+    };
+    let lines = windows(&a);
+    let straight: Vec<serde_json::Value> = lines.iter().filter(|v| v.get("knn").is_some()).cloned().collect();
+    // 3 epochs of 10 steps: probes at 0, 5, ..., 30.
+    let steps: Vec<u64> = straight.iter().map(|v| v["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [0, 5, 10, 15, 20, 25, 30]);
+    for v in &straight {
+        let knn = v["knn"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&knn) && v["queries"] == 100 && v["bank"] == 320, "{v}");
+        assert_eq!(v.get("loss").is_some(), v["step"] != 0, "window means from the first step on: {v}");
+    }
+    // A window line every step here (an epoch of 10 steps), each the mean
+    // of its one step; the epoch lines' means are the means of their ten.
+    assert_eq!(lines.len(), 31);
+    let epoch_lines: Vec<train::EpochLog> = std::fs::read_to_string(a.join("train.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"kind\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for e in &epoch_lines {
+        let of_epoch: Vec<f64> = lines
+            .iter()
+            .filter(|v| {
+                let s = v["step"].as_u64().unwrap();
+                s > e.step - 10 && s <= e.step
+            })
+            .map(|v| v["loss"].as_f64().unwrap())
+            .collect();
+        let mean = of_epoch.iter().sum::<f64>() / of_epoch.len() as f64;
+        assert!(of_epoch.len() == 10 && (mean - e.loss).abs() < 1e-12, "epoch {}: {mean} vs {}", e.epoch, e.loss);
+    }
+
+    // A run stopped after one epoch (step 10) and resumed: the same lines.
+    train::train(&probed(1), &b, Start::Fresh, true).unwrap();
+    train::train(&probed(3), &b, Start::Resume, true).unwrap();
+    let resumed = windows(&b);
+    let strip = |vs: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        vs.iter()
+            .map(|v| {
+                let mut v = v.clone();
+                for k in ["wall_s", "probe_s"] {
+                    v.as_object_mut().unwrap().remove(k);
+                }
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(&resumed), strip(&lines));
+
+    // The last probe against `eval` on the final checkpoint (its k-NN of Y).
+    let json = a.join("e.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_infomax"))
+        .args(["eval", a.to_str().unwrap(), "--eval-epochs", "1", "--few-draws", "0", "--out"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let y = eval[0]["taps"].as_array().unwrap().iter().find(|t| t["tap"] == "y").unwrap();
+    assert_eq!(y["knn"], straight.last().unwrap()["knn"], "{y}");
 }

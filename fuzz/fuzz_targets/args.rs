@@ -26,6 +26,7 @@ fn saved() -> TrainConfig {
         seed: 0,
         freeze: vec![],
         log_grad_norm: false,
+        probe_every: None,
     }
 }
 

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use infomax::bounds;
 use infomax::cli::{
-    self, Command, DEFAULT_OUT, DtypeArg, EmbedArgs, EvalArgs, ExportArgs, Parsed, ProbeArgs, SplitArg, TrainArgs,
-    resumed_config,
+    self, Command, DEFAULT_OUT, DtypeArg, EmbedArgs, EvalArgs, ExportArgs, Parsed, ProbeArgs, ReportArgs, SplitArg,
+    TrainArgs, resumed_config,
 };
 use infomax::data::Split;
 use infomax::dim::Dim;
@@ -185,7 +185,11 @@ fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String], limit: Limit) ->
             out.display()
         );
     }
-    train::memory::train_plan(&cfg.model, cfg.batch_size)?.check(limit)?;
+    let mut plan = train::memory::train_plan(&cfg.model, cfg.batch_size)?;
+    if cfg.probe_every.is_some() {
+        plan.items.extend(train::probe::memory_plan(&cfg.model)?.items);
+    }
+    plan.check(limit)?;
     let mut summary = train::train(&cfg, &out, start, quiet)?;
     // Evaluation and export write into the run folder too: under its lock
     // again (training released it when it ended).
@@ -207,6 +211,11 @@ fn train_cmd(args: TrainArgs, quiet: bool, explicit: &[String], limit: Limit) ->
     } else if !args.no_export {
         deploy(&mut summary.model, &cfg.data, &out)?;
     }
+    let (report, no_map) = infomax::report::write(&out, None)?;
+    if let Some(why) = no_map.filter(|_| !quiet) {
+        eprintln!("the report has no map of Y: {why}");
+    }
+    println!("\nReport (open in a browser): {}", report.display());
     Ok(())
 }
 
@@ -309,6 +318,15 @@ fn embed_cmd(args: EmbedArgs, explicit: &[String], limit: Limit) -> Result<(), H
     Ok(())
 }
 
+fn report_cmd(args: ReportArgs) -> Result<(), HostError> {
+    let (path, no_map) = infomax::report::write(&args.run, args.out.as_deref())?;
+    if let Some(why) = no_map {
+        eprintln!("the report has no map of Y: {why}");
+    }
+    println!("report: {}", path.display());
+    Ok(())
+}
+
 fn export_cmd(args: ExportArgs) -> Result<(), HostError> {
     let dtype = match args.dtype {
         DtypeArg::F32 => ExportDtype::F32,
@@ -382,6 +400,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train_cmd(*a, cli.quiet, &explicit, limit),
         Command::Eval(a) => eval_cmd(a, cli.quiet, &explicit, limit),
         Command::Embed(a) => embed_cmd(a, &explicit, limit),
+        Command::Report(a) => report_cmd(a),
         Command::Export(a) => export_cmd(a),
     };
     if std::env::var_os("INFOMAX_REPORT_PEAK_RSS").is_some() {

@@ -46,7 +46,7 @@ impl FewLabelConfig {
 }
 
 /// The probes of one size.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct FewLabelResult {
     /// Labels per class asked for.
     pub per_class: usize,

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
 use crate::dim::Dim;
@@ -17,7 +17,7 @@ use crate::host_error::{HostError, Result};
 use crate::train::extract_features;
 
 /// Probe accuracies of one feature tap.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TapResult {
     /// `conv`, `fc`, `y` or `pixels`.
     pub tap: String,
@@ -38,7 +38,7 @@ pub struct TapResult {
 }
 
 /// All taps of one method.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     /// What was evaluated ("DIM", "random init", "raw pixels").
     pub method: String,

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod evaluate;
 pub mod import;
 pub mod memory;
+pub mod probe;
 #[cfg(feature = "cli")]
 pub mod progress;
 mod trainer;
@@ -23,7 +24,8 @@ pub use crate::host_error::{HostError, Result};
 use crate::optim::AdamConfig;
 use crate::params::ParamTable;
 pub use checkpoint::{AdamState, Progress};
-pub use trainer::{EpochLines, Observer, Silent, StepReport, Trainer};
+pub use probe::WindowLog;
+pub use trainer::{EpochLines, Observer, Silent, StepReport, Trainer, probe_line};
 
 /// Which dataset format a data folder holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,6 +358,10 @@ pub struct TrainConfig {
     /// per-tensor `grad_norms` in train.jsonl).
     #[serde(default)]
     pub log_grad_norm: bool,
+    /// Every this many steps (and before the first), log the k-NN accuracy
+    /// of Y on the labeled data into train.jsonl ([`WindowLog`]); `None`: never.
+    #[serde(default)]
+    pub probe_every: Option<u64>,
 }
 
 impl TrainConfig {
@@ -381,6 +387,9 @@ impl TrainConfig {
         }
         if let Some(m) = self.minutes {
             bounds::MINUTES.check_f64(m)?;
+        }
+        if let Some(p) = self.probe_every {
+            bounds::PROBE_EVERY.check_u64(p)?;
         }
         self.data.validate()?;
         Ok(())
@@ -717,6 +726,12 @@ fn first_non_finite(table: &ParamTable, values: &[f32]) -> Option<String> {
 /// Keeps the log lines of steps up to `step` (what the checkpoint holds):
 /// a run killed after logging an epoch but before its checkpoint, or in the
 /// middle of a line, would otherwise log that epoch twice.
+/// The step of any `train.jsonl` line (an epoch's or a probe's).
+#[derive(Deserialize)]
+struct LogStep {
+    step: u64,
+}
+
 fn trim_log(path: &Path, step: u64) -> Result<()> {
     let text = match crate::files::read_text_bounded(path, crate::files::MAX_LOG_BYTES) {
         Ok(t) => t,
@@ -725,7 +740,7 @@ fn trim_log(path: &Path, step: u64) -> Result<()> {
     };
     let keep: String = text
         .split_inclusive('\n')
-        .filter(|l| l.ends_with('\n') && serde_json::from_str::<EpochLog>(l).is_ok_and(|e| e.step <= step))
+        .filter(|l| l.ends_with('\n') && serde_json::from_str::<LogStep>(l).is_ok_and(|e| e.step <= step))
         .collect();
     if keep.len() != text.len() { checkpoint::write_atomic(path, keep.as_bytes()) } else { Ok(()) }
 }

@@ -29,6 +29,14 @@ impl Observer for Bars {
         }
     }
 
+    fn probe(&mut self, log: &super::probe::WindowLog) {
+        let line = super::trainer::probe_line(log);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     fn initialised(&mut self, rows: &[super::InitRow]) {
         eprintln!("initialised from the checkpoint:\n{}", super::init_table(rows));
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::checkpoint::{self, AdamState, Progress};
+use super::probe::{ProbeSet, WINDOW_KIND, WindowLog, window_steps};
 use super::{
     EpochLog, InitRow, InitStatus, Start, TrainConfig, TrainSummary, check_freeze, copy_weights, first_non_finite,
     largest_weights, tensor_sums_of_squares, trainable_ranges, trim_log,
@@ -59,6 +60,10 @@ pub trait Observer: Send {
     fn initialised(&mut self, rows: &[InitRow]) {
         let _ = rows;
     }
+    /// A k-NN probe ran; its window line is written.
+    fn probe(&mut self, log: &WindowLog) {
+        let _ = log;
+    }
 }
 
 /// Reports nothing.
@@ -72,6 +77,9 @@ impl Observer for Silent {}
 pub struct EpochLines;
 
 impl Observer for EpochLines {
+    fn probe(&mut self, log: &WindowLog) {
+        eprintln!("{}", probe_line(log));
+    }
     fn epoch_end(&mut self, log: &EpochLog) {
         eprintln!("{}", epoch_line(log));
     }
@@ -95,6 +103,18 @@ pub fn epoch_line(e: &EpochLog) -> String {
     )
 }
 
+/// The line a probe prints.
+pub fn probe_line(p: &WindowLog) -> String {
+    format!(
+        "step {:>6}: k-NN {:.2}% of {} test images against {} ({:.1}s)",
+        p.step,
+        100.0 * p.knn.unwrap_or(f64::NAN),
+        p.queries.unwrap_or(0),
+        p.bank.unwrap_or(0),
+        p.probe_s.unwrap_or(0.0)
+    )
+}
+
 /// The epoch being run.
 struct EpochRun {
     batches: crate::data::Epoch,
@@ -108,6 +128,18 @@ struct EpochRun {
     skipped: usize,
     grad_norm_max: f64,
     last_norms: Vec<f64>,
+    /// Seconds of this epoch spent probing (not training).
+    probe_s: f64,
+}
+
+/// Sums of the step statistics since the last probe.
+#[derive(Default)]
+struct Window {
+    loss: f64,
+    mi: f64,
+    pos: f64,
+    neg: f64,
+    steps: usize,
 }
 
 /// A training run: the model, its optimiser state, the data and the run
@@ -142,6 +174,13 @@ pub struct Trainer {
     /// Held while the run lives; the folder is free again once it ends.
     _lock: RunLock,
     init_rows: Vec<InitRow>,
+    /// The k-NN probe's images, if `probe_every` is set and the data has labels.
+    probe: Option<ProbeSet>,
+    /// A fresh run probes its untrained encoder before the first step.
+    probe_at_start: bool,
+    window: Window,
+    /// Seconds this process spent probing (left out of the training time).
+    probe_s: f64,
 }
 
 impl Trainer {
@@ -249,6 +288,11 @@ impl Trainer {
         }
         let last_ckpt = checkpoint::latest(out_dir)?.unwrap_or_default();
         let rng = Rng::from_state(progress.rng_state);
+        let probe_at_start = progress.step == 0;
+        let probe = match cfg.probe_every {
+            Some(_) => ProbeSet::load(&cfg.data, input, cfg.seed)?,
+            None => None,
+        };
         Ok(Self {
             cfg: cfg.clone(),
             out_dir: out_dir.to_path_buf(),
@@ -275,7 +319,58 @@ impl Trainer {
             stopped: false,
             _lock: lock,
             init_rows,
+            probe_at_start,
+            probe,
+            window: Window::default(),
+            probe_s: 0.0,
         })
+    }
+
+    /// Train and test images of the k-NN probe (`None`: no probes).
+    pub fn probe_sizes(&self) -> Option<(usize, usize)> {
+        self.probe.as_ref().map(ProbeSet::sizes)
+    }
+
+    /// Writes a window line (the means since the last one), with the k-NN
+    /// probe run first if `probe`; then tells the observer of a probe.
+    fn log_window(&mut self, probe: bool, observer: &mut dyn Observer) -> Result<()> {
+        let mut knn = None;
+        if probe && let Some(set) = &self.probe {
+            let t0 = Instant::now();
+            let acc = set.knn(&mut self.model)?;
+            let probe_s = t0.elapsed().as_secs_f64();
+            self.probe_s += probe_s;
+            if let Some(ep) = self.epoch.as_mut() {
+                ep.probe_s += probe_s;
+            }
+            knn = Some((acc, probe_s, set.sizes()));
+        }
+        let w = std::mem::take(&mut self.window);
+        let mean = |s: f64| (w.steps > 0).then(|| s / w.steps as f64);
+        let p = &self.progress;
+        let done_in_epoch = self.epoch.as_ref().map_or(0, |e| e.done);
+        let entry = WindowLog {
+            kind: WINDOW_KIND.into(),
+            step: p.step,
+            epoch: p.epoch as f64 + done_in_epoch as f64 / self.steps_per_epoch as f64,
+            steps: w.steps,
+            loss: mean(w.loss),
+            mi: mean(w.mi),
+            pos_mean: mean(w.pos),
+            neg_mean: mean(w.neg),
+            wall_s: p.wall_s,
+            knn: knn.map(|k| k.0),
+            probe_s: knn.map(|k| k.1),
+            bank: knn.map(|k| k.2.0),
+            queries: knn.map(|k| k.2.1),
+        };
+        let log_path = self.out_dir.join("train.jsonl");
+        let line = serde_json::to_string(&entry).map_err(|e| HostError::Config(e.to_string()))?;
+        writeln!(self.log, "{line}").map_err(host_error::io(&log_path, "write log"))?;
+        if knn.is_some() {
+            observer.probe(&entry);
+        }
+        Ok(())
     }
 
     /// The model being trained.
@@ -301,6 +396,9 @@ impl Trainer {
         if self.stopped {
             return Ok(None);
         }
+        if std::mem::take(&mut self.probe_at_start) && self.probe.is_some() {
+            self.log_window(true, observer)?;
+        }
         if self.epoch.is_none() {
             if self.out_of_budget() {
                 self.stopped = true;
@@ -321,6 +419,7 @@ impl Trainer {
                 skipped: std::mem::take(&mut self.resume_batch),
                 grad_norm_max: 0.0,
                 last_norms: Vec::new(),
+                probe_s: 0.0,
             });
             observer.epoch_start(self.progress.epoch + 1, bar_len);
         }
@@ -335,10 +434,19 @@ impl Trainer {
             steps: self.steps_per_epoch,
             loss: ep.sum_loss / counted,
             mi: ep.sum_mi / counted,
-            images_per_s: counted * self.cfg.batch_size as f64 / ep.started.elapsed().as_secs_f64().max(1e-9),
+            images_per_s: counted * self.cfg.batch_size as f64
+                / (ep.started.elapsed().as_secs_f64() - ep.probe_s).max(1e-9),
         });
         let partial = done < self.steps_per_epoch && self.out_of_budget();
-        if done == self.steps_per_epoch || partial {
+        let ends = done == self.steps_per_epoch || partial;
+        // A window closes at every checkpoint too, so a resumed run's
+        // windows are the uninterrupted run's.
+        let step = self.progress.step;
+        let probe = self.probe.is_some() && self.cfg.probe_every.is_some_and(|n| step.is_multiple_of(n));
+        if probe || ends || step.is_multiple_of(window_steps(self.steps_per_epoch)) {
+            self.log_window(probe, observer)?;
+        }
+        if ends {
             self.end_epoch(partial, observer)?;
         }
         Ok(Some(stats))
@@ -396,7 +504,11 @@ impl Trainer {
         ep.sum_pos += stats.local.pos_mean;
         ep.sum_neg += stats.local.neg_mean;
         ep.done += 1;
-        progress.wall_s = self.wall_before + self.started.elapsed().as_secs_f64();
+        let w = &mut self.window;
+        (w.loss, w.mi, w.pos, w.neg) =
+            (w.loss + stats.loss, w.mi + stats.local.mi, w.pos + stats.local.pos_mean, w.neg + stats.local.neg_mean);
+        w.steps += 1;
+        progress.wall_s = self.wall_before + self.started.elapsed().as_secs_f64() - self.probe_s;
         Ok(stats)
     }
 
@@ -423,7 +535,8 @@ impl Trainer {
             pos_mean: ep.sum_pos / d,
             neg_mean: ep.sum_neg / d,
             lr: cfg.optimizer.lr,
-            images_per_s: (counted * cfg.batch_size) as f64 / ep.started.elapsed().as_secs_f64().max(1e-9),
+            images_per_s: (counted * cfg.batch_size) as f64
+                / (ep.started.elapsed().as_secs_f64() - ep.probe_s).max(1e-9),
             wall_s: progress.wall_s,
             grad_norm: cfg.log_grad_norm.then(|| ep.last_norms.iter().sum::<f64>().sqrt()),
             grad_norm_max: cfg.log_grad_norm.then_some(ep.grad_norm_max),
