@@ -60,6 +60,37 @@ pub enum Command {
     /// Write a run folder's HTML report: training curves, k-NN curve,
     /// probe accuracies beside the baselines, a map of Y, config, timings.
     Report(ReportArgs),
+    /// Turn a PyTorch state_dict (safetensors) of a supported encoder into an
+    /// infomax inference file (which eval, embed and train --init take).
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The state_dict, saved with safetensors.torch.save_file (a .pt file:
+    /// see docs/inference.md, "From PyTorch").
+    pub state_dict: PathBuf,
+    /// The architecture as a preset: conv28, conv32, alex64, edge, fold28.
+    #[arg(long, conflicts_with = "encoder_config")]
+    pub encoder: Option<String>,
+    /// The architecture as an EncoderConfig JSON file (the `encoder_config`
+    /// of an exported file). Neither flag: the state_dict's own
+    /// `encoder_config` metadata.
+    #[arg(long, value_name = "FILE")]
+    pub encoder_config: Option<PathBuf>,
+    /// The inference file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Keep the BN layers (for fine-tuning with their statistics) instead of
+    /// folding them.
+    #[arg(long)]
+    pub unfolded: bool,
+    /// Weight dtype of the file.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DtypeArg,
+    /// Go on even if the weights or BN statistics hold NaN or Inf.
+    #[arg(long)]
+    pub allow_non_finite: bool,
 }
 
 #[derive(Args)]

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use infomax::bounds;
 use infomax::cli::{
-    self, Command, DEFAULT_OUT, DtypeArg, EmbedArgs, EvalArgs, ExportArgs, Parsed, ProbeArgs, ReportArgs, SplitArg,
-    TrainArgs, resumed_config,
+    self, Command, DEFAULT_OUT, DtypeArg, EmbedArgs, EvalArgs, ExportArgs, ImportArgs, Parsed, ProbeArgs, ReportArgs,
+    SplitArg, TrainArgs, resumed_config,
 };
 use infomax::data::Split;
 use infomax::dim::Dim;
@@ -327,12 +327,55 @@ fn report_cmd(args: ReportArgs) -> Result<(), HostError> {
     Ok(())
 }
 
-fn export_cmd(args: ExportArgs) -> Result<(), HostError> {
-    let dtype = match args.dtype {
+fn import_cmd(args: ImportArgs) -> Result<(), HostError> {
+    infomax::files::check_output(&args.out, &[&args.state_dict])
+        .map_err(infomax::host_error::io(&args.out, "write the encoder to"))?;
+    let encoder =
+        match (&args.encoder, &args.encoder_config) {
+            (Some(name), _) => Some(infomax::dim::EncoderSpec::Preset(name.clone()).resolve()?),
+            (None, Some(p)) => {
+                let text = infomax::files::read_text_bounded(p, infomax::files::MAX_CONFIG_BYTES)
+                    .map_err(infomax::host_error::io(p, "read the encoder config"))?;
+                Some(serde_json::from_str(&text).map_err(|e| HostError::Format {
+                    path: p.clone(),
+                    reason: format!("not an encoder config: {e}"),
+                })?)
+            }
+            (None, None) => None,
+        };
+    let imported = train::import::import_state_dict(&args.state_dict, encoder)?;
+    if !args.allow_non_finite {
+        train::check_model_finite(&imported.model)?;
+    }
+    let dtype = dtype_of(args.dtype);
+    let sha = infomax::io::sha256::sha256_file(&args.state_dict)
+        .map_err(infomax::host_error::io(&args.state_dict, "hash"))?;
+    let extra = [("imported_from", args.state_dict.display().to_string()), ("imported_sha256", sha)];
+    let bytes = infomax::io::export::to_bytes(&imported.model, dtype, !args.unfolded, &extra)?;
+    checkpoint::write_atomic(&args.out, &bytes)?;
+    println!(
+        "read {} encoder tensors ({}), left out {} (MI heads, BN counters); wrote {} ({}, {}, {} bytes)",
+        imported.tensors,
+        if imported.had_bn { "with BN layers" } else { "folded" },
+        imported.ignored.len(),
+        args.out.display(),
+        dtype.name(),
+        if args.unfolded { "BN kept" } else { "BN folded" },
+        bytes.len()
+    );
+    Ok(())
+}
+
+fn dtype_of(d: DtypeArg) -> ExportDtype {
+    match d {
         DtypeArg::F32 => ExportDtype::F32,
         DtypeArg::F16 => ExportDtype::F16,
         DtypeArg::Bf16 => ExportDtype::BF16,
-    };
+    }
+}
+
+fn export_cmd(args: ExportArgs) -> Result<(), HostError> {
+    let dtype = dtype_of(args.dtype);
     let s = export::export(&args.checkpoint, &args.out, dtype, !args.unfolded, args.allow_non_finite)?;
     println!(
         "wrote {} ({} tensors, {} weight bytes, {} bytes, {}, {})",
@@ -401,6 +444,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval_cmd(a, cli.quiet, &explicit, limit),
         Command::Embed(a) => embed_cmd(a, &explicit, limit),
         Command::Report(a) => report_cmd(a),
+        Command::Import(a) => import_cmd(a),
         Command::Export(a) => export_cmd(a),
     };
     if std::env::var_os("INFOMAX_REPORT_PEAK_RSS").is_some() {

@@ -168,3 +168,97 @@ pub fn load_model(path: &Path) -> Result<Dim> {
     let path = super::checkpoint::resolve(path)?;
     if is_encoder_file(&path)? { load_encoder_file(&path) } else { Ok(super::checkpoint::load(&path)?.model) }
 }
+
+/// Largest PyTorch state_dict file read: an encoder at the parameter limit
+/// with MI heads beside it, in f32.
+pub const MAX_STATE_DICT_BYTES: u64 = 2 * MAX_ENCODER_FILE_BYTES;
+
+/// Prefixes of tensors a PyTorch DIM state_dict holds besides the encoder's;
+/// `infomax import` leaves them out (and counts them).
+pub const NOT_ENCODER: [&str; 4] = ["local_head.", "global_head.", "prior.", "discriminator."];
+
+/// What [`import_state_dict`] read.
+pub struct Imported {
+    /// A model whose encoder computes what the PyTorch encoder computes.
+    pub model: Dim,
+    /// Encoder tensors read.
+    pub tensors: usize,
+    /// Whether the state_dict had its BN layers (false: folded).
+    pub had_bn: bool,
+    /// Tensors left out: MI heads and BN counters (`num_batches_tracked`).
+    pub ignored: Vec<String>,
+}
+
+/// Reads a PyTorch `state_dict` saved with `safetensors.torch.save_file`
+/// into a model. The encoder is `encoder` if given, else the file's
+/// `encoder_config` metadata (the JSON of [`EncoderConfig`]). Names are
+/// the reference encoder's (`scripts/torch/dim_ref.py`: `conv1.weight`,
+/// `bn1.running_var`, `fc.weight`, `out.bias`, ...), with or without an
+/// `encoder.` prefix (a whole DIM module's state_dict) and a `module.` one
+/// (DataParallel). With BN layers (`bn*` tensors) each is read as is;
+/// without, the file is taken as folded (every layer with a bias), as
+/// [`model_from_encoder_bytes`] reads a folded inference file. Every
+/// encoder tensor must be there with its shape; any other tensor is an
+/// error naming it, except the MI heads' ([`NOT_ENCODER`]) and the BN
+/// counters.
+pub fn import_state_dict(path: &Path, encoder: Option<EncoderConfig>) -> Result<Imported> {
+    let bad = |reason: String| HostError::Format { path: path.to_path_buf(), reason };
+    let bytes = crate::files::read_bounded(path, MAX_STATE_DICT_BYTES)
+        .map_err(crate::host_error::io(path, "read the state_dict"))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e}); a .pt file converts as docs/inference.md shows")))?;
+    let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").is_some_and(|f| f == crate::infer::FORMAT) {
+        return Err(bad("is already an infomax inference file: eval, embed and --init read it as it is".into()));
+    }
+    let enc = match (encoder, meta.get("encoder_config")) {
+        (Some(e), _) => e,
+        (None, Some(text)) => serde_json::from_str(text).map_err(|e| bad(format!("metadata encoder_config: {e}")))?,
+        (None, None) => {
+            return Err(bad("says nothing of its architecture: pass --encoder PRESET or --encoder-config FILE.json, \
+                            or store encoder_config in its metadata"
+                .into()));
+        }
+    };
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let mut kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = Vec::new();
+    let mut ignored = Vec::new();
+    for (name, view) in st.tensors() {
+        let short = name.strip_prefix("module.").unwrap_or(&name);
+        let short = short.strip_prefix(ENCODER_PREFIX).unwrap_or(short);
+        if short.ends_with(".num_batches_tracked") || NOT_ENCODER.iter().any(|p| short.starts_with(p)) {
+            ignored.push(name.clone());
+            continue;
+        }
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(bad(format!(
+                "tensor {name} is {:?}: f32, f16 and bf16 are read (model.float() before saving)",
+                view.dtype()
+            )));
+        }
+        let full = format!("{ENCODER_PREFIX}{short}");
+        if kept.iter().any(|(n, _)| *n == full) {
+            return Err(bad(format!("tensor {full} is in the file twice (with and without a prefix)")));
+        }
+        kept.push((full, view));
+    }
+    let is_bn = |n: &str| {
+        n.strip_prefix(ENCODER_PREFIX)
+            .and_then(|s| s.strip_prefix("bn"))
+            .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let had_bn = kept.iter().any(|(n, _)| is_bn(n));
+    let config_has_bn = enc.layers.iter().any(|l| match l {
+        crate::dim::Layer::Conv { bn, .. } | crate::dim::Layer::Linear { bn, .. } => *bn,
+        _ => false,
+    });
+    let folded = !had_bn && config_has_bn;
+    let tensors = kept.len();
+    let mut m = HashMap::new();
+    m.insert("format".to_string(), crate::infer::FORMAT.to_string());
+    m.insert("encoder_config".to_string(), serde_json::to_string(&enc).map_err(|e| HostError::Config(e.to_string()))?);
+    m.insert("folded".to_string(), folded.to_string());
+    let file = safetensors::serialize(kept, Some(m)).map_err(|e| bad(format!("cannot re-read its tensors: {e}")))?;
+    let model = model_from_encoder_bytes(&file, path)?;
+    Ok(Imported { model, tensors, had_bn, ignored })
+}
