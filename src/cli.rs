@@ -207,6 +207,10 @@ pub struct DataArgs {
     /// and listed) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Image folders: keep the decoded images in DIR, and read them from
+    /// there on later runs while the files and the fit are unchanged.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -409,6 +413,7 @@ pub fn data_config(d: &DataArgs) -> DataConfig {
         unlabeled: d.unlabeled,
         test_fraction: d.test_fraction,
         skip_bad: d.skip_bad,
+        cache: d.cache.clone(),
         ..DataConfig::new(d.dataset.into(), d.data.clone())
     }
 }
@@ -441,6 +446,9 @@ pub fn eval_data_config(d: &DataArgs, explicit: &[String], model_file: &Path) ->
         cfg.test_fraction = flags.test_fraction;
     }
     cfg.skip_bad |= flags.skip_bad;
+    if given("cache") {
+        cfg.cache = flags.cache;
+    }
     cfg.flip = false;
     Ok(cfg)
 }
@@ -533,6 +541,7 @@ pub const RESUME_MAY_CHANGE: &[&str] = &[
     "log_grad_norm",
     "probe_every",
     "no_probe",
+    "cache",
     "no_eval",
     "no_export",
     "eval_epochs",
@@ -588,7 +597,7 @@ pub fn merge_resumed(
                 "config" => {
                     no_budget(f)
                         == TrainConfig {
-                            data: DataConfig { dir: f.data.dir.clone(), ..s.data.clone() },
+                            data: DataConfig { dir: f.data.dir.clone(), cache: f.data.cache.clone(), ..s.data.clone() },
                             ..no_budget(s)
                         }
                 }
@@ -632,6 +641,9 @@ pub fn merge_resumed(
     }
     if given("data") || given("config") {
         cfg.data.dir = f.data.dir.clone();
+    }
+    if given("cache") || given("config") {
+        cfg.data.cache = f.data.cache.clone();
     }
     cfg.log_grad_norm |= f.log_grad_norm;
     if given("probe_every") || given("no_probe") {

@@ -48,6 +48,8 @@ pub mod params;
 pub mod report;
 pub mod rng;
 #[cfg(feature = "train")]
+pub mod sha256;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use error::{Error, Result};

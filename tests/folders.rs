@@ -74,7 +74,8 @@ fn jpeg_folder_is_within_a_few_levels_of_the_source() {
     let dir = tmp("jpg");
     let idx = load_mnist_dir(BUNDLED, Split::Test).unwrap().subset(&(0..200).collect::<Vec<_>>()).unwrap();
     write_image_folder(&idx, &dir, None, Encoding::Jpeg(95)).unwrap();
-    let opts = FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.0, seed: 0, skip_bad: false };
+    let opts =
+        FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.0, seed: 0, skip_bad: false, cache: None };
     let got = load_image_folder(&*dir, Split::Train, &opts).unwrap();
     let mut sum = 0u64;
     for (row, p) in got.files.iter().enumerate() {
@@ -98,7 +99,8 @@ fn layouts_split_label_and_fit_as_documented() {
     let idx = load_mnist_dir(BUNDLED, Split::Test).unwrap().subset(&(0..300).collect::<Vec<_>>()).unwrap();
     write_image_folder(&idx, &dir, None, Encoding::Png).unwrap();
     assert_eq!(layout(&dir).unwrap(), Layout::Classes);
-    let opts = FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.2, seed: 5, skip_bad: false };
+    let opts =
+        FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.2, seed: 5, skip_bad: false, cache: None };
     let tr = load_image_folder(&*dir, Split::Train, &opts).unwrap();
     let te = load_image_folder(&*dir, Split::Test, &opts).unwrap();
     assert_eq!(tr.dataset.n + te.dataset.n, 300);
@@ -145,7 +147,8 @@ fn malformed_layouts_are_refused_with_what_was_looked_for() {
     write_image_folder(&idx, &dir.join("train"), None, Encoding::Png).unwrap();
     write_image_folder(&idx, &dir.join("test"), None, Encoding::Png).unwrap();
     std::fs::rename(dir.join("test/9"), dir.join("test/nine")).unwrap();
-    let opts = FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.2, seed: 0, skip_bad: false };
+    let opts =
+        FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.2, seed: 0, skip_bad: false, cache: None };
     let e = load_image_folder(&*dir, Split::Test, &opts).unwrap_err().to_string();
     assert!(e.contains("\"nine\"") && e.contains("no folder"), "{e}");
 
@@ -267,7 +270,15 @@ fn every_bad_file_is_named_or_skipped_within_bounded_memory() {
         let c = one.join("cls");
         std::fs::create_dir_all(&c).unwrap();
         std::fs::write(c.join(name), bytes).unwrap();
-        let opts = FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.0, seed: 0, skip_bad: false };
+        let opts = FolderOptions {
+            channels: 1,
+            height: 28,
+            width: 28,
+            test_fraction: 0.0,
+            seed: 0,
+            skip_bad: false,
+            cache: None,
+        };
         let e = load_image_folder(&*one, Split::Train, &opts).unwrap_err().to_string();
         assert!(e.contains(name) && e.contains(why), "{name}: {e}");
         eprintln!("{e}");
@@ -282,8 +293,85 @@ fn every_bad_file_is_named_or_skipped_within_bounded_memory() {
     assert_eq!(code, Some(0), "{err}");
     eprintln!("skipped, peak RSS {:.1} MiB", kib as f64 / 1024.0);
     assert!(kib < 400 << 10, "peak RSS {kib} KiB");
-    let opts = FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.0, seed: 0, skip_bad: true };
+    let opts =
+        FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.0, seed: 0, skip_bad: true, cache: None };
     let f = load_image_folder(&*dir, Split::Train, &opts).unwrap();
     assert_eq!(f.skipped.len(), bad.len(), "{:?}", f.skipped);
     assert_eq!(f.dataset.n, 64);
+}
+
+/// The decoded cache: the first load decodes and writes it, the second
+/// reads it and gives the same bytes, labels and files; a changed file, a
+/// changed fit or a damaged cache file make it decode again (and say so),
+/// never serve stale or broken images.
+#[test]
+fn the_decoded_cache_is_used_while_current_and_rebuilt_otherwise() {
+    let dir = tmp("cache-src");
+    let cache = tmp("cache-dir");
+    let idx = load_mnist_dir(BUNDLED, Split::Test).unwrap().subset(&(0..120).collect::<Vec<_>>()).unwrap();
+    let files = write_image_folder(&idx, &dir, None, Encoding::Png).unwrap();
+    let plain = FolderOptions {
+        channels: 1,
+        height: 28,
+        width: 28,
+        test_fraction: 0.25,
+        seed: 3,
+        skip_bad: false,
+        cache: None,
+    };
+    let cached = FolderOptions { cache: Some(cache.to_path_buf()), ..plain.clone() };
+    let same = |a: &infomax::data::Folder, b: &infomax::data::Folder| {
+        assert_eq!(a.dataset, b.dataset);
+        assert_eq!((&a.files, &a.classes), (&b.files, &b.classes));
+    };
+    for split in [Split::Train, Split::Test] {
+        let want = load_image_folder(&*dir, split, &plain).unwrap();
+        assert!(want.cache_note.is_none());
+        let first = load_image_folder(&*dir, split, &cached).unwrap();
+        assert!(first.cache_note.as_deref().unwrap().starts_with("decoded and cached"), "{:?}", first.cache_note);
+        let second = load_image_folder(&*dir, split, &cached).unwrap();
+        assert!(second.cache_note.as_deref().unwrap().starts_with("read from the cache"), "{:?}", second.cache_note);
+        same(&first, &want);
+        same(&second, &want);
+    }
+    assert_eq!(std::fs::read_dir(&*cache).unwrap().count(), 2, "one file per split");
+
+    // Another fit: its own entry.
+    let rgb = FolderOptions { channels: 3, ..cached.clone() };
+    let f = load_image_folder(&*dir, Split::Train, &rgb).unwrap();
+    assert!(f.cache_note.as_deref().unwrap().starts_with("decoded"), "{:?}", f.cache_note);
+    assert_eq!(f.dataset.channels, 3);
+
+    // A file rewritten with other pixels (and a later time): decoded again.
+    let victim = &files[0];
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let other = idx.subset(&[1]).unwrap();
+    let tmpdir = tmp("cache-other");
+    let written = write_image_folder(&other, &tmpdir, None, Encoding::Png).unwrap();
+    std::fs::copy(&written[0], victim).unwrap();
+    let split_of_victim = if load_image_folder(&*dir, Split::Train, &plain).unwrap().files.contains(victim) {
+        Split::Train
+    } else {
+        Split::Test
+    };
+    let want = load_image_folder(&*dir, split_of_victim, &plain).unwrap();
+    let f = load_image_folder(&*dir, split_of_victim, &cached).unwrap();
+    assert!(f.cache_note.as_deref().unwrap().starts_with("decoded and cached"), "{:?}", f.cache_note);
+    same(&f, &want);
+
+    // A damaged cache file: decoded again and replaced, with a note.
+    for e in std::fs::read_dir(&*cache).unwrap() {
+        let p = e.unwrap().path();
+        let len = std::fs::metadata(&p).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 100).unwrap();
+    }
+    for split in [Split::Train, Split::Test] {
+        let want = load_image_folder(&*dir, split, &plain).unwrap();
+        let f = load_image_folder(&*dir, split, &cached).unwrap();
+        let note = f.cache_note.clone().unwrap();
+        assert!(note.contains("not usable") && note.contains("truncated"), "{note}");
+        same(&f, &want);
+        let again = load_image_folder(&*dir, split, &cached).unwrap();
+        assert!(again.cache_note.as_deref().unwrap().starts_with("read from the cache"));
+    }
 }

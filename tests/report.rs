@@ -115,19 +115,6 @@ fn missing_series(png: &Path, classes: usize, min: usize) -> Vec<String> {
     missing
 }
 
-fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
-    let mut img = vec![0, 0, 8, 3];
-    for d in [n as u32, 28, 28] {
-        img.extend_from_slice(&d.to_be_bytes());
-    }
-    img.extend_from_slice(&ds.images[..n * 784]);
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend_from_slice(&(n as u32).to_be_bytes());
-    lab.extend(ds.labels.as_ref().unwrap()[..n].iter().map(|&l| l as u8));
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
-}
-
 #[test]
 fn the_report_renders_every_series_in_headless_chromium() {
     let Some(chromium) = browser() else {
@@ -140,8 +127,8 @@ fn the_report_renders_every_series_in_headless_chromium() {
     std::fs::create_dir_all(&data_dir).unwrap();
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset");
     let test = data::load_mnist_dir(&bundled, Split::Test).unwrap();
-    write_idx(&data_dir, "train", &data::load_mnist_dir(&bundled, Split::Train).unwrap(), 640);
-    write_idx(&data_dir, "t10k", &test, 300);
+    common::write_idx(&data_dir, "train", &data::load_mnist_dir(&bundled, Split::Train).unwrap(), 640);
+    common::write_idx(&data_dir, "t10k", &test, 300);
     let classes = {
         let mut seen = [false; 10];
         test.labels.as_ref().unwrap()[..300].iter().for_each(|&l| seen[usize::from(l)] = true);

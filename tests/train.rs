@@ -16,25 +16,11 @@ fn tmp(name: &str) -> Scratch {
     Scratch::new("test", name)
 }
 
-/// Writes the first `n` images of a bundled split as raw IDX files.
-fn write_idx(dir: &Path, prefix: &str, ds: &data::Dataset, n: usize) {
-    let mut img = vec![0, 0, 8, 3];
-    for d in [n as u32, 28, 28] {
-        img.extend_from_slice(&d.to_be_bytes());
-    }
-    img.extend_from_slice(&ds.images[..n * 784]);
-    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend_from_slice(&(n as u32).to_be_bytes());
-    lab.extend(ds.labels.as_ref().unwrap()[..n].iter().map(|&l| l as u8));
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
-}
-
 fn small_data(name: &str) -> Scratch {
     let dir = tmp(name);
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-mnist-subset");
-    write_idx(&dir, "train", &data::load_mnist_dir(&bundled, Split::Train).unwrap(), 320);
-    write_idx(&dir, "t10k", &data::load_mnist_dir(&bundled, Split::Test).unwrap(), 100);
+    common::write_idx(&dir, "train", &data::load_mnist_dir(&bundled, Split::Train).unwrap(), 320);
+    common::write_idx(&dir, "t10k", &data::load_mnist_dir(&bundled, Split::Test).unwrap(), 100);
     dir
 }
 

@@ -87,8 +87,12 @@ fn run_eval(
     Ok(reports)
 }
 
-/// The dataset of a split, after saying what its reader left out.
+/// The dataset of a split, after saying what its reader left out and
+/// what the cache did.
 fn dataset_of(l: train::LoadedSplit, split: &str, quiet: bool) -> infomax::data::Dataset {
+    if let Some(note) = l.cache_note.as_ref().filter(|_| !quiet) {
+        eprintln!("{split}: {note}");
+    }
     if !l.skipped.is_empty() && !quiet {
         eprintln!("{split}: skipped {} unreadable file(s) (--skip-bad):", l.skipped.len());
         for s in l.skipped.iter().take(10) {
@@ -299,8 +303,7 @@ fn embed_cmd(args: EmbedArgs, explicit: &[String], limit: Limit) -> Result<(), H
     let provenance = features::Provenance {
         source: args.checkpoint.display().to_string(),
         source_file: resolved.display().to_string(),
-        source_sha256: infomax::io::sha256::sha256_file(&resolved)
-            .map_err(infomax::host_error::io(&resolved, "hash"))?,
+        source_sha256: infomax::sha256::sha256_file(&resolved).map_err(infomax::host_error::io(&resolved, "hash"))?,
         data: data.dir.display().to_string(),
         dataset: format!("{format:?}").to_lowercase(),
         split: match args.split {
@@ -348,8 +351,8 @@ fn import_cmd(args: ImportArgs) -> Result<(), HostError> {
         train::check_model_finite(&imported.model)?;
     }
     let dtype = dtype_of(args.dtype);
-    let sha = infomax::io::sha256::sha256_file(&args.state_dict)
-        .map_err(infomax::host_error::io(&args.state_dict, "hash"))?;
+    let sha =
+        infomax::sha256::sha256_file(&args.state_dict).map_err(infomax::host_error::io(&args.state_dict, "hash"))?;
     let extra = [("imported_from", args.state_dict.display().to_string()), ("imported_sha256", sha)];
     let bytes = infomax::io::export::to_bytes(&imported.model, dtype, !args.unfolded, &extra)?;
     checkpoint::write_atomic(&args.out, &bytes)?;

@@ -58,6 +58,10 @@ pub struct FolderOptions {
     pub seed: u64,
     /// Leave out (and list) files that cannot be read, instead of failing.
     pub skip_bad: bool,
+    /// A folder for decoded splits ([`cache`]): a split whose files, sizes,
+    /// modification times, labels and fit are unchanged is read from there
+    /// instead of decoded again.
+    pub cache: Option<PathBuf>,
 }
 
 /// A file left out with `skip_bad`.
@@ -80,6 +84,8 @@ pub struct Folder {
     pub files: Vec<PathBuf>,
     /// Files left out (`skip_bad`).
     pub skipped: Vec<Skipped>,
+    /// What the cache did, in words (`None`: no cache asked for).
+    pub cache_note: Option<String>,
 }
 
 /// The layout of a folder, as found on disk.
@@ -258,7 +264,170 @@ pub fn load_image_folder(root: impl AsRef<Path>, split: Split, opts: &FolderOpti
             (Vec::new(), files.into_iter().map(|f| (f, None)).collect())
         }
     };
-    decode_all(root, classes, files, opts)
+    match &opts.cache {
+        Some(dir) => cache::load_or_decode(dir, root, classes, files, opts),
+        None => decode_all(root, classes, files, opts),
+    }
+}
+
+pub mod cache {
+    //! Decoded splits on disk, so that a later run (another seed, `eval`,
+    //! `embed`, the report) does not decode the same files again. A split
+    //! is stored as `DIR/folder-<key>.bin`, where the key is the SHA-256 of
+    //! the fit (channels, height, width, `skip_bad`), the class names, and
+    //! every file's path, size, modification time and label: change any of
+    //! them and the key changes. The file is the magic [`MAGIC`], a u64
+    //! little-endian header length, a JSON header (the key, the shape, the
+    //! files, labels and skipped files) and the pixels. A cache file that
+    //! is unreadable, truncated or of another key is decoded again and
+    //! replaced, and the note says so; it is written atomically (a
+    //! temporary, then a rename), so a crash leaves no half file.
+
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Serialize};
+
+    use super::{DataError, Dataset, Folder, FolderOptions, Result, Skipped, decode_all, image_len};
+
+    /// The first bytes of a cache file.
+    pub const MAGIC: &[u8; 16] = b"infomax-cache-1\n";
+    /// Largest cache header read (file lists of a million images fit).
+    pub const MAX_HEADER_BYTES: u64 = 1 << 30;
+
+    #[derive(Serialize, Deserialize)]
+    struct Header {
+        key: String,
+        n: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+        classes: Vec<String>,
+        files: Vec<PathBuf>,
+        labels: Option<Vec<u16>>,
+        skipped: Vec<(PathBuf, String)>,
+    }
+
+    /// The key of a split, or `None` if a file's size or time cannot be read
+    /// (then there is no cache: decoding will name the file).
+    fn key(classes: &[String], files: &[(PathBuf, Option<u16>)], opts: &FolderOptions) -> Option<String> {
+        let mut h = crate::sha256::Sha256::new();
+        let fit = format!("v1 c{} h{} w{} skip{}\n", opts.channels, opts.height, opts.width, opts.skip_bad);
+        h.update(fit.as_bytes());
+        for c in classes {
+            h.update(format!("class {}\n", c.len()).as_bytes());
+            h.update(c.as_bytes());
+        }
+        for (path, label) in files {
+            let m = std::fs::metadata(path).ok()?;
+            let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+            let p = path.as_os_str().as_encoded_bytes();
+            h.update(format!("file {} {} {} {:?}\n", p.len(), m.len(), t.as_nanos(), label).as_bytes());
+            h.update(p);
+        }
+        Some(crate::sha256::hex(&h.finish()))
+    }
+
+    /// The split from `file` if it holds `key`'s; why not otherwise.
+    fn read(file: &Path, key: &str) -> std::result::Result<Folder, String> {
+        use std::io::Read;
+        let (f, len) = crate::files::open_regular(file).map_err(|e| e.to_string())?;
+        let mut r = std::io::BufReader::new(f);
+        let mut magic = [0u8; 16];
+        r.read_exact(&mut magic).map_err(|e| format!("no header: {e}"))?;
+        if &magic != MAGIC {
+            return Err("not an infomax cache file".into());
+        }
+        let mut hl = [0u8; 8];
+        r.read_exact(&mut hl).map_err(|e| format!("no header: {e}"))?;
+        let hl = u64::from_le_bytes(hl);
+        if hl > MAX_HEADER_BYTES || hl > len {
+            return Err(format!("a header of {hl} bytes"));
+        }
+        let mut header = Vec::new();
+        crate::files::append_exact(&mut r, hl, &mut header).map_err(|e| e.to_string())?;
+        let h: Header = serde_json::from_slice(&header).map_err(|e| format!("header: {e}"))?;
+        if h.key != key {
+            return Err("made from other files or another fit".into());
+        }
+        let il = image_len(h.channels, h.height, h.width).map_err(|e| e.to_string())?;
+        let want = il.checked_mul(h.n).ok_or("an impossible size")? as u64;
+        if len != 24 + hl + want || h.files.len() != h.n || h.labels.as_ref().is_some_and(|l| l.len() != h.n) {
+            return Err("truncated or inconsistent".into());
+        }
+        let images = crate::files::read_len(&mut r, want).map_err(|e| e.to_string())?;
+        let classes = h.classes.len().max(1);
+        let dataset =
+            Dataset::new(images, h.labels, h.channels, h.height, h.width, classes).map_err(|e| e.to_string())?;
+        let skipped = h.skipped.into_iter().map(|(path, reason)| Skipped { path, reason }).collect();
+        Ok(Folder { dataset, classes: h.classes, files: h.files, skipped, cache_note: None })
+    }
+
+    fn write(file: &Path, key: &str, f: &Folder) -> std::io::Result<()> {
+        use std::io::Write;
+        let d = &f.dataset;
+        let h = Header {
+            key: key.into(),
+            n: d.n,
+            channels: d.channels,
+            height: d.height,
+            width: d.width,
+            classes: f.classes.clone(),
+            files: f.files.clone(),
+            labels: d.labels.clone(),
+            skipped: f.skipped.iter().map(|s| (s.path.clone(), s.reason.clone())).collect(),
+        };
+        let header = serde_json::to_vec(&h).map_err(std::io::Error::other)?;
+        let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+        let result = (|| {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            w.write_all(MAGIC)?;
+            w.write_all(&(header.len() as u64).to_le_bytes())?;
+            w.write_all(&header)?;
+            w.write_all(&d.images)?;
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, file)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// The split from the cache in `dir` if it is there and current, else
+    /// decoded and written there.
+    pub(super) fn load_or_decode(
+        dir: &Path,
+        root: &Path,
+        classes: Vec<String>,
+        files: Vec<(PathBuf, Option<u16>)>,
+        opts: &FolderOptions,
+    ) -> Result<Folder> {
+        let Some(key) = key(&classes, &files, opts) else {
+            let mut f = decode_all(root, classes, files, opts)?;
+            f.cache_note = Some("not cached: a file's size or time could not be read".into());
+            return Ok(f);
+        };
+        let file = dir.join(format!("folder-{}.bin", &key[..32]));
+        let stale = if file.exists() {
+            match read(&file, &key) {
+                Ok(mut f) => {
+                    f.cache_note = Some(format!("read from the cache {}", file.display()));
+                    return Ok(f);
+                }
+                Err(why) => Some(why),
+            }
+        } else {
+            None
+        };
+        let mut f = decode_all(root, classes, files, opts)?;
+        std::fs::create_dir_all(dir).map_err(|source| DataError::Io { path: dir.to_path_buf(), source })?;
+        write(&file, &key, &f).map_err(|source| DataError::Io { path: file.clone(), source })?;
+        f.cache_note = Some(match stale {
+            Some(why) => format!("the cache {} was not usable ({why}): decoded again and replaced", file.display()),
+            None => format!("decoded and cached in {}", file.display()),
+        });
+        Ok(f)
+    }
 }
 
 /// Which files of each class are held out: `round(fraction · n)` of the
@@ -340,7 +509,7 @@ fn decode_all(
     let labeled = !classes.is_empty();
     let dataset =
         Dataset::new(images, labeled.then_some(labels), opts.channels, opts.height, opts.width, classes.len().max(1))?;
-    Ok(Folder { dataset, classes, files: kept_files, skipped })
+    Ok(Folder { dataset, classes, files: kept_files, skipped, cache_note: None })
 }
 
 /// The format an extension names.

@@ -5,7 +5,6 @@
 pub mod deploy;
 pub mod export;
 pub mod features;
-pub mod sha256;
 
 pub use deploy::{ExportCheck, deploy, export_and_check};
 pub use export::{ExportDtype, ExportSummary, export, to_bytes};

@@ -100,6 +100,10 @@ pub struct DataConfig {
     /// listed) instead of stopping.
     #[serde(default)]
     pub skip_bad: bool,
+    /// Image folders: keep decoded splits in this folder and read them from
+    /// there while the files and the fit are unchanged ([`data::folder::cache`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PathBuf>,
 }
 
 /// A split as loaded, and what its reader found.
@@ -115,6 +119,8 @@ pub struct LoadedSplit {
     pub files: Vec<PathBuf>,
     /// Image folders with `skip_bad`: files left out.
     pub skipped: Vec<data::folder::Skipped>,
+    /// Image folders with a cache: what it did.
+    pub cache_note: Option<String>,
 }
 
 /// The images DIM trains on, or a labeled split.
@@ -136,6 +142,7 @@ impl DataConfig {
             unlabeled: false,
             test_fraction: default_test_fraction(),
             skip_bad: false,
+            cache: None,
         }
     }
 
@@ -218,8 +225,14 @@ impl DataConfig {
             Which::Training => Split::Train,
             Which::Labeled(s) => s,
         };
-        let plain =
-            |dataset| LoadedSplit { dataset, format, classes: Vec::new(), files: Vec::new(), skipped: Vec::new() };
+        let plain = |dataset| LoadedSplit {
+            dataset,
+            format,
+            classes: Vec::new(),
+            files: Vec::new(),
+            skipped: Vec::new(),
+            cache_note: None,
+        };
         let mut loaded = match format {
             data::Format::Idx | data::Format::Cifar10 | data::Format::Cifar100 | data::Format::Stl10 => {
                 plain(self.read_binary(format, which)?)
@@ -233,9 +246,17 @@ impl DataConfig {
                     test_fraction: self.test_fraction,
                     seed: 0,
                     skip_bad: self.skip_bad,
+                    cache: self.cache.clone(),
                 };
                 let f = data::load_image_folder(&self.dir, split, &opts)?;
-                LoadedSplit { dataset: f.dataset, format, classes: f.classes, files: f.files, skipped: f.skipped }
+                LoadedSplit {
+                    dataset: f.dataset,
+                    format,
+                    classes: f.classes,
+                    files: f.files,
+                    skipped: f.skipped,
+                    cache_note: f.cache_note,
+                }
             }
         };
         if self.unlabeled && format != data::Format::Stl10 {

@@ -32,7 +32,7 @@ impl Observer for Bars {
     fn probe(&mut self, log: &super::probe::WindowLog) {
         let line = super::trainer::probe_line(log);
         match &self.bar {
-            Some(bar) => bar.println(line),
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
         }
     }

@@ -8,6 +8,21 @@ use proptest::prelude::*;
 
 pub mod scratch;
 
+/// Writes the first `n` images of a split (28×28, labeled) as raw IDX files
+/// `{prefix}-images-idx3-ubyte` and `{prefix}-labels-idx1-ubyte` in `dir`.
+pub fn write_idx(dir: &std::path::Path, prefix: &str, ds: &infomax::data::Dataset, n: usize) {
+    let mut img = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        img.extend_from_slice(&d.to_be_bytes());
+    }
+    img.extend_from_slice(&ds.images[..n * 784]);
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), img).unwrap();
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend_from_slice(&(n as u32).to_be_bytes());
+    lab.extend(ds.labels.as_ref().unwrap()[..n].iter().map(|&l| l as u8));
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), lab).unwrap();
+}
+
 /// Proptest settings with `cases` cases, or more when the environment's
 /// `PROPTEST_CASES` asks for more (a soak run: `PROPTEST_CASES=2000 cargo test`).
 pub fn cfg(cases: u32) -> ProptestConfig {

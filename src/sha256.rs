@@ -1,7 +1,7 @@
 //! SHA-256 (FIPS 180-4), for recording which file a result came from
-//! (`embed`'s `source_sha256`, the report). Streaming, no dependencies:
-//! one hash of a checkpoint per command does not justify a crypto crate's
-//! build time. Tested against the FIPS examples and the `sha2` crate.
+//! (`embed`'s `source_sha256`, `import`'s `imported_sha256`) and for the
+//! keys of the image-folder cache. Streaming, no dependencies: one hash per
+//! command does not justify a crypto crate's build time. Tested against the FIPS examples and the `sha2` crate.
 
 use std::io::Read;
 use std::path::Path;
