@@ -116,7 +116,15 @@ pub fn draw(spec: &PlotSpec, r: &RunReport) -> Result<Drawn> {
                 (s(2).0, s(2).1, flat("untrained (BN default stats)"), true),
                 (s(3).0, s(3).1, flat("raw pixels"), true),
             ];
-            let note = probes.is_empty().then(|| "no probes during training (--probe-every N draws this curve)".into());
+            let note = match probes.last() {
+                None => Some("no probes during training (--probe-every N draws this curve)".into()),
+                Some(p) => Some(format!(
+                    "the probes score {} test images against {} train images (a fixed sample of larger splits); the \
+                     final evaluation and the baselines score the whole splits",
+                    p.queries.unwrap_or(0),
+                    p.bank.unwrap_or(0)
+                )),
+            };
             Ok((lines(spec, "step", &series)?, legend(&series), note))
         }
         "probes" => probes_plot(spec, r),
