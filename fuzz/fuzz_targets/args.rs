@@ -45,6 +45,9 @@ fuzz_target!(|data: &[u8]| {
             let Ok(cfg) = a.config() else { return };
             cfg.validate().expect("config() returns validated settings");
             let _ = memory::train_plan(&cfg.model, cfg.batch_size);
+            if cfg.probe_every.is_some() {
+                let _ = infomax::train::probe::memory_plan(&cfg.model);
+            }
             if a.resume {
                 let saved = saved();
                 saved.validate().expect("the saved settings are valid");
@@ -61,6 +64,6 @@ fuzz_target!(|data: &[u8]| {
                 let _ = bounds::ENCODE_BATCH.check_usize(b);
             }
         }
-        Command::Export(_) => {}
+        Command::Export(_) | Command::Report(_) | Command::Import(_) => {}
     }
 });
