@@ -293,6 +293,28 @@ fn every_bad_file_is_named_or_skipped_within_bounded_memory() {
     assert_eq!(code, Some(0), "{err}");
     eprintln!("skipped, peak RSS {:.1} MiB", kib as f64 / 1024.0);
     assert!(kib < 400 << 10, "peak RSS {kib} KiB");
+    // Not quiet: training says how many files it left out.
+    let loud = out.join("loud");
+    let (code, err, _) = cli_rss(&[
+        "train",
+        "--no-eval",
+        "--no-export",
+        "--no-probe",
+        "--steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--mi-units",
+        "8",
+        "--skip-bad",
+        "--data",
+        dir.to_str().unwrap(),
+        "--out",
+        loud.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    // (The class folder's hold-out puts some of the bad files in the test split.)
+    assert!(err.contains("training images: skipped ") && err.contains("unreadable file(s) (--skip-bad)"), "{err}");
     let opts =
         FolderOptions { channels: 1, height: 28, width: 28, test_fraction: 0.0, seed: 0, skip_bad: true, cache: None };
     let f = load_image_folder(&*dir, Split::Train, &opts).unwrap();

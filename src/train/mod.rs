@@ -807,6 +807,9 @@ pub fn train_with(
     rayon::scope(|_| {
         out = Some((|| {
             let mut t = Trainer::new(cfg, out_dir, start)?;
+            for note in t.data_notes() {
+                observer.data_note(note);
+            }
             if !t.init_rows().is_empty() {
                 observer.initialised(t.init_rows());
             }

@@ -37,6 +37,10 @@ impl Observer for Bars {
         }
     }
 
+    fn data_note(&mut self, note: &str) {
+        eprintln!("{note}");
+    }
+
     fn initialised(&mut self, rows: &[super::InitRow]) {
         eprintln!("initialised from the checkpoint:\n{}", super::init_table(rows));
     }

@@ -64,6 +64,11 @@ pub trait Observer: Send {
     fn probe(&mut self, log: &WindowLog) {
         let _ = log;
     }
+    /// What loading the data did besides reading it (an image-folder
+    /// cache read or written, files skipped), before the first step.
+    fn data_note(&mut self, note: &str) {
+        let _ = note;
+    }
 }
 
 /// Reports nothing.
@@ -77,6 +82,9 @@ impl Observer for Silent {}
 pub struct EpochLines;
 
 impl Observer for EpochLines {
+    fn data_note(&mut self, note: &str) {
+        eprintln!("{note}");
+    }
     fn probe(&mut self, log: &WindowLog) {
         eprintln!("{}", probe_line(log));
     }
@@ -176,6 +184,8 @@ pub struct Trainer {
     init_rows: Vec<InitRow>,
     /// The k-NN probe's images, if `probe_every` is set and the data has labels.
     probe: Option<ProbeSet>,
+    /// What loading the training data did (cache, skipped files).
+    data_notes: Vec<String>,
     /// A fresh run probes its untrained encoder before the first step.
     probe_at_start: bool,
     window: Window,
@@ -199,7 +209,17 @@ impl Trainer {
         checkpoint::remove_stale_temporaries(out_dir)?;
         // Shapes are checked before the model is allocated.
         let input = cfg.model.validate()?.input;
-        let ds = cfg.data.load_training(input)?.dataset;
+        let loaded = cfg.data.load_training(input)?;
+        let mut data_notes: Vec<String> = loaded.cache_note.iter().map(|n| format!("training images: {n}")).collect();
+        if let Some(first) = loaded.skipped.first() {
+            data_notes.push(format!(
+                "training images: skipped {} unreadable file(s) (--skip-bad), the first {}: {}",
+                loaded.skipped.len(),
+                first.path.display(),
+                first.reason
+            ));
+        }
+        let ds = loaded.dataset;
         let augment = cfg.data.augment();
         let (c, h, w) = augment.output_shape(ds.channels, ds.height, ds.width)?;
         if [c, h, w] != input {
@@ -321,9 +341,15 @@ impl Trainer {
             init_rows,
             probe_at_start,
             probe,
+            data_notes,
             window: Window::default(),
             probe_s: 0.0,
         })
+    }
+
+    /// What loading the training data did besides reading it.
+    pub fn data_notes(&self) -> &[String] {
+        &self.data_notes
     }
 
     /// Train and test images of the k-NN probe (`None`: no probes).
