@@ -351,9 +351,8 @@ fn import_cmd(args: ImportArgs) -> Result<(), HostError> {
         train::check_model_finite(&imported.model)?;
     }
     let dtype = dtype_of(args.dtype);
-    let sha =
-        infomax::sha256::sha256_file(&args.state_dict).map_err(infomax::host_error::io(&args.state_dict, "hash"))?;
-    let extra = [("imported_from", args.state_dict.display().to_string()), ("imported_sha256", sha)];
+    let extra =
+        [("imported_from", args.state_dict.display().to_string()), ("imported_sha256", imported.sha256.clone())];
     let bytes = infomax::io::export::to_bytes(&imported.model, dtype, !args.unfolded, &extra)?;
     checkpoint::write_atomic(&args.out, &bytes)?;
     println!(

@@ -606,6 +606,19 @@ impl Dataset {
             classes: self.classes,
         })
     }
+
+    /// At most `max` images: all of them if there are no more, else a
+    /// sample drawn by a shuffle seeded from `(seed, stream)`, kept in order.
+    pub fn sampled(self, max: usize, seed: u64, stream: u64) -> Result<Dataset> {
+        if self.n <= max {
+            return Ok(self);
+        }
+        let mut idx: Vec<usize> = (0..self.n).collect();
+        Rng::derive(seed, stream).shuffle(&mut idx);
+        idx.truncate(max);
+        idx.sort_unstable();
+        self.subset(&idx)
+    }
 }
 
 /// `channels · height · width`, each positive, overflow-checked.

@@ -238,14 +238,7 @@ fn map_of(ckpt: &Path, cfg: &TrainConfig) -> std::result::Result<Map, String> {
         }
         let mut model = crate::train::import::load_model(ckpt)?;
         let loaded = cfg.data.load_eval(Split::Test, model.encoder.cfg.input)?;
-        let mut ds = loaded.dataset;
-        if ds.n > MAP_POINTS {
-            let mut idx: Vec<usize> = (0..ds.n).collect();
-            crate::rng::Rng::derive(cfg.seed, 0x4d41_5000).shuffle(&mut idx);
-            idx.truncate(MAP_POINTS);
-            idx.sort_unstable();
-            ds = ds.subset(&idx)?;
-        }
+        let ds = loaded.dataset.sampled(MAP_POINTS, cfg.seed, 0x4d41_5000)?;
         let f = crate::train::extract_features(&mut model, &ds, crate::train::memory::DEFAULT_ENCODE_BATCH)?;
         let Some(p) = pca::project(&f.y.1, f.y.0) else { return Ok(None) };
         Ok(Some(Map {
@@ -343,12 +336,13 @@ pub fn render(r: &RunReport) -> Result<String> {
 /// never over one of the run's inputs; returns the path and the map's
 /// absence reason, if any.
 pub fn write(run: &Path, out: Option<&Path>) -> Result<(PathBuf, Option<String>)> {
-    let r = gather(run)?;
     let out = out.map_or_else(|| run.join("report.html"), Path::to_path_buf);
+    // Refused before the checkpoint is read and the test images encoded.
     let mut inputs = vec![run.join("train.jsonl"), run.join("eval.json")];
-    inputs.extend(r.checkpoint.clone());
+    inputs.extend(checkpoint::latest(run)?);
     let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     crate::files::check_output(&out, &refs).map_err(crate::host_error::io(&out, "write the report to"))?;
+    let r = gather(run)?;
     let html = render(&r)?;
     checkpoint::write_atomic(&out, html.as_bytes())?;
     Ok((out, r.map.err()))

@@ -187,6 +187,8 @@ pub struct Imported {
     pub had_bn: bool,
     /// Tensors left out: MI heads and BN counters (`num_batches_tracked`).
     pub ignored: Vec<String>,
+    /// SHA-256 of the file read, lower-case hex.
+    pub sha256: String,
 }
 
 /// Reads a PyTorch `state_dict` saved with `safetensors.torch.save_file`
@@ -260,5 +262,5 @@ pub fn import_state_dict(path: &Path, encoder: Option<EncoderConfig>) -> Result<
     m.insert("folded".to_string(), folded.to_string());
     let file = safetensors::serialize(kept, Some(m)).map_err(|e| bad(format!("cannot re-read its tensors: {e}")))?;
     let model = model_from_encoder_bytes(&file, path)?;
-    Ok(Imported { model, tensors, had_bn, ignored })
+    Ok(Imported { model, tensors, had_bn, ignored, sha256: crate::sha256::sha256_hex(&bytes) })
 }

@@ -11,7 +11,6 @@ use super::{DataConfig, Result};
 use crate::data::{Dataset, Split};
 use crate::dim::Dim;
 use crate::eval::{EvalData, KnnConfig, knn_accuracy};
-use crate::rng::Rng;
 
 /// Most images of each split a probe encodes: a seeded sample of larger
 /// splits (the same images at every probe).
@@ -97,18 +96,6 @@ pub struct ProbeSet {
     queries: Dataset,
 }
 
-/// At most [`PROBE_IMAGES`] of `ds`, a sample drawn from `seed`, in order.
-fn sample(ds: Dataset, seed: u64, stream: u64) -> Result<Dataset> {
-    if ds.n <= PROBE_IMAGES {
-        return Ok(ds);
-    }
-    let mut idx: Vec<usize> = (0..ds.n).collect();
-    Rng::derive(seed, stream).shuffle(&mut idx);
-    idx.truncate(PROBE_IMAGES);
-    idx.sort_unstable();
-    Ok(ds.subset(&idx)?)
-}
-
 impl ProbeSet {
     /// The labeled train and test splits of `data`, fitted to `input` as
     /// for evaluation (centre crops); `None` if the data has no labels.
@@ -116,8 +103,8 @@ impl ProbeSet {
         if !data.has_labels()? {
             return Ok(None);
         }
-        let bank = sample(data.load_eval(Split::Train, input)?.dataset, seed, 0x4b4e_4e01)?;
-        let queries = sample(data.load_eval(Split::Test, input)?.dataset, seed, 0x4b4e_4e02)?;
+        let bank = data.load_eval(Split::Train, input)?.dataset.sampled(PROBE_IMAGES, seed, 0x4b4e_4e01)?;
+        let queries = data.load_eval(Split::Test, input)?.dataset.sampled(PROBE_IMAGES, seed, 0x4b4e_4e02)?;
         Ok(Some(Self { bank, queries }))
     }
 

@@ -127,10 +127,8 @@ pub fn probe_line(p: &WindowLog) -> String {
 struct EpochRun {
     batches: crate::data::Epoch,
     started: Instant,
-    sum_loss: f64,
-    sum_mi: f64,
-    sum_pos: f64,
-    sum_neg: f64,
+    /// The statistics of the steps this process ran in it.
+    sums: Sums,
     done: usize,
     /// Batches of this epoch run before a resume (not in the sums).
     skipped: usize,
@@ -140,14 +138,24 @@ struct EpochRun {
     probe_s: f64,
 }
 
-/// Sums of the step statistics since the last probe.
+/// Sums of step statistics over some steps (an epoch, a window).
 #[derive(Default)]
-struct Window {
+struct Sums {
     loss: f64,
     mi: f64,
     pos: f64,
     neg: f64,
     steps: usize,
+}
+
+impl Sums {
+    fn add(&mut self, s: &StepStats) {
+        self.loss += s.loss;
+        self.mi += s.local.mi;
+        self.pos += s.local.pos_mean;
+        self.neg += s.local.neg_mean;
+        self.steps += 1;
+    }
 }
 
 /// A training run: the model, its optimiser state, the data and the run
@@ -188,7 +196,7 @@ pub struct Trainer {
     data_notes: Vec<String>,
     /// A fresh run probes its untrained encoder before the first step.
     probe_at_start: bool,
-    window: Window,
+    window: Sums,
     /// Seconds this process spent probing (left out of the training time).
     probe_s: f64,
 }
@@ -342,7 +350,7 @@ impl Trainer {
             probe_at_start,
             probe,
             data_notes,
-            window: Window::default(),
+            window: Sums::default(),
             probe_s: 0.0,
         })
     }
@@ -437,10 +445,7 @@ impl Trainer {
             self.epoch = Some(EpochRun {
                 batches: self.loader.epoch(self.progress.epoch),
                 started: Instant::now(),
-                sum_loss: 0.0,
-                sum_mi: 0.0,
-                sum_pos: 0.0,
-                sum_neg: 0.0,
+                sums: Sums::default(),
                 done: self.resume_batch,
                 skipped: std::mem::take(&mut self.resume_batch),
                 grad_norm_max: 0.0,
@@ -458,8 +463,8 @@ impl Trainer {
             epoch: self.progress.epoch + 1,
             done,
             steps: self.steps_per_epoch,
-            loss: ep.sum_loss / counted,
-            mi: ep.sum_mi / counted,
+            loss: ep.sums.loss / counted,
+            mi: ep.sums.mi / counted,
             images_per_s: counted * self.cfg.batch_size as f64
                 / (ep.started.elapsed().as_secs_f64() - ep.probe_s).max(1e-9),
         });
@@ -525,15 +530,9 @@ impl Trainer {
         if let Some(name) = first_non_finite(&model.buffer_table, &model.buffers) {
             return Err(diverged(format!("BN statistic {name}")));
         }
-        ep.sum_loss += stats.loss;
-        ep.sum_mi += stats.local.mi;
-        ep.sum_pos += stats.local.pos_mean;
-        ep.sum_neg += stats.local.neg_mean;
+        ep.sums.add(&stats);
         ep.done += 1;
-        let w = &mut self.window;
-        (w.loss, w.mi, w.pos, w.neg) =
-            (w.loss + stats.loss, w.mi + stats.local.mi, w.pos + stats.local.pos_mean, w.neg + stats.local.neg_mean);
-        w.steps += 1;
+        self.window.add(&stats);
         progress.wall_s = self.wall_before + self.started.elapsed().as_secs_f64() - self.probe_s;
         Ok(stats)
     }
@@ -556,10 +555,10 @@ impl Trainer {
         let entry = EpochLog {
             epoch: progress.epoch + u64::from(partial),
             step: progress.step,
-            loss: ep.sum_loss / d,
-            mi: ep.sum_mi / d,
-            pos_mean: ep.sum_pos / d,
-            neg_mean: ep.sum_neg / d,
+            loss: ep.sums.loss / d,
+            mi: ep.sums.mi / d,
+            pos_mean: ep.sums.pos / d,
+            neg_mean: ep.sums.neg / d,
             lr: cfg.optimizer.lr,
             images_per_s: (counted * cfg.batch_size) as f64
                 / (ep.started.elapsed().as_secs_f64() - ep.probe_s).max(1e-9),
