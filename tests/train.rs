@@ -533,3 +533,47 @@ fn knn_probes_log_a_curve_and_leave_training_unchanged() {
     let y = eval[0]["taps"].as_array().unwrap().iter().find(|t| t["tap"] == "y").unwrap();
     assert_eq!(y["knn"], straight.last().unwrap()["knn"], "{y}");
 }
+
+/// A short training run gives the same bits with every micro-kernel this
+/// CPU has (`INFOMAX_KERNEL` caps the dispatch): AVX-512, AVX2 and the
+/// portable kernels keep one FMA chain per element, so a run and its resume
+/// are exact across Zen 3 (AVX2 only) and Zen 4/5 (AVX-512) machines.
+#[test]
+fn every_kernel_trains_the_same_bits() {
+    use infomax::kernels::cpu;
+    let bin = env!("CARGO_BIN_EXE_infomax");
+    let data = small_data("kernels-data");
+    let d = data.to_str().unwrap();
+    let f = cpu::features();
+    let mut caps = vec!["portable"];
+    if f.avx2_fma() {
+        caps.push("avx2-fma");
+    } else {
+        eprintln!("every_kernel_trains_the_same_bits: avx2-fma skipped, this CPU lacks AVX2 + FMA");
+    }
+    if f.avx512f {
+        caps.push("avx512");
+    } else {
+        eprintln!("every_kernel_trains_the_same_bits: avx512 skipped, this CPU lacks AVX-512 F");
+    }
+    let mut runs = Vec::new();
+    for cap in &caps {
+        let out = tmp(&format!("kernels-{cap}"));
+        let args = ["train", "--steps", "4", "--no-eval", "--no-export", "--no-probe", "--quiet", "--data", d];
+        let more = ["--encoder", "conv28", "--mi-units", "64", "--batch-size", "32", "--out", out.to_str().unwrap()];
+        let r = Command::new(bin).args(args).args(more).env(cpu::KERNEL_ENV, cap).output().unwrap();
+        assert!(r.status.success(), "{cap}: {}", String::from_utf8_lossy(&r.stderr));
+        let ck = checkpoint::load(&checkpoint::latest(&out).unwrap().unwrap()).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        runs.push((cap, bits(&ck.model.params), bits(&ck.model.buffers), out));
+    }
+    let (cap0, p0, b0, _) = &runs[0];
+    for (cap, p, b, _) in &runs[1..] {
+        assert!(p == p0, "parameters differ between {cap0} and {cap}");
+        assert!(b == b0, "BN statistics differ between {cap0} and {cap}");
+    }
+    // A value that names no kernel is refused before anything runs.
+    let r = Command::new(bin).args(["train", "--steps", "1"]).env(cpu::KERNEL_ENV, "avx9").output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("INFOMAX_KERNEL=\"avx9\" is not one of"));
+}

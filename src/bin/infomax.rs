@@ -429,6 +429,11 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    if let Err(v) = infomax::kernels::cpu::env_cap() {
+        let (env, names) = (infomax::kernels::cpu::KERNEL_ENV, infomax::kernels::cpu::Cap::NAMES);
+        eprintln!("error: {env}={v:?} is not one of {names}");
+        return ExitCode::from(2);
+    }
     // (--max-memory is checked as it is parsed.)
     if let Some(Err(e)) = cli.threads.map(|t| bounds::THREADS.check_usize(t)) {
         eprintln!("error: {e}");

@@ -4,6 +4,10 @@
 //! there is one place that decides which micro-kernels may run. Without
 //! `std` (or off x86_64) the answer is what the build enables at compile
 //! time, which is all a `no_std` target can know.
+//!
+//! [`KERNEL_ENV`] (`INFOMAX_KERNEL`) caps what is reported, so that one
+//! machine can run the AVX2 or the portable kernels for an A/B benchmark or
+//! a test that compares whole runs across kernels.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -18,8 +22,60 @@ pub struct Features {
     pub fma: bool,
     /// Half-precision conversions (`vcvtph2ps`).
     pub f16c: bool,
-    /// AVX-512 Foundation (not used by a kernel yet; reported for benches).
+    /// AVX-512 Foundation (the 8 × 32 f32 micro-kernel).
     pub avx512f: bool,
+}
+
+/// The environment variable that caps the kernels: `avx512` (no cap),
+/// `avx2-fma` (no AVX-512) or `portable` (no SIMD intrinsics at all). Read
+/// once, with the features.
+pub const KERNEL_ENV: &str = "INFOMAX_KERNEL";
+
+/// The most a run may use, as [`KERNEL_ENV`] names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cap {
+    /// Everything the CPU has.
+    Avx512,
+    /// No AVX-512: what an AVX2-only CPU (Zen 3) runs.
+    Avx2Fma,
+    /// No x86 SIMD intrinsics: what a non-x86 target runs.
+    Portable,
+}
+
+impl Cap {
+    /// The values [`KERNEL_ENV`] takes.
+    pub const NAMES: &'static str = "avx512, avx2-fma or portable";
+
+    /// `avx512`, `avx2-fma` or `portable`.
+    pub fn parse(s: &str) -> Option<Cap> {
+        match s {
+            "avx512" => Some(Cap::Avx512),
+            "avx2-fma" => Some(Cap::Avx2Fma),
+            "portable" => Some(Cap::Portable),
+            _ => None,
+        }
+    }
+
+    /// The features left under this cap.
+    pub fn apply(self, f: Features) -> Features {
+        match self {
+            Cap::Avx512 => f,
+            Cap::Avx2Fma => Features { avx512f: false, ..f },
+            Cap::Portable => Features::default(),
+        }
+    }
+}
+
+/// The cap [`KERNEL_ENV`] asks for: `Ok(None)` when it is unset, `Err` with
+/// the value when it names no cap (the CLI refuses to start then; the
+/// library runs uncapped).
+#[cfg(feature = "std")]
+pub fn env_cap() -> Result<Option<Cap>, String> {
+    match std::env::var(KERNEL_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(v.to_string_lossy().into_owned()),
+        Ok(v) => Cap::parse(&v).map(Some).ok_or(v),
+    }
 }
 
 impl Features {
@@ -41,7 +97,17 @@ impl Features {
         Self { avx: b & 1 != 0, avx2: b & 2 != 0, fma: b & 4 != 0, f16c: b & 8 != 0, avx512f: b & 16 != 0 }
     }
 
+    /// What the CPU has, under [`KERNEL_ENV`]'s cap.
     fn detect() -> Self {
+        let f = Self::detect_cpu();
+        #[cfg(feature = "std")]
+        if let Ok(Some(cap)) = env_cap() {
+            return cap.apply(f);
+        }
+        f
+    }
+
+    fn detect_cpu() -> Self {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         {
             // (Under Miri this reports only the features the build enables,
@@ -94,6 +160,16 @@ mod tests {
         for b in 0..32 {
             assert_eq!(Features::from_bits(b).to_bits(), b);
         }
+    }
+
+    #[test]
+    fn caps_remove_what_they_name() {
+        let all = Features { avx: true, avx2: true, fma: true, f16c: true, avx512f: true };
+        assert_eq!(Cap::Avx512.apply(all), all);
+        assert_eq!(Cap::Avx2Fma.apply(all), Features { avx512f: false, ..all });
+        assert_eq!(Cap::Portable.apply(all), Features::default());
+        assert_eq!(Cap::parse("avx2-fma"), Some(Cap::Avx2Fma));
+        assert_eq!(Cap::parse("AVX2"), None);
     }
 
     #[test]

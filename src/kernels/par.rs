@@ -13,7 +13,7 @@ use super::Float;
 use super::conv::{self, Conv2dShape, ConvGrads, ConvOut, ConvParams};
 use super::gemm::OutView;
 use super::gemm::sgemm;
-use super::gemm::{MatMut, MatRef, gemm};
+use super::gemm::{KernelId, MatMut, MatRef, gemm};
 use super::linear::{self, InputGrad, LinearGrads, LinearShape};
 use super::norm::{
     self, BatchNormConfig, BnTrain, LayerNormForward, NormBackward, NormGrads, NormShape, RunningStats, SavedStats,
@@ -51,8 +51,9 @@ pub fn par_gemm<T: Float>(c: &mut [T], a: MatRef<'_, T>, b: MatRef<'_, T>, accum
     let row_cost = extra * k * n;
     let col_cost = extra * m * k + 2 * m * n;
     if row_cost <= col_cost {
-        // Whole register tiles per block on the f32 path.
-        let unit = if f32_path { super::gemm::MR } else { 1 };
+        // Whole register tiles of the kernel that will run, per block on
+        // the f32 path (the cut does not change a bit, only the balance).
+        let unit = if f32_path { KernelId::best_f32(KernelId::Portable).tile().0 } else { 1 };
         let rows = m.div_ceil(blocks).div_ceil(unit) * unit;
         c.par_chunks_mut(rows * n).enumerate().try_for_each(|(i, chunk)| {
             let r0 = i * rows;

@@ -22,14 +22,14 @@ mod pack;
 pub mod view;
 mod weights;
 
-pub use blocking::{Blocking, KC, MC_MAX, MR, NR};
+pub use blocking::{Blocking, KC, MC_MAX, MC_UNIT, MR, MR_512, NC_UNIT, NR, NR_512};
 pub use kernel::KernelId;
 pub use view::{MatMut, MatRef, OutView};
 pub use weights::WeightRows;
 
-#[cfg(target_arch = "x86_64")]
-use kernel::Avx2Fma;
 use kernel::Portable;
+#[cfg(target_arch = "x86_64")]
+use kernel::{Avx2Fma, Avx512};
 use nest::{Packs, gemm_loop};
 use pack::{ASource, WeightMatrix};
 
@@ -137,11 +137,10 @@ fn stack<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumu
     }
     let blk = Blocking::stack(a.cols());
     let (mut apack, mut bpack) = ([T::ZERO; blocking::STACK_APACK], [T::ZERO; blocking::STACK_BPACK]);
+    let packs = Packs { a: &mut apack, b: &mut bpack };
     match KernelId::portable_for_target() {
-        KernelId::Portable => {
-            gemm_loop(&Portable::<true>, c, &a, &b, blk, accumulate, Packs { a: &mut apack, b: &mut bpack })
-        }
-        _ => gemm_loop(&Portable::<false>, c, &a, &b, blk, accumulate, Packs { a: &mut apack, b: &mut bpack }),
+        KernelId::Portable => gemm_loop::<_, _, _, MR, NR>(&Portable::<true>, c, &a, &b, blk, accumulate, packs),
+        _ => gemm_loop::<_, _, _, MR, NR>(&Portable::<false>, c, &a, &b, blk, accumulate, packs),
     }
 }
 
@@ -150,11 +149,15 @@ fn stack<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumu
 fn stack_avx2_fma<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumulate: bool) {
     let blk = Blocking::stack(a.cols());
     let (mut apack, mut bpack) = ([T::ZERO; blocking::STACK_APACK], [T::ZERO; blocking::STACK_BPACK]);
-    gemm_loop(&Portable::<true>, c, &a, &b, blk, accumulate, Packs { a: &mut apack, b: &mut bpack });
+    let packs = Packs { a: &mut apack, b: &mut bpack };
+    gemm_loop::<_, _, _, MR, NR>(&Portable::<true>, c, &a, &b, blk, accumulate, packs);
 }
 
-/// Runs the loop nest on f32 with the kernel `id` (the portable fused one
-/// if `id` cannot run here).
+/// Runs the loop nest on f32 with the kernel `id`: the next best one if
+/// `id` cannot run here or `blk` cannot be cut for its tile (the AVX2
+/// kernel, else the portable fused one). `blk` fits the 6 × 16 tile; a
+/// larger tile runs [`Blocking::for_tile`] of it (the same depth blocks,
+/// so the same bits).
 fn run_f32<A: ASource<f32>>(
     id: KernelId,
     c: OutView<'_, f32>,
@@ -164,14 +167,21 @@ fn run_f32<A: ASource<f32>>(
     accumulate: bool,
     packs: Packs<'_, f32>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if id == KernelId::Avx512
+        && let Some(blk) = blk.for_tile(MR_512, NR_512, A::PACKS)
+        && let Some(k) = Avx512::detect()
+    {
+        return gemm_loop::<_, _, _, MR_512, NR_512>(&k, c, a, b, blk, accumulate, packs);
+    }
     match id {
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx2Fma => match Avx2Fma::detect() {
-            Some(k) => gemm_loop(&k, c, a, b, blk, accumulate, packs),
-            None => gemm_loop(&Portable::<true>, c, a, b, blk, accumulate, packs),
+        KernelId::Avx2Fma | KernelId::Avx512 => match Avx2Fma::detect() {
+            Some(k) => gemm_loop::<_, _, _, MR, NR>(&k, c, a, b, blk, accumulate, packs),
+            None => gemm_loop::<_, _, _, MR, NR>(&Portable::<true>, c, a, b, blk, accumulate, packs),
         },
-        KernelId::PortableUnfused => gemm_loop(&Portable::<false>, c, a, b, blk, accumulate, packs),
-        _ => gemm_loop(&Portable::<true>, c, a, b, blk, accumulate, packs),
+        KernelId::PortableUnfused => gemm_loop::<_, _, _, MR, NR>(&Portable::<false>, c, a, b, blk, accumulate, packs),
+        _ => gemm_loop::<_, _, _, MR, NR>(&Portable::<true>, c, a, b, blk, accumulate, packs),
     }
 }
 
@@ -187,7 +197,21 @@ std::thread_local! {
 /// read in place, any other A packed. The output may be segmented (a
 /// convolution over a whole batch writes each image's NCHW block in place).
 #[cfg(feature = "parallel")]
-pub fn sgemm(mut c: OutView<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, accumulate: bool) -> Result<()> {
+pub fn sgemm(c: OutView<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, accumulate: bool) -> Result<()> {
+    sgemm_with_kernel(KernelId::best_f32(KernelId::Portable), c, a, b, accumulate)
+}
+
+/// [`sgemm`] with an explicit micro-kernel, for the registry's tests (an
+/// unavailable one runs as the next best, see [`KernelId::best_f32`]).
+#[doc(hidden)]
+#[cfg(feature = "parallel")]
+pub fn sgemm_with_kernel(
+    id: KernelId,
+    mut c: OutView<'_, f32>,
+    a: MatRef<'_, f32>,
+    b: MatRef<'_, f32>,
+    accumulate: bool,
+) -> Result<()> {
     let (m, n, k) = (c.rows(), c.cols(), a.cols());
     if a.rows() != m || b.cols() != n || b.rows() != k {
         return Err(Error::InvalidShape { what: "gemm", reason: SHAPES });
@@ -203,7 +227,7 @@ pub fn sgemm(mut c: OutView<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>, ac
         if bpack.len() < blk.bpack_len() {
             bpack.resize(blk.bpack_len(), 0.0);
         }
-        run_f32(KernelId::best_f32(KernelId::Portable), c, &a, &b, blk, accumulate, Packs { a: apack, b: bpack });
+        run_f32(id, c, &a, &b, blk, accumulate, Packs { a: apack, b: bpack });
     });
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! element is one chain per depth block, the blocks added in order; nothing
 //! else (`mc`, `nc`, the cut of C, the kernel) changes a bit.
 
-use super::blocking::{Blocking, MR, NR};
+use super::blocking::Blocking;
 use super::kernel::{Dst, MicroKernel};
 use super::pack::{ASource, pack_b};
 use super::view::{MatRef, OutView};
@@ -25,11 +25,12 @@ pub(crate) struct Packs<'p, T> {
     pub b: &'p mut [T],
 }
 
-/// `C = A·B`, or `C += A·B` when `accumulate`. The caller has checked the
-/// shapes (`A` is `m × k`, `b` `k × n`, `c` `m × n`, none of them empty),
-/// the blocking, and that the packs hold what it asks for.
+/// `C = A·B`, or `C += A·B` when `accumulate`, on the kernel's `MR × NR`
+/// tile. The caller has checked the shapes (`A` is `m × k`, `b` `k × n`,
+/// `c` `m × n`, none of them empty), that the blocking fits the tile, and
+/// that the packs hold what it asks for.
 #[inline(always)]
-pub(crate) fn gemm_loop<T: Float, A: ASource<T>, K: MicroKernel<T>>(
+pub(crate) fn gemm_loop<T: Float, A: ASource<T>, K: MicroKernel<T, MR, NR>, const MR: usize, const NR: usize>(
     kernel: &K,
     mut c: OutView<'_, T>,
     a: &A,
@@ -46,23 +47,29 @@ pub(crate) fn gemm_loop<T: Float, A: ASource<T>, K: MicroKernel<T>>(
         let ncur = blk.nc.min(n - jc);
         for pc in (0..k).step_by(blk.kc) {
             let kcur = blk.kc.min(k - pc);
-            pack_b(b, pc, kcur, jc, ncur, bpack);
+            pack_b::<T, NR>(b, pc, kcur, jc, ncur, bpack);
             let assign = pc == 0 && !accumulate;
             for ic in (0..m).step_by(blk.mc) {
                 let mcur = blk.mc.min(m - ic);
-                let block = a.block(ic, mcur, pc, kcur, apack);
+                let block = a.block::<MR>(ic, mcur, pc, kcur, apack);
                 for (q, jr) in (0..ncur).step_by(NR).enumerate() {
                     let nr = NR.min(ncur - jr);
                     let bp = &bpack[q * kcur * NR..(q + 1) * kcur * NR];
                     for ir in (0..mcur).step_by(MR) {
                         let mr = MR.min(mcur - ir);
-                        let (rows, aps) = block.tile_rows(ir, mr);
+                        let (rows, aps) = block.tile_rows::<MR>(ir, mr);
                         let (i0, j0) = (ic + ir, jc + jr);
-                        match c.full_tile(i0, j0) {
-                            Some(out) => {
+                        let full = mr == MR && nr == NR;
+                        match c.tile::<MR>(i0, mr, j0, nr) {
+                            Some(out) if full => {
                                 kernel.tile(kcur, block.data, rows, aps, bp, Dst::C(c.data_mut(), out, assign))
                             }
-                            None => {
+                            Some(out) if K::EDGES => {
+                                let data = c.data_mut();
+                                let dst = Dst::Edge { data, rows: out, mr, nr, assign };
+                                kernel.tile(kcur, block.data, rows, aps, bp, dst)
+                            }
+                            _ => {
                                 kernel.tile(kcur, block.data, rows, aps, bp, Dst::Acc(&mut acc));
                                 c.store(i0, mr, j0, nr, &acc, assign);
                             }

@@ -1,13 +1,13 @@
 //! Packing: where the loop nest's A and B panels come from.
 //!
-//! B is always packed, into `NR`-column panels (`[panel][p][NR]`). A comes
-//! from an [`ASource`]: a strided matrix read in place when row-major and
-//! packed into `MR`-row panels otherwise, or a layer's weights read in place
+//! B is always packed, into `NR`-column panels (`[panel][p][NR]`), `NR`
+//! being the micro-kernel's tile columns. A comes from an [`ASource`]: a
+//! strided matrix read in place when row-major and packed into `MR`-row
+//! panels otherwise, or a layer's weights read in place
 //! when they are aligned f32 and converted block by block from their bytes
 //! otherwise. Packing moves values and never rounds, so it cannot change a
 //! bit of the result.
 
-use super::blocking::{MR, NR};
 use super::view::MatRef;
 use super::weights::WeightRows;
 use crate::kernels::Float;
@@ -22,7 +22,8 @@ pub(crate) struct ABlock<'a, T> {
 enum Layout {
     /// Row-major rows: row `i` at `first + i·rs`, consecutive elements.
     Rows { first: usize, rs: usize },
-    /// `MR`-row panels of depth `kc`: `[panel][p][MR]`.
+    /// `MR`-row panels of depth `kc`: `[panel][p][MR]`, `MR` the tile
+    /// rows the block was packed for.
     Panels { kc: usize },
 }
 
@@ -32,7 +33,7 @@ impl<T> ABlock<'_, T> {
     /// the edge repeat the last real one, or read a panel's zero padding;
     /// their results are discarded.
     #[inline(always)]
-    pub fn tile_rows(&self, ir: usize, mr: usize) -> ([usize; MR], usize) {
+    pub fn tile_rows<const MR: usize>(&self, ir: usize, mr: usize) -> ([usize; MR], usize) {
         match self.kind {
             Layout::Rows { first, rs } => (core::array::from_fn(|r| first + (ir + r.min(mr - 1)) * rs), 1),
             Layout::Panels { kc } => (core::array::from_fn(|r| (ir / MR) * kc * MR + r), MR),
@@ -42,24 +43,44 @@ impl<T> ABlock<'_, T> {
 
 /// Where A's blocks come from.
 pub(crate) trait ASource<T> {
+    /// Whether a block may be packed into `MR`-row panels (then the
+    /// block's rows must be a multiple of `MR`).
+    const PACKS: bool;
     /// Rows of A.
     fn rows(&self) -> usize;
-    /// Block `A[ic..ic+mc, pc..pc+kc]`, read in place or written into `apack`.
-    fn block<'s>(&'s self, ic: usize, mc: usize, pc: usize, kc: usize, apack: &'s mut [T]) -> ABlock<'s, T>;
+    /// Block `A[ic..ic+mc, pc..pc+kc]`, read in place or written into
+    /// `apack` (as `MR`-row panels, when packed).
+    fn block<'s, const MR: usize>(
+        &'s self,
+        ic: usize,
+        mc: usize,
+        pc: usize,
+        kc: usize,
+        apack: &'s mut [T],
+    ) -> ABlock<'s, T>;
 }
 
 impl<T: Float> ASource<T> for MatRef<'_, T> {
+    const PACKS: bool = true;
+
     #[inline(always)]
     fn rows(&self) -> usize {
         MatRef::rows(self)
     }
 
     #[inline(always)]
-    fn block<'s>(&'s self, ic: usize, mc: usize, pc: usize, kc: usize, apack: &'s mut [T]) -> ABlock<'s, T> {
+    fn block<'s, const MR: usize>(
+        &'s self,
+        ic: usize,
+        mc: usize,
+        pc: usize,
+        kc: usize,
+        apack: &'s mut [T],
+    ) -> ABlock<'s, T> {
         if self.cs == 1 {
             ABlock { data: self.data, kind: Layout::Rows { first: ic * self.rs + pc, rs: self.rs } }
         } else {
-            pack_a(self, ic, mc, pc, kc, apack);
+            pack_a::<T, MR>(self, ic, mc, pc, kc, apack);
             ABlock { data: apack, kind: Layout::Panels { kc } }
         }
     }
@@ -73,13 +94,23 @@ pub(crate) struct WeightMatrix<'a> {
 }
 
 impl ASource<f32> for WeightMatrix<'_> {
+    // Converted weights are written as rows, never as panels.
+    const PACKS: bool = false;
+
     #[inline(always)]
     fn rows(&self) -> usize {
         self.m
     }
 
     #[inline(always)]
-    fn block<'s>(&'s self, ic: usize, mc: usize, pc: usize, kc: usize, apack: &'s mut [f32]) -> ABlock<'s, f32> {
+    fn block<'s, const MR: usize>(
+        &'s self,
+        ic: usize,
+        mc: usize,
+        pc: usize,
+        kc: usize,
+        apack: &'s mut [f32],
+    ) -> ABlock<'s, f32> {
         match self.w.in_place() {
             Some(s) => ABlock { data: s, kind: Layout::Rows { first: ic * self.k + pc, rs: self.k } },
             None => {
@@ -94,7 +125,7 @@ impl ASource<f32> for WeightMatrix<'_> {
 
 /// Packs `A[ic..ic+mc, pc..pc+kc]` as `MR`-row panels (`[panel][p][MR]`),
 /// zero-padding the last panel's missing rows.
-fn pack_a<T: Float>(a: &MatRef<'_, T>, ic: usize, mc: usize, pc: usize, kc: usize, apack: &mut [T]) {
+fn pack_a<T: Float, const MR: usize>(a: &MatRef<'_, T>, ic: usize, mc: usize, pc: usize, kc: usize, apack: &mut [T]) {
     let (data, rs, cs) = (a.data, a.rs, a.cs);
     if rs == 1 {
         // A is a transposed view: for each p the block's rows are one
@@ -138,11 +169,18 @@ fn pack_a<T: Float>(a: &MatRef<'_, T>, ic: usize, mc: usize, pc: usize, kc: usiz
 
 /// Packs `B[pc..pc+kc, jc..jc+nc]` as `NR`-column panels (`[panel][p][NR]`),
 /// zero-padding the last panel.
-pub(crate) fn pack_b<T: Float>(b: &MatRef<'_, T>, pc: usize, kc: usize, jc: usize, nc: usize, bpack: &mut [T]) {
+pub(crate) fn pack_b<T: Float, const NR: usize>(
+    b: &MatRef<'_, T>,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    bpack: &mut [T],
+) {
     let (data, rs, cs) = (b.data, b.rs, b.cs);
     if cs == 1 && nc >= NR {
         // Row-major B: walk each row of the block once, front to back (one
-        // sequential stream for the prefetcher), scattering its 16-column
+        // sequential stream for the prefetcher), scattering its NR-column
         // pieces to their panels.
         let whole = nc / NR;
         for p in 0..kc {
@@ -163,7 +201,7 @@ pub(crate) fn pack_b<T: Float>(b: &MatRef<'_, T>, pc: usize, kc: usize, jc: usiz
         }
         let nr = NR.min(nc - j0);
         let dst = &mut bpack[q * kc * NR..(q + 1) * kc * NR];
-        if rs == 1 && nr == NR && pack_t_panel(data, (jc + j0) * cs + pc, cs, kc, dst) {
+        if rs == 1 && nr == NR && pack_t_panel::<T, NR>(data, (jc + j0) * cs + pc, cs, kc, dst) {
             // Transposed view, whole panel: done by 8×8 register transposes.
         } else {
             // Column by column: contiguous reads when B is a transposed view.
@@ -185,9 +223,9 @@ pub(crate) fn pack_b<T: Float>(b: &MatRef<'_, T>, pc: usize, kc: usize, jc: usiz
 
 /// Packs one `NR`-column panel of a transposed f32 B (column `jj` is the
 /// `kc` contiguous values at `first + jj·cs`) with AVX2 8×8 transposes.
-/// Returns false, having written nothing, for other types or where AVX2 is
-/// unavailable.
-fn pack_t_panel<T: Float>(data: &[T], first: usize, cs: usize, kc: usize, dst: &mut [T]) -> bool {
+/// Returns false, having written nothing, for other types, an `NR` that is
+/// not a multiple of 8, or where AVX2 is unavailable.
+fn pack_t_panel<T: Float, const NR: usize>(data: &[T], first: usize, cs: usize, kc: usize, dst: &mut [T]) -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
         if let (true, Some(data), Some(dst)) =
@@ -195,7 +233,7 @@ fn pack_t_panel<T: Float>(data: &[T], first: usize, cs: usize, kc: usize, dst: &
         {
             // SAFETY: AVX2 is available (checked just above), which is all
             // `pack_t_panel_avx2` requires.
-            return unsafe { pack_t_panel_avx2(data, first, cs, kc, dst) };
+            return NR.is_multiple_of(8) && unsafe { pack_t_panel_avx2::<NR>(data, first, cs, kc, dst) };
         }
     }
     let _ = (data, first, cs, kc, dst);
@@ -204,7 +242,7 @@ fn pack_t_panel<T: Float>(data: &[T], first: usize, cs: usize, kc: usize, dst: &
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2")]
-fn pack_t_panel_avx2(data: &[f32], first: usize, cs: usize, kc: usize, dst: &mut [f32]) -> bool {
+fn pack_t_panel_avx2<const NR: usize>(data: &[f32], first: usize, cs: usize, kc: usize, dst: &mut [f32]) -> bool {
     use core::arch::x86_64::{
         _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
         _mm256_unpacklo_ps,

@@ -4,7 +4,6 @@
 //! Views are validated once, when built, so the loop nest can neither read
 //! nor write out of bounds, and a mutable view never aliases itself.
 
-use super::blocking::{MR, NR};
 use crate::error::{Error, Result};
 
 /// A read-only strided matrix view: element (i, j) lives at `i*rs + j*cs`.
@@ -191,21 +190,23 @@ impl<'a, T: Copy + core::ops::Add<Output = T>> OutView<'a, T> {
         self.n
     }
 
-    /// Where the rows of the whole register tile at `(i0, j0)` start, when
-    /// all `MR` rows and `NR` columns exist, each row's `NR` elements are
-    /// contiguous and in bounds: the kernel may then write it directly.
+    /// Where the rows of the `MR × NR` register tile at `(i0, j0)` start,
+    /// when its `mr` real rows and `nr` real columns exist, each row's `nr`
+    /// elements are contiguous (one segment) and in bounds: the kernel may
+    /// then write it directly. Rows past `mr` repeat the last real one (a
+    /// kernel writes only the real rows and columns of a partial tile).
     #[inline]
-    pub(crate) fn full_tile(&self, i0: usize, j0: usize) -> Option<[usize; MR]> {
-        if i0 + MR > self.m || j0 + NR > self.n {
+    pub(crate) fn tile<const MR: usize>(&self, i0: usize, mr: usize, j0: usize, nr: usize) -> Option<[usize; MR]> {
+        if mr == 0 || mr > MR || i0 + mr > self.m || j0 + nr > self.n {
             return None;
         }
         let (seg_idx, within) = (j0 / self.seg, j0 % self.seg);
-        if within + NR > self.seg {
+        if within + nr > self.seg {
             return None;
         }
         let base = seg_idx.checked_mul(self.seg_stride)?.checked_add(within)?;
-        let rows: [usize; MR] = core::array::from_fn(|r| base + (i0 + r) * self.rs);
-        rows.iter().all(|&o| o + NR <= self.data.len()).then_some(rows)
+        let rows: [usize; MR] = core::array::from_fn(|r| base + (i0 + r.min(mr - 1)) * self.rs);
+        rows.iter().all(|&o| o + nr <= self.data.len()).then_some(rows)
     }
 
     /// The underlying slice (for the kernels' direct tile writes).
@@ -216,7 +217,15 @@ impl<'a, T: Copy + core::ops::Add<Output = T>> OutView<'a, T> {
 
     /// Writes (or adds) tile rows `i0..i0+mr`, columns `j0..j0+nr`.
     #[inline]
-    pub(crate) fn store(&mut self, i0: usize, mr: usize, j0: usize, nr: usize, acc: &[[T; NR]; MR], assign: bool) {
+    pub(crate) fn store<const MR: usize, const NR: usize>(
+        &mut self,
+        i0: usize,
+        mr: usize,
+        j0: usize,
+        nr: usize,
+        acc: &[[T; NR]; MR],
+        assign: bool,
+    ) {
         let (seg_idx, within) = (j0 / self.seg, j0 % self.seg);
         if within + nr <= self.seg {
             let base = seg_idx * self.seg_stride + within;
