@@ -226,29 +226,26 @@ impl<'a, T: Copy + core::ops::Add<Output = T>> OutView<'a, T> {
         acc: &[[T; NR]; MR],
         assign: bool,
     ) {
-        let (seg_idx, within) = (j0 / self.seg, j0 % self.seg);
-        if within + nr <= self.seg {
-            let base = seg_idx * self.seg_stride + within;
+        // Column runs inside one segment each (a tile wider than a segment,
+        // e.g. 32 columns over 16-wide 4×4 images, spans several).
+        let mut jj = 0;
+        while jj < nr {
+            let j = j0 + jj;
+            let within = j % self.seg;
+            let run = (self.seg - within).min(nr - jj);
+            let base = (j / self.seg) * self.seg_stride + within;
             for (r, a) in acc.iter().enumerate().take(mr) {
                 let start = base + (i0 + r) * self.rs;
-                let row = &mut self.data[start..start + nr];
+                let (row, src) = (&mut self.data[start..start + run], &a[jj..jj + run]);
                 if assign {
-                    row.copy_from_slice(&a[..nr]);
+                    row.copy_from_slice(src);
                 } else {
-                    for (d, &v) in row.iter_mut().zip(a) {
+                    for (d, &v) in row.iter_mut().zip(src) {
                         *d = *d + v;
                     }
                 }
             }
-        } else {
-            for jj in 0..nr {
-                let j = j0 + jj;
-                let base = (j / self.seg) * self.seg_stride + j % self.seg;
-                for (r, a) in acc.iter().enumerate().take(mr) {
-                    let d = &mut self.data[base + (i0 + r) * self.rs];
-                    *d = if assign { a[jj] } else { *d + a[jj] };
-                }
-            }
+            jj += run;
         }
     }
 
