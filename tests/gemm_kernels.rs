@@ -17,7 +17,8 @@ mod common;
 
 use common::Rng;
 use infomax::kernels::gemm::{
-    Blocking, KernelId, MatRef, OutView, WeightRows, gemm_weights_with_kernel, sgemm_with_kernel,
+    Blocking, ConvGeom, Im2colB, KernelId, MatRef, OutView, WeightRows, gemm_weights_im2col_with_kernel,
+    gemm_weights_with_kernel, sgemm_with_kernel,
 };
 use proptest::prelude::*;
 
@@ -163,6 +164,107 @@ fn unavailable_kernels_are_named() {
         eprintln!("gemm kernels skipped on this CPU (it lacks their features): {}", skipped.join(", "));
     }
     assert!(KernelId::Portable.available_f32() && KernelId::PortableUnfused.available_f32());
+}
+
+/// The im2col matrix written out naively: row `(ci, ki, kj)`, column
+/// `(image, oh, ow)`.
+fn naive_im2col(x: &[f32], g: &ConvGeom, images: usize) -> Vec<f32> {
+    let ((h, w), (kh, kw), (oh_n, ow_n)) = (g.in_hw, g.kernel, g.out_hw);
+    let (rows, cols) = (g.channels * kh * kw, images * oh_n * ow_n);
+    let mut m = vec![0f32; rows * cols];
+    for ci in 0..g.channels {
+        for ki in 0..kh {
+            for kj in 0..kw {
+                let r = (ci * kh + ki) * kw + kj;
+                for img in 0..images {
+                    for oh in 0..oh_n {
+                        for ow in 0..ow_n {
+                            let (ih, iw) = (
+                                (oh * g.stride + ki) as isize - g.padding as isize,
+                                (ow * g.stride + kj) as isize - g.padding as isize,
+                            );
+                            let inside = (0..h as isize).contains(&ih) && (0..w as isize).contains(&iw);
+                            let v = if inside {
+                                x[((img * g.channels + ci) * h + ih as usize) * w + iw as usize]
+                            } else {
+                                0.0
+                            };
+                            m[r * cols + (img * oh_n + oh) * ow_n + ow] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    m
+}
+
+/// A convolution's inference GEMM with B packed from the images equals the
+/// same GEMM over the written-out columns, bit for bit, for every kernel
+/// (segmented output, one NCHW block per image, as the plan writes it).
+fn check_im2col(id: KernelId, g: ConvGeom, images: usize, out: usize, budget: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    let (h, w) = g.in_hw;
+    let x = rng.vec_f32(images * g.channels * h * w);
+    let k = g.channels * g.kernel.0 * g.kernel.1;
+    let wt = rng.vec_f32(out * k);
+    let hw = g.out_hw.0 * g.out_hw.1;
+    let n = images * hw;
+    let blk = Blocking::new(out, k, n, budget);
+    let (mut apack, mut bpack) = (vec![0f32; blk.apack_len()], vec![0f32; blk.bpack_len()]);
+    let cols = naive_im2col(&x, &g, images);
+    let (mut want, mut got) = (vec![f32::NAN; images * out * hw], vec![f32::NAN; images * out * hw]);
+    let bm = MatRef::row_major(&cols, k, n).unwrap();
+    fn view(c: &mut [f32], out: usize, n: usize, hw: usize) -> OutView<'_, f32> {
+        OutView::new(c, out, n, hw, hw, out * hw).unwrap()
+    }
+    let (wr, cw, cg) = (WeightRows::F32(&wt), view(&mut want, out, n, hw), view(&mut got, out, n, hw));
+    gemm_weights_with_kernel(id, cw, wr, bm, blk, &mut apack, &mut bpack).unwrap();
+    let b = Im2colB::new(&x, g, images).unwrap();
+    gemm_weights_im2col_with_kernel(id, cg, wr, b, blk, &mut apack, &mut bpack).unwrap();
+    for (e, (a, r)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.to_bits(), r.to_bits(), "{}: element {e} of {g:?} x{images}: {a} vs {r}", id.name());
+    }
+}
+
+fn geom(channels: usize, (h, w): (usize, usize), (kh, kw): (usize, usize), stride: usize, padding: usize) -> ConvGeom {
+    let out = |s: usize, k: usize| (s + 2 * padding - k) / stride + 1;
+    ConvGeom { channels, in_hw: (h, w), kernel: (kh, kw), stride, padding, out_hw: (out(h, kh), out(w, kw)) }
+}
+
+#[test]
+fn im2col_packing_matches_written_columns() {
+    // conv32's three layers (k4 s2 p1), a 3×3 same conv, a 1-pixel output.
+    let cases = [
+        (geom(3, (32, 32), (4, 4), 2, 1), 2, 16),
+        (geom(16, (16, 16), (4, 4), 2, 1), 3, 24),
+        (geom(8, (8, 8), (4, 4), 2, 1), 5, 40),
+        (geom(5, (7, 9), (3, 3), 1, 1), 2, 7),
+        (geom(2, (3, 3), (3, 3), 1, 0), 4, 9),
+    ];
+    for id in KernelId::ALL {
+        if !id.available_f32() {
+            eprintln!("gemm kernel {}: im2col packing skipped, this CPU lacks its features", id.name());
+            continue;
+        }
+        for (i, &(g, images, out)) in cases.iter().enumerate() {
+            for budget in [300, 4096, 1 << 20] {
+                check_im2col(id, g, images, out, budget, i as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn im2col_operands_are_checked() {
+    let g = geom(2, (8, 8), (4, 4), 2, 1);
+    let x = vec![0f32; 2 * 2 * 64];
+    assert!(Im2colB::new(&x, g, 2).is_ok());
+    assert!(Im2colB::new(&x[1..], g, 2).is_err(), "short input");
+    assert!(Im2colB::new(&x, ConvGeom { out_hw: (5, 4), ..g }, 2).is_err(), "wrong output size");
+    assert!(Im2colB::new(&x, ConvGeom { stride: 0, ..g }, 2).is_err(), "zero stride");
+    assert!(Im2colB::new(&x, ConvGeom { kernel: (11, 4), ..g }, 2).is_err(), "kernel larger than the padded input");
+    assert!(Im2colB::new(&x, ConvGeom { channels: 0, ..g }, 2).is_err(), "no channels");
 }
 
 proptest! {

@@ -168,7 +168,7 @@ fn presets_match_the_trainer_configs() {
 #[test]
 fn scratch_is_exact_and_documented() {
     for (name, arch, want) in
-        [("conv28", Arch::conv28(), 108_608), ("conv32", Arch::conv32(), 99_328), ("edge", Arch::edge(), 20_208)]
+        [("conv28", Arch::conv28(), 30_208), ("conv32", Arch::conv32(), 33_792), ("edge", Arch::edge(), 13_152)]
     {
         let plan = Plan::new(&arch, 1).unwrap();
         let model = Dim::new(DimConfig::new(name).mi_units(8)).unwrap();

@@ -7,7 +7,7 @@
 //! fn embed(file: &[u8], image: &[f32; 784], y: &mut [f32; 64]) -> Result<(), InferError> {
 //!     let weights = Weights::<32>::parse(file)?; // a table of views into `file`
 //!     let plan = Plan::from_weights(&weights, 1)?; // or Plan::new(&Arch::edge(), 1)
-//!     let mut scratch = [0f32; 20_208]; // exactly plan.scratch_len() for `edge`
+//!     let mut scratch = [0f32; 13_152]; // exactly plan.scratch_len() for `edge`
 //!     plan.encode(&weights, image, &mut scratch, y) // image: NCHW in [-1, 1]
 //! }
 //! # let model = infomax::dim::Dim::new(infomax::dim::DimConfig::new("edge")).unwrap();
@@ -15,7 +15,7 @@
 //! # let mut y = [0f32; 64];
 //! # embed(&file, &[0.5; 784], &mut y).unwrap();
 //! # assert!(y.iter().all(|v| v.is_finite()));
-//! # assert_eq!(Plan::from_weights(&Weights::<32>::parse(&file).unwrap(), 1).unwrap().scratch_len(), 20_208);
+//! # assert_eq!(Plan::from_weights(&Weights::<32>::parse(&file).unwrap(), 1).unwrap().scratch_len(), 13_152);
 //! ```
 //!
 //! Everything here is `no_std` and allocation-free (`tests/infer_alloc.rs`

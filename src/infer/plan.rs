@@ -6,13 +6,15 @@
 //! - two activation slots `A`, `B`: layer outputs ping-pong between them
 //!   (a pooled layer writes its pre-pool map to one and pools into the
 //!   other), each as long as the largest map it ever holds;
-//! - im2col columns for the whole batch of the largest conv;
 //! - the inference GEMM's W block: a block of weight rows converted to f32
 //!   from the file's F16/BF16 (or unaligned F32) bytes; aligned F32 weights
 //!   are read in place and leave it unused;
 //! - the GEMM's packed B block (both at most [`WEIGHT_TILE`] elements, or
 //!   one register tile / one weight row if that is longer);
 //! - the current layer's bias, converted.
+//!
+//! There is no im2col buffer: a convolution's GEMM packs its B panels
+//! straight from the input images ([`Im2colB`]).
 
 use core::fmt::Write;
 
@@ -20,8 +22,8 @@ use super::arch::{Arch, LayerSpec, MAX_LAYERS};
 use super::dtype::Dtype;
 use super::error::InferError;
 use super::safetensors::{Tensor, Weights};
-use crate::kernels::conv::{add_bias, im2col};
-use crate::kernels::gemm::{Blocking, OutView, WeightRows, gemm_weights};
+use crate::kernels::conv::add_bias;
+use crate::kernels::gemm::{Blocking, ConvGeom, Im2colB, OutView, WeightRows, gemm_weights, gemm_weights_im2col};
 use crate::kernels::linear::add_bias_rows;
 use crate::kernels::linear::{HalfKind, dot4_half};
 use crate::kernels::{Conv2dShape, ConvDims, MatRef, MaxPoolShape};
@@ -135,7 +137,6 @@ pub struct Plan {
     steps: [Step; MAX_LAYERS + 1],
     n_steps: usize,
     slot_len: [usize; 2],
-    cols_len: usize,
     apack_len: usize,
     bpack_len: usize,
     bias_len: usize,
@@ -244,7 +245,6 @@ impl Plan {
             steps,
             n_steps,
             slot_len: [0; 2],
-            cols_len: 0,
             apack_len: 0,
             bpack_len: 0,
             bias_len: 0,
@@ -266,11 +266,6 @@ impl Plan {
                 };
                 plan.slot_len[idx] = plan.slot_len[idx].max(mul(batch, len)?);
             }
-            if let Op::Conv(_, d) = st.op
-                && !d.pointwise
-            {
-                plan.cols_len = plan.cols_len.max(mul(batch, d.col_len)?);
-            }
             if st.gemv {
                 plan.apack_len = plan.apack_len.max(mul(st.gemv_rows, st.k)?);
             } else {
@@ -280,7 +275,7 @@ impl Plan {
             plan.bias_len = plan.bias_len.max(st.rows);
             src = st.out_slot;
         }
-        plan.scratch_len = [plan.slot_len[1], plan.cols_len, plan.apack_len, plan.bpack_len, plan.bias_len]
+        plan.scratch_len = [plan.slot_len[1], plan.apack_len, plan.bpack_len, plan.bias_len]
             .into_iter()
             .try_fold(plan.slot_len[0], add)?;
         Ok(plan)
@@ -386,10 +381,9 @@ impl Plan {
         }
         let (a, rest) = scratch.split_at_mut(self.slot_len[0]);
         let (b, rest) = rest.split_at_mut(self.slot_len[1]);
-        let (cols, rest) = rest.split_at_mut(self.cols_len);
         let (apack, rest) = rest.split_at_mut(self.apack_len);
         let (bpack, rest) = rest.split_at_mut(self.bpack_len);
-        let mut work = LayerScratch { cols, apack, bpack };
+        let mut work = LayerScratch { apack, bpack };
         let bias = &mut rest[..self.bias_len];
         let n = self.batch;
         let mut src_slot = Slot::Input;
@@ -469,7 +463,7 @@ impl Plan {
         dst: &mut [f32],
         work: &mut LayerScratch<'_>,
     ) -> Result<(), InferError> {
-        let (cols, apack, bpack) = (&mut *work.cols, &mut *work.apack, &mut *work.bpack);
+        let (apack, bpack) = (&mut *work.apack, &mut *work.bpack);
         let n = self.batch;
         let w = wt.weight_rows().map_err(|_| InferError::WrongShape { layer: i, part: "weight" })?;
         match st.op {
@@ -482,12 +476,19 @@ impl Plan {
                     }
                 } else {
                     // The batch is the GEMM's N: one product per layer, each
-                    // weight converted once per packed block of columns.
+                    // weight converted once per packed block of columns, the
+                    // im2col matrix packed straight from the images.
                     let ld = n * hw;
-                    im2col(&s, &d, src, cols, ld, 0);
-                    let bm = MatRef::new(&*cols, st.k, ld, ld, 1)?;
+                    let g = ConvGeom {
+                        channels: s.in_channels,
+                        in_hw: (s.in_h, s.in_w),
+                        kernel: (s.kernel_h, s.kernel_w),
+                        stride: s.stride,
+                        padding: s.padding,
+                        out_hw: (d.out_h, d.out_w),
+                    };
                     let cm = OutView::new(dst, st.rows, ld, hw, hw, st.pre_len)?;
-                    gemm_weights(cm, w, bm, st.blk, apack, bpack)?;
+                    gemm_weights_im2col(cm, w, Im2colB::new(src, g, n)?, st.blk, apack, bpack)?;
                 }
                 for y in dst.chunks_exact_mut(st.pre_len) {
                     add_bias(y, bias, hw);
@@ -559,10 +560,9 @@ impl Plan {
     }
 }
 
-/// The scratch a conv or linear layer works in: im2col columns and the
-/// GEMM's packed blocks, reused layer after layer.
+/// The scratch a conv or linear layer works in: the GEMM's packed blocks,
+/// reused layer after layer.
 struct LayerScratch<'s> {
-    cols: &'s mut [f32],
     apack: &'s mut [f32],
     bpack: &'s mut [f32],
 }

@@ -16,7 +16,7 @@ pub const IMAGE_LEN: usize = 784;
 /// Width of Y.
 pub const Y_DIM: usize = 64;
 /// `Plan::scratch_len()` of this encoder at batch 1, checked at run time.
-pub const SCRATCH_LEN: usize = 20_208;
+pub const SCRATCH_LEN: usize = 13_152;
 
 /// Y of one 28×28 image (raw bytes, normalised here to [−1, 1]).
 pub fn encode(image: &[u8], scratch: &mut [f32], y: &mut [f32; Y_DIM]) -> Result<(), InferError> {

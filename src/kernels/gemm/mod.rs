@@ -16,6 +16,7 @@
 //! [`super::cpu`], detected once.
 
 pub mod blocking;
+mod im2col;
 mod kernel;
 mod nest;
 mod pack;
@@ -23,6 +24,7 @@ pub mod view;
 mod weights;
 
 pub use blocking::{Blocking, KC, MC_MAX, MC_UNIT, MR, MR_512, NC_UNIT, NR, NR_512};
+pub use im2col::{ConvGeom, Im2colB};
 pub use kernel::KernelId;
 pub use view::{MatMut, MatRef, OutView};
 pub use weights::WeightRows;
@@ -31,7 +33,7 @@ use kernel::Portable;
 #[cfg(target_arch = "x86_64")]
 use kernel::{Avx2Fma, Avx512};
 use nest::{Packs, gemm_loop};
-use pack::{ASource, WeightMatrix};
+use pack::{ASource, BSource, WeightMatrix};
 
 use super::Float;
 use crate::error::{Error, Result};
@@ -139,8 +141,8 @@ fn stack<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T>, accumu
     let (mut apack, mut bpack) = ([T::ZERO; blocking::STACK_APACK], [T::ZERO; blocking::STACK_BPACK]);
     let packs = Packs { a: &mut apack, b: &mut bpack };
     match KernelId::portable_for_target() {
-        KernelId::Portable => gemm_loop::<_, _, _, MR, NR>(&Portable::<true>, c, &a, &b, blk, accumulate, packs),
-        _ => gemm_loop::<_, _, _, MR, NR>(&Portable::<false>, c, &a, &b, blk, accumulate, packs),
+        KernelId::Portable => gemm_loop::<_, _, _, _, MR, NR>(&Portable::<true>, c, &a, &b, blk, accumulate, packs),
+        _ => gemm_loop::<_, _, _, _, MR, NR>(&Portable::<false>, c, &a, &b, blk, accumulate, packs),
     }
 }
 
@@ -150,7 +152,7 @@ fn stack_avx2_fma<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T
     let blk = Blocking::stack(a.cols());
     let (mut apack, mut bpack) = ([T::ZERO; blocking::STACK_APACK], [T::ZERO; blocking::STACK_BPACK]);
     let packs = Packs { a: &mut apack, b: &mut bpack };
-    gemm_loop::<_, _, _, MR, NR>(&Portable::<true>, c, &a, &b, blk, accumulate, packs);
+    gemm_loop::<_, _, _, _, MR, NR>(&Portable::<true>, c, &a, &b, blk, accumulate, packs);
 }
 
 /// Runs the loop nest on f32 with the kernel `id`: the next best one if
@@ -158,11 +160,11 @@ fn stack_avx2_fma<T: Float>(c: OutView<'_, T>, a: MatRef<'_, T>, b: MatRef<'_, T
 /// kernel, else the portable fused one). `blk` fits the 6 × 16 tile; a
 /// larger tile runs [`Blocking::for_tile`] of it (the same depth blocks,
 /// so the same bits).
-fn run_f32<A: ASource<f32>>(
+fn run_f32<A: ASource<f32>, B: BSource<f32>>(
     id: KernelId,
     c: OutView<'_, f32>,
     a: &A,
-    b: &MatRef<'_, f32>,
+    b: &B,
     blk: Blocking,
     accumulate: bool,
     packs: Packs<'_, f32>,
@@ -172,16 +174,18 @@ fn run_f32<A: ASource<f32>>(
         && let Some(blk) = blk.for_tile(MR_512, NR_512, A::PACKS)
         && let Some(k) = Avx512::detect()
     {
-        return gemm_loop::<_, _, _, MR_512, NR_512>(&k, c, a, b, blk, accumulate, packs);
+        return gemm_loop::<_, _, _, _, MR_512, NR_512>(&k, c, a, b, blk, accumulate, packs);
     }
     match id {
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx2Fma | KernelId::Avx512 => match Avx2Fma::detect() {
-            Some(k) => gemm_loop::<_, _, _, MR, NR>(&k, c, a, b, blk, accumulate, packs),
-            None => gemm_loop::<_, _, _, MR, NR>(&Portable::<true>, c, a, b, blk, accumulate, packs),
+            Some(k) => gemm_loop::<_, _, _, _, MR, NR>(&k, c, a, b, blk, accumulate, packs),
+            None => gemm_loop::<_, _, _, _, MR, NR>(&Portable::<true>, c, a, b, blk, accumulate, packs),
         },
-        KernelId::PortableUnfused => gemm_loop::<_, _, _, MR, NR>(&Portable::<false>, c, a, b, blk, accumulate, packs),
-        _ => gemm_loop::<_, _, _, MR, NR>(&Portable::<true>, c, a, b, blk, accumulate, packs),
+        KernelId::PortableUnfused => {
+            gemm_loop::<_, _, _, _, MR, NR>(&Portable::<false>, c, a, b, blk, accumulate, packs)
+        }
+        _ => gemm_loop::<_, _, _, _, MR, NR>(&Portable::<true>, c, a, b, blk, accumulate, packs),
     }
 }
 
@@ -263,13 +267,55 @@ gemm_weights_entry!(
 );
 
 /// [`gemm_weights`] with an explicit micro-kernel, for the registry's tests
-/// (an unavailable one runs as [`KernelId::Portable`]).
+/// (an unavailable one runs as the next best, see [`KernelId::best_f32`]).
 #[doc(hidden)]
 pub fn gemm_weights_with_kernel(
     id: KernelId,
-    mut c: OutView<'_, f32>,
+    c: OutView<'_, f32>,
     w: WeightRows<'_>,
     b: MatRef<'_, f32>,
+    blk: Blocking,
+    apack: &mut [f32],
+    bpack: &mut [f32],
+) -> Result<()> {
+    weights_times(id, c, w, &b, blk, apack, bpack)
+}
+
+/// The inference GEMM of a convolution, `C = W · im2col(x)`, with the
+/// im2col matrix packed straight from the images ([`Im2colB`]): the same
+/// products in the same order as [`gemm_weights`] over written-out
+/// columns, so the same bits, without the columns' buffer or their writes.
+pub fn gemm_weights_im2col(
+    c: OutView<'_, f32>,
+    w: WeightRows<'_>,
+    b: Im2colB<'_>,
+    blk: Blocking,
+    apack: &mut [f32],
+    bpack: &mut [f32],
+) -> Result<()> {
+    weights_times(KernelId::best_f32(KernelId::portable_for_target()), c, w, &b, blk, apack, bpack)
+}
+
+/// [`gemm_weights_im2col`] with an explicit micro-kernel, for the tests.
+#[doc(hidden)]
+pub fn gemm_weights_im2col_with_kernel(
+    id: KernelId,
+    c: OutView<'_, f32>,
+    w: WeightRows<'_>,
+    b: Im2colB<'_>,
+    blk: Blocking,
+    apack: &mut [f32],
+    bpack: &mut [f32],
+) -> Result<()> {
+    weights_times(id, c, w, &b, blk, apack, bpack)
+}
+
+/// `C = W·B` for the inference entry points: checks, then the loop nest.
+fn weights_times<B: BSource<f32>>(
+    id: KernelId,
+    mut c: OutView<'_, f32>,
+    w: WeightRows<'_>,
+    b: &B,
     blk: Blocking,
     apack: &mut [f32],
     bpack: &mut [f32],
@@ -291,6 +337,6 @@ pub fn gemm_weights_with_kernel(
     if apack.len() < a_need || bpack.len() < blk.kc.min(k) * blk.nc {
         return Err(Error::InvalidShape { what, reason: "packing buffers shorter than the blocking needs" });
     }
-    run_f32(id, c, &WeightMatrix { w, m, k }, &b, blk, false, Packs { a: apack, b: bpack });
+    run_f32(id, c, &WeightMatrix { w, m, k }, b, blk, false, Packs { a: apack, b: bpack });
     Ok(())
 }

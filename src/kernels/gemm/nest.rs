@@ -15,8 +15,8 @@
 
 use super::blocking::Blocking;
 use super::kernel::{Dst, MicroKernel};
-use super::pack::{ASource, pack_b};
-use super::view::{MatRef, OutView};
+use super::pack::{ASource, BSource};
+use super::view::OutView;
 use crate::kernels::Float;
 
 /// The packing buffers of one product: A's block and B's block.
@@ -30,11 +30,18 @@ pub(crate) struct Packs<'p, T> {
 /// `c` `m × n`, none of them empty), that the blocking fits the tile, and
 /// that the packs hold what it asks for.
 #[inline(always)]
-pub(crate) fn gemm_loop<T: Float, A: ASource<T>, K: MicroKernel<T, MR, NR>, const MR: usize, const NR: usize>(
+pub(crate) fn gemm_loop<
+    T: Float,
+    A: ASource<T>,
+    B: BSource<T>,
+    K: MicroKernel<T, MR, NR>,
+    const MR: usize,
+    const NR: usize,
+>(
     kernel: &K,
     mut c: OutView<'_, T>,
     a: &A,
-    b: &MatRef<'_, T>,
+    b: &B,
     blk: Blocking,
     accumulate: bool,
     packs: Packs<'_, T>,
@@ -47,7 +54,7 @@ pub(crate) fn gemm_loop<T: Float, A: ASource<T>, K: MicroKernel<T, MR, NR>, cons
         let ncur = blk.nc.min(n - jc);
         for pc in (0..k).step_by(blk.kc) {
             let kcur = blk.kc.min(k - pc);
-            pack_b::<T, NR>(b, pc, kcur, jc, ncur, bpack);
+            b.pack::<NR>(pc, kcur, jc, ncur, bpack);
             let assign = pc == 0 && !accumulate;
             for ic in (0..m).step_by(blk.mc) {
                 let mcur = blk.mc.min(m - ic);

@@ -86,6 +86,36 @@ impl<T: Float> ASource<T> for MatRef<'_, T> {
     }
 }
 
+/// Where B's blocks come from: a strided matrix ([`MatRef`], packed by
+/// [`pack_b`]) or a convolution's input read as its im2col matrix
+/// ([`super::im2col::Im2colB`]).
+pub(crate) trait BSource<T> {
+    /// Rows of B (the product's depth).
+    fn rows(&self) -> usize;
+    /// Columns of B.
+    fn cols(&self) -> usize;
+    /// Packs `B[pc..pc+kc, jc..jc+nc]` as `NR`-column panels
+    /// (`[panel][p][NR]`), zero-padding the last panel.
+    fn pack<const NR: usize>(&self, pc: usize, kc: usize, jc: usize, nc: usize, bpack: &mut [T]);
+}
+
+impl<T: Float> BSource<T> for MatRef<'_, T> {
+    #[inline(always)]
+    fn rows(&self) -> usize {
+        MatRef::rows(self)
+    }
+
+    #[inline(always)]
+    fn cols(&self) -> usize {
+        MatRef::cols(self)
+    }
+
+    #[inline(always)]
+    fn pack<const NR: usize>(&self, pc: usize, kc: usize, jc: usize, nc: usize, bpack: &mut [T]) {
+        pack_b::<T, NR>(self, pc, kc, jc, nc, bpack);
+    }
+}
+
 /// A layer's weights as the A of `C = W·B`: `[m, k]` row-major.
 pub(crate) struct WeightMatrix<'a> {
     pub w: WeightRows<'a>,
@@ -169,14 +199,7 @@ fn pack_a<T: Float, const MR: usize>(a: &MatRef<'_, T>, ic: usize, mc: usize, pc
 
 /// Packs `B[pc..pc+kc, jc..jc+nc]` as `NR`-column panels (`[panel][p][NR]`),
 /// zero-padding the last panel.
-pub(crate) fn pack_b<T: Float, const NR: usize>(
-    b: &MatRef<'_, T>,
-    pc: usize,
-    kc: usize,
-    jc: usize,
-    nc: usize,
-    bpack: &mut [T],
-) {
+fn pack_b<T: Float, const NR: usize>(b: &MatRef<'_, T>, pc: usize, kc: usize, jc: usize, nc: usize, bpack: &mut [T]) {
     let (data, rs, cs) = (b.data, b.rs, b.cs);
     if cs == 1 && nc >= NR {
         // Row-major B: walk each row of the block once, front to back (one
