@@ -71,11 +71,14 @@ impl BSource<f32> for Im2colB<'_> {
 
     /// Row by row of the block (one kernel tap over one channel), each row
     /// walked in runs of one output row of one image; positions advance by
-    /// counting, with no division inside the row.
+    /// counting, with no division inside the row. A run inside one panel
+    /// (always, when the output width divides `NR`) is written as a slice:
+    /// zeros left and right of the columns that read the input, a strided
+    /// copy between.
     fn pack<const NR: usize>(&self, pc: usize, kc: usize, jc: usize, nc: usize, bpack: &mut [f32]) {
         let g = &self.g;
         let ((h, w), (kh, kw), (oh_n, ow_n)) = (g.in_hw, g.kernel, g.out_hw);
-        let (ohw, in_hw) = (oh_n * ow_n, h * w);
+        let (ohw, in_hw, st) = (oh_n * ow_n, h * w, g.stride);
         let lanes = nc.div_ceil(NR) * NR;
         let panel = kc * NR;
         let (img0, pos0) = (jc / ohw, jc % ohw);
@@ -84,22 +87,49 @@ impl BSource<f32> for Im2colB<'_> {
             let row = pc + p;
             let (ci, tap) = (row / (kh * kw), row % (kh * kw));
             let (ki, kj) = (tap / kw, tap % kw);
+            // Output columns `lo..hi` of every row read the input (column
+            // ow reads iw = ow·stride + kj − pad), the rest is padding.
+            let reads = |ow: usize| (ow * st + kj).wrapping_sub(g.padding) < w;
+            let lo = (0..ow_n).find(|&o| reads(o)).unwrap_or(ow_n);
+            let hi = (lo..ow_n).rev().find(|&o| reads(o)).map_or(lo, |o| o + 1);
             let dst = &mut bpack[p * NR..];
             let (mut img, mut oh, mut ow0, mut c) = (img0, oh0, ow00, 0);
             while c < nc {
                 let run = (ow_n - ow0).min(nc - c);
-                let ih = (oh * g.stride + ki).wrapping_sub(g.padding);
-                if ih < h {
-                    let start = (img * g.channels + ci) * in_hw + ih * w;
-                    let src = &self.x[start..start + w];
-                    let mut iw = (ow0 * g.stride + kj).wrapping_sub(g.padding);
-                    for cc in c..c + run {
-                        dst[(cc / NR) * panel + cc % NR] = if iw < w { src[iw] } else { 0.0 };
-                        iw = iw.wrapping_add(g.stride);
-                    }
-                } else {
+                let ih = (oh * st + ki).wrapping_sub(g.padding);
+                let (q, lane) = (c / NR, c % NR);
+                if ih >= h {
                     for cc in c..c + run {
                         dst[(cc / NR) * panel + cc % NR] = 0.0;
+                    }
+                } else {
+                    let start = (img * g.channels + ci) * in_hw + ih * w;
+                    let src = &self.x[start..start + w];
+                    if lane + run <= NR {
+                        let out = &mut dst[q * panel + lane..q * panel + lane + run];
+                        // This run covers output columns ow0..ow0 + run.
+                        let (a, b) = (lo.clamp(ow0, ow0 + run) - ow0, hi.clamp(ow0, ow0 + run) - ow0);
+                        out[..a].fill(0.0);
+                        out[b..].fill(0.0);
+                        if a < b {
+                            let iw = (ow0 + a) * st + kj - g.padding;
+                            let body = &mut out[a..b];
+                            if st == 1 {
+                                body.copy_from_slice(&src[iw..iw + body.len()]);
+                            } else {
+                                let n = body.len();
+                                let s = &src[iw..iw + (n - 1) * st + 1];
+                                for (t, o) in body.iter_mut().enumerate() {
+                                    *o = s[t * st];
+                                }
+                            }
+                        }
+                    } else {
+                        let mut iw = (ow0 * st + kj).wrapping_sub(g.padding);
+                        for cc in c..c + run {
+                            dst[(cc / NR) * panel + cc % NR] = if iw < w { src[iw] } else { 0.0 };
+                            iw = iw.wrapping_add(st);
+                        }
                     }
                 }
                 c += run;
