@@ -116,6 +116,15 @@ impl BSource<f32> for Im2colB<'_> {
                             let body = &mut out[a..b];
                             if st == 1 {
                                 body.copy_from_slice(&src[iw..iw + body.len()]);
+                            } else if st == 2 {
+                                // Every other input: whole pairs, then the
+                                // last element (its pair may end the row).
+                                let n = body.len();
+                                let (head, last) = body.split_at_mut(n - 1);
+                                for (o, pair) in head.iter_mut().zip(src[iw..iw + 2 * (n - 1)].chunks_exact(2)) {
+                                    *o = pair[0];
+                                }
+                                last[0] = src[iw + 2 * (n - 1)];
                             } else {
                                 let n = body.len();
                                 let s = &src[iw..iw + (n - 1) * st + 1];
