@@ -135,9 +135,10 @@ fn every_kernel_is_listed_and_reports_availability() {
     assert!(ran >= 2);
 }
 
-/// Every tile edge of both tile shapes, in both entry points: rows 1..=17
-/// (every remainder of 6 and 8, one and two tiles), columns 1..=65 (every
-/// remainder of 16 and 32) at a depth crossing a depth block.
+/// Every tile edge of every tile shape (8 × 32, 8 × 16, 6 × 16), in both
+/// entry points: rows 1..=17 (every remainder of 6 and 8, one and two
+/// tiles), columns 1..=65 (every remainder of 16 and 32) at a depth
+/// crossing a depth block.
 #[test]
 fn every_edge_tile_matches_the_reference() {
     for id in KernelId::ALL {
@@ -148,6 +149,8 @@ fn every_edge_tile_matches_the_reference() {
         for m in 1..=17 {
             for n in (1..=65).step_by(if m % 4 == 1 { 1 } else { 7 }) {
                 check_kernel(id, m, 270, n, 1 << 14, (m * 100 + n) as u64);
+                // 16-column blocks of B: AVX-512's narrow 8 × 16 tile.
+                check_kernel(id, m, 270, n, 16 * 256, (m * 100 + n) as u64);
                 check_training(id, m, 270, n, m % 2 == 0, n % 2 == 1, n % 3 == 0, 64, (m * 100 + n) as u64);
             }
         }

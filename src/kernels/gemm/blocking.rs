@@ -34,13 +34,16 @@ pub const NR: usize = 16;
 pub const MR_512: usize = 8;
 /// Register tile columns of the AVX-512 kernel (two AVX-512 vectors of f32).
 pub const NR_512: usize = 32;
+/// Its narrow tile's columns (one vector), for blocks of B narrower than
+/// [`NR_512`].
+pub const NR_512_NARROW: usize = 16;
 /// Rows of A per block are a multiple of this: of every kernel's tile rows.
 pub const MC_UNIT: usize = 24;
 /// Columns of B per block are a multiple of this: of every kernel's tile
 /// columns.
 pub const NC_UNIT: usize = 32;
 const _: () = assert!(MC_UNIT.is_multiple_of(MR) && MC_UNIT.is_multiple_of(MR_512));
-const _: () = assert!(NC_UNIT.is_multiple_of(NR) && NC_UNIT.is_multiple_of(NR_512));
+const _: () = assert!(NC_UNIT.is_multiple_of(NR) && NC_UNIT.is_multiple_of(NR_512) && NR.is_multiple_of(NR_512_NARROW));
 /// Largest depth of one block: a 256 × 16 panel of B is 16 KiB of f32 (L1).
 pub const KC: usize = 256;
 /// Largest block of A rows: 96 × 256 f32 = 96 KiB (L2).

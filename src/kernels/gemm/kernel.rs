@@ -11,7 +11,7 @@
 //! [`MicroKernel`] impl here, with its tile shape as the trait's
 //! parameters; the loop nest does not change.
 
-use super::blocking::{MR, MR_512, NR, NR_512};
+use super::blocking::{MR, MR_512, NR, NR_512, NR_512_NARROW};
 use crate::kernels::Float;
 use crate::kernels::cpu;
 
@@ -68,8 +68,8 @@ pub enum KernelId {
     PortableUnfused,
     /// x86_64 AVX2 + FMA intrinsics, f32 only, a 6 × 16 tile.
     Avx2Fma,
-    /// x86_64 AVX-512 F intrinsics, f32 only, an 8 × 32 tile with masked
-    /// edge tiles.
+    /// x86_64 AVX-512 F intrinsics, f32 only, an 8 × 32 tile (8 × 16 for
+    /// blocks of B narrower than 32 columns) with masked edge tiles.
     Avx512,
 }
 
@@ -275,37 +275,54 @@ impl Avx512 {
     }
 }
 
+/// Both AVX-512 tiles, 8 × 32 and the narrow 8 × 16 (for blocks of B
+/// narrower than 32 columns, e.g. a batch-1 layer of 4 × 4 outputs).
 #[cfg(target_arch = "x86_64")]
-impl MicroKernel<f32, MR_512, NR_512> for Avx512 {
-    const EDGES: bool = true;
+macro_rules! avx512_tile {
+    ($nr:expr, $nv:expr) => {
+        impl MicroKernel<f32, MR_512, { $nr }> for Avx512 {
+            const EDGES: bool = true;
 
-    #[inline(always)]
-    fn tile(
-        &self,
-        kc: usize,
-        a: &[f32],
-        rows: [usize; MR_512],
-        aps: usize,
-        b: &[f32],
-        dst: Dst<'_, f32, MR_512, NR_512>,
-    ) {
-        // SAFETY: an `Avx512` exists only where `cpu::features()` reported
-        // AVX-512 F, which is all `tile_avx512` requires.
-        unsafe { tile_avx512(kc, a, rows, aps, b, dst) }
-    }
+            #[inline(always)]
+            fn tile(
+                &self,
+                kc: usize,
+                a: &[f32],
+                rows: [usize; MR_512],
+                aps: usize,
+                b: &[f32],
+                dst: Dst<'_, f32, MR_512, { $nr }>,
+            ) {
+                // SAFETY: an `Avx512` exists only where `cpu::features()`
+                // reported AVX-512 F, which is all `tile_avx512` requires.
+                unsafe { tile_avx512::<{ $nr }, { $nv }>(kc, a, rows, aps, b, dst) }
+            }
+        }
+    };
 }
+#[cfg(target_arch = "x86_64")]
+avx512_tile!(NR_512, 2);
+#[cfg(target_arch = "x86_64")]
+avx512_tile!(NR_512_NARROW, 1);
 
-/// The 8 × 32 AVX-512 tile: per step two loads of B, eight broadcasts of A
-/// and sixteen FMAs into sixteen zmm accumulators. Partial tiles are stored
-/// with lane masks, straight into C.
+/// The AVX-512 tiles, `8 × N` with `N = 16·V`: per step `V` loads of B,
+/// eight broadcasts of A and `8·V` FMAs into `8·V` zmm accumulators (8 × 32:
+/// sixteen). Partial tiles are stored with lane masks, straight into C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn tile_avx512(kc: usize, a: &[f32], rows: [usize; MR_512], aps: usize, b: &[f32], dst: Dst<'_, f32, MR_512, NR_512>) {
+fn tile_avx512<const N: usize, const V: usize>(
+    kc: usize,
+    a: &[f32],
+    rows: [usize; MR_512],
+    aps: usize,
+    b: &[f32],
+    dst: Dst<'_, f32, MR_512, N>,
+) {
     use core::arch::x86_64::{__m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps};
     use core::arch::x86_64::{_mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps};
     use core::arch::x86_64::{_mm512_setzero_ps, _mm512_storeu_ps};
     const M: usize = MR_512;
-    const N: usize = NR_512;
+    const { assert!(N == 16 * V && (V == 1 || V == 2)) };
     // The bounds every access below relies on (always true for our callers;
     // checked so that a bug is a slow path, not an out-of-bounds access).
     let max_row = rows.iter().copied().fold(0, usize::max);
@@ -343,52 +360,50 @@ fn tile_avx512(kc: usize, a: &[f32], rows: [usize; MR_512], aps: usize, b: &[f32
     }
     let bp = b.as_ptr();
     let ap: [*const f32; M] = rows.map(|o| a[o..].as_ptr());
-    let mut c: [[__m512; 2]; M] = [[_mm512_setzero_ps(); 2]; M];
+    let mut c: [[__m512; V]; M] = [[_mm512_setzero_ps(); V]; M];
     for p in 0..kc {
         // SAFETY: p < kc, so `bp + p·N .. + N` lies inside `b` (b.len() ≥
         // kc·N) and `ap[r] + p·aps` inside `a` (rows[r] + (kc−1)·aps <
         // a.len()), checked above; unaligned loads are allowed.
         unsafe {
-            let b0 = _mm512_loadu_ps(bp.add(p * N));
-            let b1 = _mm512_loadu_ps(bp.add(p * N + 16));
+            let bv: [__m512; V] = core::array::from_fn(|v| _mm512_loadu_ps(bp.add(p * N + 16 * v)));
             for (r, cr) in c.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*ap[r].add(p * aps));
-                cr[0] = _mm512_fmadd_ps(av, b0, cr[0]);
-                cr[1] = _mm512_fmadd_ps(av, b1, cr[1]);
+                for (acc, &b) in cr.iter_mut().zip(&bv) {
+                    *acc = _mm512_fmadd_ps(av, b, *acc);
+                }
             }
         }
     }
     match dst {
         Dst::Acc(t) => {
             for (r, cr) in c.iter().enumerate() {
-                // SAFETY: `t[r]` is 32 f32: two 16-lane unaligned stores fit.
-                unsafe {
-                    _mm512_storeu_ps(t[r].as_mut_ptr(), cr[0]);
-                    _mm512_storeu_ps(t[r].as_mut_ptr().add(16), cr[1]);
+                for (v, &x) in cr.iter().enumerate() {
+                    // SAFETY: `t[r]` is N = 16·V f32: V 16-lane unaligned
+                    // stores at 16·v (v < V) fit.
+                    unsafe { _mm512_storeu_ps(t[r].as_mut_ptr().add(16 * v), x) };
                 }
             }
         }
         Dst::C(data, out, assign) => {
             let base = data.as_mut_ptr();
             for (r, cr) in c.iter().enumerate() {
-                // SAFETY: out[r] + N ≤ data.len() (checked above), so the 32
-                // f32 at `base + out[r]` are inside `data`, which we borrow
-                // mutably; unaligned loads/stores are allowed.
-                unsafe {
-                    let p = base.add(out[r]);
-                    if assign {
-                        _mm512_storeu_ps(p, cr[0]);
-                        _mm512_storeu_ps(p.add(16), cr[1]);
-                    } else {
-                        _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), cr[0]));
-                        _mm512_storeu_ps(p.add(16), _mm512_add_ps(_mm512_loadu_ps(p.add(16)), cr[1]));
+                for (v, &x) in cr.iter().enumerate() {
+                    // SAFETY: out[r] + N ≤ data.len() (checked above), so the
+                    // 16 f32 at `base + out[r] + 16·v` (v < V, N = 16·V) are
+                    // inside `data`, which we borrow mutably; unaligned
+                    // loads/stores are allowed.
+                    unsafe {
+                        let p = base.add(out[r] + 16 * v);
+                        let sum = if assign { x } else { _mm512_add_ps(_mm512_loadu_ps(p), x) };
+                        _mm512_storeu_ps(p, sum);
                     }
                 }
             }
         }
         Dst::Edge { data, rows: out, mr, nr, assign } => {
             let lanes = |n: usize| -> __mmask16 { if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 } };
-            let masks = [lanes(nr), lanes(nr.saturating_sub(16))];
+            let masks: [__mmask16; V] = core::array::from_fn(|v| lanes(nr.saturating_sub(16 * v)));
             let base = data.as_mut_ptr();
             for (r, cr) in c.iter().enumerate().take(mr) {
                 for (h, (&v, &k)) in cr.iter().zip(&masks).enumerate() {

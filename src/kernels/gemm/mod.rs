@@ -23,7 +23,7 @@ mod pack;
 pub mod view;
 mod weights;
 
-pub use blocking::{Blocking, KC, MC_MAX, MC_UNIT, MR, MR_512, NC_UNIT, NR, NR_512};
+pub use blocking::{Blocking, KC, MC_MAX, MC_UNIT, MR, MR_512, NC_UNIT, NR, NR_512, NR_512_NARROW};
 pub use im2col::{ConvGeom, Im2colB};
 pub use kernel::KernelId;
 pub use view::{MatMut, MatRef, OutView};
@@ -171,10 +171,14 @@ fn run_f32<A: ASource<f32>, B: BSource<f32>>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if id == KernelId::Avx512
-        && let Some(blk) = blk.for_tile(MR_512, NR_512, A::PACKS)
         && let Some(k) = Avx512::detect()
     {
-        return gemm_loop::<_, _, _, _, MR_512, NR_512>(&k, c, a, b, blk, accumulate, packs);
+        if let Some(blk) = blk.for_tile(MR_512, NR_512, A::PACKS) {
+            return gemm_loop::<_, _, _, _, MR_512, NR_512>(&k, c, a, b, blk, accumulate, packs);
+        }
+        if let Some(blk) = blk.for_tile(MR_512, NR_512_NARROW, A::PACKS) {
+            return gemm_loop::<_, _, _, _, MR_512, NR_512_NARROW>(&k, c, a, b, blk, accumulate, packs);
+        }
     }
     match id {
         #[cfg(target_arch = "x86_64")]
