@@ -297,7 +297,7 @@ pub fn gemm_weights_im2col(
     apack: &mut [f32],
     bpack: &mut [f32],
 ) -> Result<()> {
-    weights_times(KernelId::best_f32(KernelId::portable_for_target()), c, w, &b, blk, apack, bpack)
+    gemm_weights_im2col_with_kernel(KernelId::best_f32(KernelId::portable_for_target()), c, w, b, blk, apack, bpack)
 }
 
 /// [`gemm_weights_im2col`] with an explicit micro-kernel, for the tests.
